@@ -1,0 +1,69 @@
+"""The declarative form of a PV: what every IOC, screen and device reads.
+
+A `PvSpec` names one process variable relative to its IOC's prefix and says
+what kind of value it carries, its limits, units and enum strings. A setting
+(`readback=True`) also gets a read-only `<name>_RBV` record that shows the
+value the IOC actually applied.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class Kind(Enum):
+    FLOAT = "float"
+    INT = "int"
+    ENUM = "enum"
+    STRING = "string"
+    FLOAT_ARRAY = "float_array"
+
+
+@dataclass(frozen=True)
+class PvSpec:
+    name: str
+    kind: Kind
+    description: str
+    initial: float | int | str = 0
+    units: str = ""
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+    precision: int = 3
+    writable: bool = True
+    readback: bool = False
+    length: int = 0  # element count of a FLOAT_ARRAY
+
+    @property
+    def readback_name(self) -> str:
+        return f"{self.name}_RBV"
+
+    def check(self, value: float | int | str) -> str | None:
+        """Why `value` is not acceptable for this PV, or None if it is."""
+        if self.kind is Kind.ENUM:
+            if not 0 <= int(value) < len(self.choices):
+                return f"{self.name}: {value} is not one of {', '.join(self.choices)}"
+        elif self.kind in (Kind.FLOAT, Kind.INT):
+            if self.low is not None and value < self.low:
+                return f"{self.name}: {value} refused, below the minimum {self.low} {self.units}"
+            if self.high is not None and value > self.high:
+                return f"{self.name}: {value} refused, above the maximum {self.high} {self.units}"
+        return None
+
+
+def find(specs: tuple[PvSpec, ...], name: str) -> PvSpec:
+    for spec in specs:
+        if spec.name == name:
+            return spec
+    raise KeyError(name)
+
+
+def all_names(specs: tuple[PvSpec, ...]) -> list[str]:
+    """Every PV name a spec list serves, readbacks included, without prefix."""
+    names = []
+    for spec in specs:
+        names.append(spec.name)
+        if spec.readback:
+            names.append(spec.readback_name)
+    return names

@@ -1,0 +1,260 @@
+"""The detector's image server: frames on `$(D)Pva1:Image` from a pvapy PvaServer.
+
+Like an areaDetector driver with its PVA plugin, it follows the control IOC's
+`cam1:` settings over pvAccess, publishes frames at the acquire period, evenly
+paced, and reports its state, counter and rate on `$(D)Pva1:Status`, which the
+control IOC mirrors into its `_RBV` records. It runs in a process of its own:
+pvapy bundles its own EPICS base and must not share a process with softioc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+import time
+from collections import deque
+from typing import Any
+
+import pvaccess as pva
+
+from ptychoedge.pvdb import detector
+from ptychoedge.pvdb.spec import Kind
+from ptychoedge.sim.ntndarray import stamp
+from ptychoedge.sim.replay import ScanFileError
+from ptychoedge.sim.sources import (
+    MICROMETRE,
+    PatternSource,
+    ReplaySource,
+    SourceSettings,
+    StageSource,
+)
+
+log = logging.getLogger("ptychoedge.sim.image_server")
+
+STATUS_STRUCTURE = {
+    "state": pva.STRING,
+    "acquiring": pva.BOOLEAN,
+    "arrayCounter": pva.LONG,
+    "imagesInAcquisition": pva.LONG,
+    "acquisitionsDone": pva.LONG,
+    "rate": pva.DOUBLE,
+    "sizeX": pva.INT,
+    "sizeY": pva.INT,
+    "message": pva.STRING,
+}
+STATUS_PERIOD = 0.2  # s between status updates while acquiring
+RATE_WINDOW = 1.0  # s of publish times the rate is measured over
+MAX_LAG = 0.05  # s behind schedule after which pacing restarts instead of bursting
+
+
+class RemoteSettings:
+    """The control IOC's settings, followed over pvAccess monitors."""
+
+    def __init__(self, prefix: str, on_change):
+        self.values: dict[str, Any] = {}
+        self._on_change = on_change
+        self._channels = []
+        for spec in detector.SETTINGS:
+            channel = pva.Channel(prefix + spec.name, pva.PVA)
+            channel.monitor(lambda pv, spec=spec: self._update(spec, pv), "field(value)")
+            self._channels.append(channel)
+
+    def _update(self, spec, pv) -> None:
+        value = pv["value"]
+        if spec.kind is Kind.ENUM:
+            value = spec.choices[value["index"]]
+        self.values[spec.name] = value
+        self._on_change(spec.name, value)
+
+    @property
+    def complete(self) -> bool:
+        return len(self.values) == len(detector.SETTINGS)
+
+    def source_settings(self) -> SourceSettings:
+        v = self.values
+        return SourceSettings(
+            source=v["cam1:ScanSource"], size_x=v["cam1:SizeX"], size_y=v["cam1:SizeY"],
+            data_type=v["cam1:DataType"], pattern=v["cam1:ScanPattern"],
+            step_um=v["cam1:ScanStep"], points=v["cam1:ScanPoints"], photons=v["cam1:Photons"],
+            seed=v["cam1:Seed"], replay_file=v["cam1:ReplayFile"],
+        )
+
+    def stop(self) -> None:
+        for channel in self._channels:
+            channel.stopMonitor()
+
+
+class StagePosition:
+    """The stage motors' readbacks over Channel Access, in metres."""
+
+    def __init__(self, prefix: str):
+        self.x = self.y = 0.0
+        self._x = pva.Channel(f"{prefix}m1.RBV", pva.CA)
+        self._y = pva.Channel(f"{prefix}m2.RBV", pva.CA)
+        self._x.monitor(lambda pv: setattr(self, "x", pv["value"] * MICROMETRE), "field(value)")
+        self._y.monitor(lambda pv: setattr(self, "y", pv["value"] * MICROMETRE), "field(value)")
+
+    def read(self) -> tuple[float, float]:
+        return self.x, self.y
+
+    def stop(self) -> None:
+        self._x.stopMonitor()
+        self._y.stopMonitor()
+
+
+class ImageServer:
+    def __init__(self, prefix: str):
+        self.prefix = prefix
+        self.image_channel = prefix + detector.IMAGE
+        self.status_channel = prefix + detector.STATUS
+        self.server = pva.PvaServer()
+        self.server.addRecord(self.image_channel, pva.NtNdArray())
+        self.status = pva.PvObject(STATUS_STRUCTURE, {"state": "Disconnected"})
+        self.server.addRecord(self.status_channel, self.status)
+
+        self.array_counter = 0
+        self.acquisitions_done = 0
+        self._publish_times: deque[float] = deque()
+        self._acquire = threading.Event()
+        self._quit = threading.Event()
+        self._sources: dict[SourceSettings, Any] = {}
+        self.stage = StagePosition(prefix)
+        self.settings = RemoteSettings(prefix, self._on_setting)
+
+    # -- settings -------------------------------------------------------------
+
+    def _on_setting(self, name: str, value: Any) -> None:
+        if name == "cam1:Acquire":
+            if value == "Acquire":
+                self._acquire.set()
+            else:
+                self._acquire.clear()
+        elif name == "cam1:ArrayCounter":
+            self.array_counter = int(value)
+            self._post_status()
+
+    def _source(self, settings: SourceSettings):
+        if settings.source == "Stage":
+            return StageSource(settings, self.stage.read)
+        source = self._sources.get(settings)
+        if source is None:
+            self._post_status(state="Initializing", message="computing frames")
+            started = time.monotonic()
+            source = ReplaySource(settings) if settings.source == "Replay" else PatternSource(settings)
+            log.info("%d frames of %dx%d ready in %.1f s", len(source.frames), source.size_x,
+                     source.size_y, time.monotonic() - started)
+            self._sources = {settings: source}  # keep one bank: they can be large
+        source.rewind()
+        return source
+
+    # -- status ---------------------------------------------------------------
+
+    def _post_status(self, **fields: Any) -> None:
+        now = time.monotonic()
+        while self._publish_times and self._publish_times[0] < now - RATE_WINDOW:
+            self._publish_times.popleft()
+        self.status["arrayCounter"] = self.array_counter
+        self.status["acquisitionsDone"] = self.acquisitions_done
+        self.status["rate"] = len(self._publish_times) / RATE_WINDOW
+        for key, value in fields.items():
+            self.status[key] = value
+        self.server.update(self.status_channel, self.status)
+
+    # -- acquisition ----------------------------------------------------------
+
+    def run(self) -> None:
+        self.server.start()
+        while not self.settings.complete and not self._quit.wait(0.05):
+            pass
+        if self._quit.is_set():
+            return
+        log.info("following %scam1: settings", self.prefix)
+        self._prepare_default_source()
+        self._post_status(state="Idle", message="ready")
+        log.info("ready: frames on %s", self.image_channel)
+        while not self._quit.is_set():
+            if self._acquire.wait(0.1):
+                self._acquire_once()
+
+    def _prepare_default_source(self) -> None:
+        settings = self.settings.source_settings()
+        if settings.source == "Pattern":
+            self._source(settings)
+
+    def _acquire_once(self) -> None:
+        values = self.settings.values
+        try:
+            source = self._source(self.settings.source_settings())
+        except (ScanFileError, ValueError) as error:
+            log.error("acquisition refused: %s", error)
+            self._finish(state="Error", message=str(error)[:200])
+            return
+        mode = values["cam1:ImageMode"]
+        total = {"Single": 1, "Multiple": values["cam1:NumImages"]}.get(mode)
+        self._post_status(state="Acquire", acquiring=True, imagesInAcquisition=0,
+                          sizeX=source.size_x, sizeY=source.size_y, message="acquiring")
+        published = 0
+        start = time.monotonic()
+        scheduled = 0  # frames published since `start`
+        last_status = start
+        while self._acquire.is_set() and not self._quit.is_set():
+            if total is not None and published >= total:
+                break
+            period = values["cam1:AcquirePeriod"]
+            delay = start + scheduled * period - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            elif delay < -MAX_LAG:  # fell behind: restart the pacing, do not burst
+                start, scheduled = time.monotonic(), 0
+            frame = source.next_frame()
+            self.array_counter += 1
+            stamp(frame, self.array_counter)
+            self.server.updateUnchecked(self.image_channel, frame)
+            published += 1
+            scheduled += 1
+            now = time.monotonic()
+            self._publish_times.append(now)
+            if now - last_status >= STATUS_PERIOD:
+                last_status = now
+                self._post_status(imagesInAcquisition=published)
+        self._finish(state="Idle", imagesInAcquisition=published,
+                     message=f"acquired {published} frames")
+
+    def _finish(self, **fields: Any) -> None:
+        self.acquisitions_done += 1
+        self._acquire.clear()
+        self._publish_times.clear()
+        self._post_status(acquiring=False, **fields)
+
+    def stop(self) -> None:
+        self._quit.set()
+        self._acquire.clear()
+
+    def close(self) -> None:
+        self.settings.stop()
+        self.stage.stop()
+        self.server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="ptychoedge-image-server",
+        description="Serve simulated detector frames on $(prefix)Pva1:Image (pvapy).")
+    parser.add_argument("--prefix", default="SIM1:", help="detector PV prefix (default SIM1:)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s image-server %(message)s")
+    server = ImageServer(args.prefix)
+    signal.signal(signal.SIGINT, lambda *_: server.stop())
+    signal.signal(signal.SIGTERM, lambda *_: server.stop())
+    try:
+        server.run()
+    finally:
+        server.close()
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,134 @@
+"""Where the detector's frames and their positions come from.
+
+Each source hands out ready NTNDArray frames (the image server only stamps
+them), so publishing costs the same whatever the physics costs:
+- `PatternSource`: the detector's own scan, a precomputed bank looped forever;
+- `StageSource`: a frame at the stage motors' current readbacks, for Bluesky scans;
+- `ReplaySource`: a recorded scan from a CXI or NumPy file, looped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pvaccess as pva
+
+from ptychoedge.sim import physics
+from ptychoedge.sim.ntndarray import make_frame
+from ptychoedge.sim.replay import load_scan
+
+log = logging.getLogger(__name__)
+
+PIXEL_TYPES = {"UInt8": np.uint8, "UInt16": np.uint16, "UInt32": np.uint32}
+MICROMETRE = 1e-6
+BANK_CHUNK = 64  # frames computed at a time, to bound memory for large frames
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    """What a source is built from; equal settings give an identical source."""
+
+    source: str = "Pattern"
+    size_x: int = 128
+    size_y: int = 128
+    data_type: str = "UInt16"
+    pattern: str = "Fermat"
+    step_um: float = 0.25
+    points: int = 400
+    photons: float = 1e6
+    seed: int = 0
+    replay_file: str = ""
+
+    @property
+    def dtype(self) -> type:
+        return PIXEL_TYPES[self.data_type]
+
+    def simulator(self) -> physics.PtychographySimulator:
+        return physics.PtychographySimulator(
+            max(self.size_x, self.size_y), photons=self.photons, dtype=self.dtype, seed=self.seed)
+
+    def scan_positions(self) -> np.ndarray:
+        step = self.step_um * MICROMETRE
+        if self.pattern == "Raster":
+            side = int(np.ceil(np.sqrt(self.points)))
+            return physics.raster_positions(side, side, step)[: self.points]
+        return physics.fermat_spiral_positions(self.points, step)
+
+
+def crop_to(frames: np.ndarray, size_y: int, size_x: int) -> np.ndarray:
+    """The centre (size_y, size_x) of square frames, where the direct beam is."""
+    n = frames.shape[-1]
+    top, left = (n - size_y) // 2, (n - size_x) // 2
+    return frames[..., top:top + size_y, left:left + size_x]
+
+
+class BankSource:
+    """A fixed list of frames with their positions, served in a loop."""
+
+    def __init__(self, images: np.ndarray, positions: np.ndarray):
+        self.frames = [make_frame(image, 0, (x, y)) for image, (x, y) in zip(images, positions)]
+        self.positions = positions
+        self.size_y, self.size_x = images.shape[1:]
+        self._next = 0
+
+    def next_frame(self) -> pva.NtNdArray:
+        frame = self.frames[self._next]
+        self._next = (self._next + 1) % len(self.frames)
+        return frame
+
+    def rewind(self) -> None:
+        self._next = 0
+
+
+class PatternSource(BankSource):
+    def __init__(self, settings: SourceSettings):
+        simulator = settings.simulator()
+        positions = settings.scan_positions()
+        images = np.concatenate([
+            crop_to(simulator.frames(positions[i:i + BANK_CHUNK])[0],
+                    settings.size_y, settings.size_x)
+            for i in range(0, len(positions), BANK_CHUNK)
+        ])
+        super().__init__(images, positions)
+
+
+class ReplaySource(BankSource):
+    def __init__(self, settings: SourceSettings):
+        images, positions = load_scan(settings.replay_file)
+        super().__init__(images, positions)
+
+
+class StageSource:
+    """Frames computed at the stage's current position, cached per object pixel."""
+
+    CACHE_SIZE = 1024
+
+    def __init__(self, settings: SourceSettings, read_position: Callable[[], tuple[float, float]]):
+        self.settings = settings
+        self.simulator = settings.simulator()
+        self.read_position = read_position
+        self.size_y, self.size_x = settings.size_y, settings.size_x
+        self._cache: OrderedDict[tuple[int, int], pva.NtNdArray] = OrderedDict()
+
+    def next_frame(self) -> pva.NtNdArray:
+        x, y = self.read_position()
+        position = np.array([[x, y]])
+        key = tuple(self.simulator.positions_to_pixels(position)[0])
+        frame = self._cache.get(key)
+        if frame is None:
+            images, _ = self.simulator.frames(position)
+            image = crop_to(images, self.size_y, self.size_x)[0]
+            frame = make_frame(image, 0, (x, y))
+            self._cache[key] = frame
+            if len(self._cache) > self.CACHE_SIZE:
+                self._cache.popitem(last=False)
+        else:
+            self._cache.move_to_end(key)
+        return frame
+
+    def rewind(self) -> None:
+        pass

@@ -1,0 +1,118 @@
+"""Shared fixtures: unique PV prefixes and real processes on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A PV prefix no other test uses."""
+    return f"T{uuid.uuid4().hex[:8]}:"
+
+
+class Spawned:
+    """A child process in its own process group, its output in a log file."""
+
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None):
+        self.args = args
+        self.log_path = log_path
+        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.popen = subprocess.Popen(
+            args, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True, env={**os.environ, **(env or {})},
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def interrupt(self, timeout: float = 15.0) -> int | None:
+        """SIGINT, as Ctrl-C would; the exit code, or None if it did not stop."""
+        if self.alive():
+            self.popen.send_signal(signal.SIGINT)
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self) -> None:
+        if self.alive():
+            self.interrupt(10.0)
+        try:  # anything left in the group, the child's own children included
+            os.killpg(self.popen.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.popen.wait(5)
+        self._log.close()
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator[Callable[..., Spawned]]:
+    """Start a command as a child process; every child is stopped at teardown."""
+    children: list[Spawned] = []
+
+    def start(*args: str, name: str | None = None, env: dict[str, str] | None = None) -> Spawned:
+        label = name or Path(args[0]).name
+        child = Spawned(list(args), tmp_path / f"{label}-{len(children)}.log", env)
+        children.append(child)
+        return child
+
+    yield start
+    for child in reversed(children):
+        child.stop()
+
+
+def ptychoedge(*args: str) -> list[str]:
+    """The `ptychoedge` command line, run with this interpreter."""
+    return [sys.executable, "-m", "ptychoedge.iocs.cli", *args]
+
+
+def wait_until(condition: Callable[[], object], timeout: float, what: str,
+               child: Spawned | None = None) -> object:
+    """Poll `condition` until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if child is not None and not child.alive():
+            raise AssertionError(f"{what}: process exited early\n{child.log()}")
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.05)
+    detail = f"\n{child.log()}" if child is not None else ""
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}{detail}")
+
+
+@pytest.fixture(scope="session")
+def pva():
+    """A p4p client context for the whole session."""
+    from p4p.client.thread import Context
+
+    ctx = Context("pva", nt=False)
+    yield ctx
+    ctx.close()
+
+
+def pva_ready(ctx, name: str) -> Callable[[], object]:
+    def connected() -> object:
+        try:
+            return ctx.get(name, timeout=0.5)
+        except Exception:
+            return None
+    return connected
