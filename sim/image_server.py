@@ -111,8 +111,8 @@ class ImageServer:
         self.status_channel = prefix + detector.STATUS
         self.server = pva.PvaServer()
         self.server.addRecord(self.image_channel, pva.NtNdArray())
-        self.status = pva.PvObject(STATUS_STRUCTURE, {"state": "Disconnected"})
-        self.server.addRecord(self.status_channel, self.status)
+        self.status: dict[str, Any] = {"state": "Disconnected"}
+        self.server.addRecord(self.status_channel, pva.PvObject(STATUS_STRUCTURE, self.status))
 
         self.array_counter = 0
         self.acquisitions_done = 0
@@ -142,7 +142,8 @@ class ImageServer:
         if source is None:
             self._post_status(state="Initializing", message="computing frames")
             started = time.monotonic()
-            source = ReplaySource(settings) if settings.source == "Replay" else PatternSource(settings)
+            bank = ReplaySource if settings.source == "Replay" else PatternSource
+            source = bank(settings)
             log.info("%d frames of %dx%d ready in %.1f s", len(source.frames), source.size_x,
                      source.size_y, time.monotonic() - started)
             self._sources = {settings: source}  # keep one bank: they can be large
@@ -155,17 +156,15 @@ class ImageServer:
         now = time.monotonic()
         while self._publish_times and self._publish_times[0] < now - RATE_WINDOW:
             self._publish_times.popleft()
-        self.status["arrayCounter"] = self.array_counter
-        self.status["acquisitionsDone"] = self.acquisitions_done
-        self.status["rate"] = len(self._publish_times) / RATE_WINDOW
-        for key, value in fields.items():
-            self.status[key] = value
-        self.server.update(self.status_channel, self.status)
+        self.status.update(fields, arrayCounter=self.array_counter,
+                           acquisitionsDone=self.acquisitions_done,
+                           rate=len(self._publish_times) / RATE_WINDOW)
+        # A new object each time: pvapy sends only what differs from the record's copy.
+        self.server.update(self.status_channel, pva.PvObject(STATUS_STRUCTURE, self.status))
 
     # -- acquisition ----------------------------------------------------------
 
     def run(self) -> None:
-        self.server.start()
         while not self.settings.complete and not self._quit.wait(0.05):
             pass
         if self._quit.is_set():

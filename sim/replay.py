@@ -74,7 +74,8 @@ def _load_cxi(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise ScanFileError(f"{path}: not a readable HDF5 file ({error})") from error
 
 
-def _checked(path: Path, frames: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _checked(path: Path, frames: np.ndarray,
+             positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if frames.ndim != 3 or 0 in frames.shape:
         raise ScanFileError(f"{path}: frames must be (N, ny, nx), got {frames.shape}")
     if not np.issubdtype(frames.dtype, np.integer):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -55,10 +56,9 @@ class Spawned:
     def stop(self) -> None:
         if self.alive():
             self.interrupt(10.0)
-        try:  # anything left in the group, the child's own children included
+        # anything left in the group, the child's own children included
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.popen.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.popen.wait(5)
         self._log.close()
 

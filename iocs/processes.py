@@ -1,0 +1,88 @@
+"""Child processes that never outlive their parent.
+
+Every program that starts others (the simulated beamline, later the pipeline
+supervisor) starts them here: each child gets SIGTERM from the kernel if its
+parent dies, even by SIGKILL, so no orphan is ever left running.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+log = logging.getLogger(__name__)
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    """The command line running `module` with this interpreter."""
+    return [sys.executable, "-m", module, *args]
+
+
+class Child:
+    """One supervised child process, its output to a log file or ours."""
+
+    def __init__(self, name: str, args: Sequence[str], log_path: Path | None = None,
+                 env: dict[str, str] | None = None):
+        self.name = name
+        self.args = list(args)
+        self.log_path = log_path
+        self._log: IO[bytes] | None = open(log_path, "ab") if log_path else None  # noqa: SIM115
+        self.popen = subprocess.Popen(
+            self.args, stdin=subprocess.DEVNULL, stdout=self._log,
+            stderr=subprocess.STDOUT if self._log else None,
+            env={**os.environ, **(env or {})}, preexec_fn=_die_with_parent,
+        )
+        log.debug("started %s (pid %d): %s", name, self.popen.pid, " ".join(self.args))
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self.popen.poll()
+
+    def signal(self, signum: int) -> None:
+        if self.alive():
+            self.popen.send_signal(signum)
+
+    def wait(self, timeout: float) -> bool:
+        try:
+            self.popen.wait(timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+    def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def stop_all(children: Sequence[Child], timeout: float = 10.0) -> None:
+    """SIGINT every child, then SIGKILL whatever is still running after `timeout`."""
+    for child in children:
+        child.signal(signal.SIGINT)
+    for child in children:
+        if not child.wait(timeout):
+            log.warning("%s did not stop on SIGINT; killing it", child.name)
+            child.signal(signal.SIGKILL)
+            child.wait(5.0)
+        child.close()
