@@ -21,6 +21,7 @@ from pathlib import Path
 
 from p4p.client.thread import Context
 
+START_DELAY = 2.0  # s for a consumer to connect before frames flow
 RATES = {128: (500, 1000, 1500, 2000, 2500, 3000), 512: (250, 500, 750, 1000, 1250)}
 
 
@@ -77,7 +78,8 @@ def run_peer(size: int, rate: int, seconds: float, ctx: Context, logs: Path) -> 
     try:
         subprocess.run(
             ["pvapy-ad-sim-server", "-cn", channel, "-nx", str(size), "-ny", str(size),
-             "-dt", "uint16", "-fps", str(rate), "-rt", str(seconds), "-std", "2", "-dc",
+             "-dt", "uint16", "-fps", str(rate), "-rt", str(seconds), "-std", str(START_DELAY),
+             "-dc",
              "-rp", "1000"],
             stdout=open(logs / "peer-server.log", "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
             check=True, timeout=seconds + 60)
@@ -105,6 +107,7 @@ class OurSimulator:
 
     def run(self, size: int, rate: int, seconds: float, logs: Path) -> Delivery:
         consumer = Consumer(self.prefix + "Pva1:Image", self.ctx, logs / "sim-consumer.log")
+        time.sleep(START_DELAY)  # as the peer's --start-delay: the consumer's monitor connects
         try:
             self.put("cam1:SizeX", size)
             self.put("cam1:SizeY", size)

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 PIXEL_TYPES = {"UInt8": np.uint8, "UInt16": np.uint16, "UInt32": np.uint32}
 MICROMETRE = 1e-6
+MAX_BANK_BYTES = 2 * 2**30  # precomputed frames are held in memory
 BANK_CHUNK = 64  # frames computed at a time, to bound memory for large frames
 
 
@@ -87,8 +88,14 @@ class BankSource:
 
 class PatternSource(BankSource):
     def __init__(self, settings: SourceSettings):
-        simulator = settings.simulator()
         positions = settings.scan_positions()
+        bank_bytes = len(positions) * settings.size_x * settings.size_y * settings.dtype().itemsize
+        if bank_bytes > MAX_BANK_BYTES:
+            raise ValueError(f"a scan of {len(positions)} frames of {settings.size_x}x"
+                             f"{settings.size_y} needs {bank_bytes / 2**30:.1f} GiB; the limit is "
+                             f"{MAX_BANK_BYTES / 2**30:.0f} GiB: use fewer ScanPoints or a "
+                             "smaller frame")
+        simulator = settings.simulator()
         images = np.concatenate([
             crop_to(simulator.frames(positions[i:i + BANK_CHUNK])[0],
                     settings.size_y, settings.size_x)
