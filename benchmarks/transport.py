@@ -22,6 +22,7 @@ from pathlib import Path
 from p4p.client.thread import Context
 
 START_DELAY = 2.0  # s for a consumer to connect before frames flow
+REPORT_PERIOD = 0.5  # s between the consumer's status updates
 RATES = {128: (500, 1000, 1500, 2000, 2500, 3000), 512: (250, 500, 750, 1000, 1250)}
 
 
@@ -42,7 +43,8 @@ class Consumer:
         self.status = f"bench{uuid.uuid4().hex[:6]}:status"
         self.ctx = ctx
         self.process = subprocess.Popen(
-            ["pvapy-hpc-consumer", "-ic", channel, "-sc", self.status, "-rp", "1000", "-dc"],
+            ["pvapy-hpc-consumer", "-ic", channel, "-sc", self.status,
+             "-rp", str(REPORT_PERIOD), "-dc"],
             stdout=open(log, "ab"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # noqa: SIM115
         wait(lambda: self.ctx.get(self.status, timeout=0.5), 30, "consumer status")
 
@@ -83,7 +85,7 @@ def run_peer(size: int, rate: int, seconds: float, ctx: Context, logs: Path) -> 
              "-rp", "1000"],
             stdout=open(logs / "peer-server.log", "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
             check=True, timeout=seconds + 60)
-        time.sleep(0.5)  # the last frames in flight
+        time.sleep(2 * REPORT_PERIOD)  # the last frames, and a fresh status
         return consumer.stats()
     finally:
         consumer.stop()
@@ -117,7 +119,7 @@ class OurSimulator:
             self.put("cam1:Acquire", 1)
             wait(lambda: self.get("cam1:Acquire_RBV") == 1, 120, "acquisition start")
             wait(lambda: self.get("cam1:Acquire_RBV") == 0, seconds + 60, "acquisition end")
-            time.sleep(0.5)
+            time.sleep(2 * REPORT_PERIOD)
             return consumer.stats()
         finally:
             consumer.stop()
