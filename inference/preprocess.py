@@ -16,7 +16,11 @@ import numpy as np
 
 
 class FrameError(ValueError):
-    """A frame the model cannot take, with the reason."""
+    """A frame the model cannot take; `kind` names the fault for the statistics."""
+
+    def __init__(self, kind: str, message: str):
+        super().__init__(message)
+        self.kind = kind
 
 
 @dataclass(frozen=True)
@@ -38,24 +42,33 @@ class Preprocessing:
         return asdict(self)
 
     def frames(self, frames: np.ndarray) -> np.ndarray:
-        """(n, ny, nx) integer counts -> (n, 1, input, input) float32."""
+        """(n, ny, nx) integer counts -> (n, 1, input, input) float32 network input."""
+        return self.normalise(self.binned(frames))
+
+    def binned(self, frames: np.ndarray) -> np.ndarray:
+        """(n, ny, nx) or (ny, nx) integer counts -> (n, input, input) float32 counts."""
         frames = np.asarray(frames)
         if frames.ndim == 2:
             frames = frames[None]
-        if frames.ndim != 3 or 0 in frames.shape:
-            raise FrameError(f"expected 2-D frames, got shape {frames.shape}")
+        if frames.ndim != 3:
+            raise FrameError("rank", f"expected a 2-D frame, got shape {frames.shape}")
+        if 0 in frames.shape:
+            raise FrameError("empty", f"empty frame, shape {frames.shape}")
         if not np.issubdtype(frames.dtype, np.integer):
-            raise FrameError(f"expected integer counts, got {frames.dtype} pixels")
+            raise FrameError("pixel_type", f"expected integer counts, got {frames.dtype}")
         ny, nx = frames.shape[1:]
         if min(ny, nx) < self.crop_size:
-            raise FrameError(f"frame {nx}x{ny} is smaller than the model's "
+            raise FrameError("too_small", f"frame {nx}x{ny} is smaller than the model's "
                              f"{self.crop_size}x{self.crop_size} crop")
         top, left = (ny - self.crop_size) // 2, (nx - self.crop_size) // 2
         crop = frames[:, top:top + self.crop_size, left:left + self.crop_size]
         b = self.binning
-        binned = crop.astype(np.float32).reshape(
+        return crop.astype(np.float32).reshape(
             len(crop), self.input_size, b, self.input_size, b).sum(axis=(2, 4))
-        return (np.log1p(binned) * self.scale)[:, None]
+
+    def normalise(self, binned: np.ndarray) -> np.ndarray:
+        """(n, input, input) counts -> (n, 1, input, input) network input."""
+        return (np.log1p(binned) * self.scale)[:, None].astype(np.float32)
 
     def targets(self, patches: np.ndarray) -> np.ndarray:
         """(n, N, N) complex object patches -> (n, 2, input, input) amplitude, phase."""

@@ -4,27 +4,34 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 
 # subcommand -> (module with add_arguments/run, one-line help)
 SUBCOMMANDS = {
     "sim": ("ptychoedge.sim.beamline", "the simulated beamline: detector and stage IOCs"),
+    "evaluate": ("ptychoedge.inference.evaluate",
+                 "score reconstructions against the simulator's ground truth"),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only the `chosen` subcommand's module is imported (torch is slow to load)."""
     parser = argparse.ArgumentParser(
         prog="ptychoedge", description="Real-time PtychoNN reconstruction on EPICS.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, summary) in SUBCOMMANDS.items():
         sub = commands.add_parser(name, help=summary, description=summary)
-        program = importlib.import_module(module)
-        program.add_arguments(sub)
-        sub.set_defaults(run=program.run)
+        if name == chosen:
+            program = importlib.import_module(module)
+            program.add_arguments(sub)
+            sub.set_defaults(run=program.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    chosen = next((arg for arg in argv if not arg.startswith("-")), None)
+    args = build_parser(chosen).parse_args(argv)
     return args.run(args)
 
 
