@@ -1,0 +1,201 @@
+"""Frames in, reconstructions out, in batches, on a thread of its own.
+
+`Batcher` gathers queued frames into batches of up to `batch_size`, waiting at
+most `max_wait` seconds for a batch to fill, runs them through the current
+`Reconstructor`, and hands every result to `publish`. The reconstructor can be
+swapped at any moment: the batch in flight finishes with the old one, the next
+starts with the new one, and nothing queued is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ptychoedge.inference.backends import Backend
+from ptychoedge.inference.manifest import Manifest
+from ptychoedge.inference.preprocess import FrameError
+from ptychoedge.inference.quality import DiffractionResidual
+
+log = logging.getLogger(__name__)
+
+LATENCY_WINDOW = 2000  # latest frames the percentiles are taken over
+
+
+@dataclass
+class Frame:
+    """A detector frame and what must travel with it to the output."""
+
+    image: np.ndarray
+    unique_id: int
+    received: float = field(default_factory=time.monotonic)
+    context: Any = None  # the caller's: time stamps, attributes
+
+
+@dataclass
+class Result:
+    frame: Frame
+    amplitude: np.ndarray
+    phase: np.ndarray
+    residual: float
+    latency: float  # s from receipt to result
+
+
+class Reconstructor:
+    """A loaded model on a backend, with its preprocessing and quality check."""
+
+    def __init__(self, backend: Backend, manifest: Manifest):
+        self.backend = backend
+        self.manifest = manifest
+        self.preprocessing = manifest.preprocessing
+        self.residual = DiffractionResidual(manifest)
+
+    def __call__(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        binned = np.concatenate([self.preprocessing.binned(image) for image in images])
+        output = self.backend.infer(self.preprocessing.normalise(binned))
+        return output, self.residual(binned, output[:, 0], output[:, 1])
+
+
+class Batcher:
+    def __init__(self, reconstructor: Reconstructor, publish: Callable[[Result], None],
+                 batch_size: int = 8, max_wait: float = 0.005):
+        self.reconstructor = reconstructor
+        self.publish = publish
+        self.batch_size = batch_size
+        self.max_wait = max_wait
+        self._queue: queue.Queue[Frame | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
+        self.reset_stats()
+        self._thread.start()
+
+    # -- what callers use -----------------------------------------------------
+
+    def submit(self, frame: Frame) -> None:
+        self._queue.put(frame)
+
+    def reject(self, kind: str) -> None:
+        """Count a frame that could not be taken, by the kind of fault."""
+        with self._lock:
+            self.errors[kind] += 1
+
+    def swap(self, reconstructor: Reconstructor) -> None:
+        self.reconstructor = reconstructor  # read once per batch by the worker
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish what is queued, then stop."""
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+    def reset_stats(self) -> None:
+        with self._lock:
+            self.started = time.monotonic()
+            self.published = 0
+            self.batches = 0
+            self.batched_frames = 0
+            self.inference_seconds = 0.0
+            self.errors: Counter[str] = Counter()
+            self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
+            self.residuals: deque[float] = deque(maxlen=LATENCY_WINDOW)
+
+    def stats(self) -> dict[str, float | int]:
+        with self._lock:
+            elapsed = max(time.monotonic() - self.started, 1e-9)
+            latencies = np.array(self.latencies) if self.latencies else np.zeros(1)
+            return {
+                "published": self.published,
+                "rate": self.published / elapsed,
+                "batchFill": (self.batched_frames / self.batches / self.batch_size
+                              if self.batches else 0.0),
+                "latencyP50": float(np.percentile(latencies, 50)),
+                "latencyP99": float(np.percentile(latencies, 99)),
+                "inferenceTime": (self.inference_seconds / self.batched_frames
+                                  if self.batched_frames else 0.0),
+                "residualMean": float(np.mean(self.residuals)) if self.residuals else 0.0,
+                "queued": self.queued,
+                "errors": sum(self.errors.values()),
+                **{f"errors_{kind}": count for kind, count in self.errors.items()},
+            }
+
+    # -- the worker -------------------------------------------------------------
+
+    def _next_batch(self) -> tuple[list[Frame], bool]:
+        first = self._queue.get()
+        if first is None:
+            return [], True
+        batch = [first]
+        deadline = time.monotonic() + self.max_wait
+        while len(batch) < self.batch_size:
+            try:
+                frame = self._queue.get(timeout=max(deadline - time.monotonic(), 0))
+            except queue.Empty:
+                break
+            if frame is None:
+                return batch, True
+            batch.append(frame)
+        return batch, False
+
+    def _run(self) -> None:
+        done = False
+        while not done:
+            batch, done = self._next_batch()
+            if batch:
+                self._process(batch)
+
+    def _process(self, batch: list[Frame]) -> None:
+        reconstructor = self.reconstructor
+        started = time.monotonic()
+        try:
+            output, residuals = reconstructor([frame.image for frame in batch])
+        except FrameError:  # one bad frame must not take the batch with it
+            for frame in batch:
+                self._process_alone(frame, reconstructor)
+            return
+        except Exception:
+            log.exception("inference failed on a batch of %d", len(batch))
+            with self._lock:
+                self.errors["inference"] += len(batch)
+            return
+        self._finish(batch, output, residuals, time.monotonic() - started)
+
+    def _process_alone(self, frame: Frame, reconstructor: Reconstructor) -> None:
+        started = time.monotonic()
+        try:
+            output, residuals = reconstructor([frame.image])
+        except FrameError as error:
+            log.warning("frame %d refused: %s", frame.unique_id, error)
+            self.reject(error.kind)
+            return
+        self._finish([frame], output, residuals, time.monotonic() - started)
+
+    def _finish(self, batch: list[Frame], output: np.ndarray, residuals: np.ndarray,
+                seconds: float) -> None:
+        for frame, patch, residual in zip(batch, output, residuals, strict=True):
+            result = Result(frame, patch[0], patch[1], float(residual),
+                            time.monotonic() - frame.received)
+            try:
+                self.publish(result)
+            except Exception:
+                log.exception("could not publish frame %d", frame.unique_id)
+                self.reject("publish")
+                continue
+            with self._lock:
+                self.published += 1
+                self.latencies.append(result.latency)
+                self.residuals.append(result.residual)
+        with self._lock:
+            self.batches += 1
+            self.batched_frames += len(batch)
+            self.inference_seconds += seconds

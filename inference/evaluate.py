@@ -1,0 +1,162 @@
+"""`ptychoedge evaluate`: how good the reconstructions are, per backend and precision.
+
+A simulated scan of a sample the model never saw (the live simulator's default,
+seed 0) is reconstructed frame by frame and stitched. SSIM and PSNR of
+amplitude and phase are measured against the simulator's ground truth, per
+patch (the central window the model reconstructs) and for the mosaic (where the
+probe lit it well). Writes a JSON report and PNG pictures of each mosaic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ptychoedge.inference.backends import BackendError, open_backend
+from ptychoedge.inference.manifest import DEFAULT_MODEL, MODEL_DIR, ModelError, load_model
+from ptychoedge.inference.metrics import psnr, ssim
+from ptychoedge.inference.mosaic import Mosaic
+from ptychoedge.sim import physics
+
+log = logging.getLogger("ptychoedge.evaluate")
+
+AMPLITUDE_RANGE = 1.0
+PHASE_RANGE = 2 * np.pi
+BATCH = 32
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="model name (default %(default)s)")
+    parser.add_argument("--model-dir", type=Path, default=MODEL_DIR)
+    parser.add_argument("--backends", nargs="+", default=["torch:fp32", "onnxruntime:fp32",
+                                                          "onnxruntime:int8"],
+                        metavar="BACKEND:PRECISION", help="what to evaluate (default: %(default)s)")
+    parser.add_argument("--points", type=int, default=400, help="scan points (Fermat spiral)")
+    parser.add_argument("--step", type=float, default=0.25, help="scan step (um)")
+    parser.add_argument("--seed", type=int, default=0, help="sample seed (0: the live default)")
+    parser.add_argument("--photons", type=float, default=1e6)
+    parser.add_argument("--out", type=Path, default=Path("evaluation"),
+                        help="folder for report.json and the PNG pictures")
+
+
+def simulate(manifest, points: int, step_um: float, seed: int, photons: float):
+    probe = physics.make_probe(**manifest.probe) if manifest.probe else None
+    size = manifest.preprocessing.crop_size
+    simulator = physics.PtychographySimulator(size, photons=photons, seed=seed, probe=probe)
+    positions = physics.fermat_spiral_positions(points, step_um * 1e-6)
+    frames, truth = simulator.frames(positions)
+    return frames, manifest.preprocessing.targets(truth), positions
+
+
+def mosaic_of(patches: np.ndarray, positions: np.ndarray, manifest) -> Mosaic:
+    size = manifest.preprocessing.input_size
+    probe = physics.make_probe(**manifest.probe) if manifest.probe else np.ones((size, size))
+    top = (probe.shape[0] - size) // 2
+    mosaic = Mosaic(manifest.object_pixel_size,
+                    np.abs(probe[top:top + size, top:top + size]) ** 2)
+    for (amplitude, phase), (x, y) in zip(patches, positions, strict=True):
+        mosaic.add(amplitude, phase, x, y)
+    return mosaic
+
+
+def scores(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+    """Mean per-patch SSIM and PSNR of amplitude and phase, (n, 2, s, s) arrays."""
+    result = {}
+    for channel, name, data_range in ((0, "amplitude", AMPLITUDE_RANGE),
+                                      (1, "phase", PHASE_RANGE)):
+        result[f"{name}_ssim"] = float(np.mean([
+            ssim(p[channel], t[channel], data_range) for p, t in zip(predicted, truth,
+                                                                     strict=True)]))
+        result[f"{name}_psnr"] = float(np.mean([
+            psnr(p[channel], t[channel], data_range) for p, t in zip(predicted, truth,
+                                                                     strict=True)]))
+    return result
+
+
+def mosaic_scores(mosaic: Mosaic, truth: Mosaic) -> dict[str, float]:
+    covered = truth.coverage()
+    rows, cols = np.nonzero(covered)
+    window = np.s_[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    result = {}
+    for index, name, data_range in ((0, "amplitude", AMPLITUDE_RANGE), (1, "phase", PHASE_RANGE)):
+        got, want = mosaic.images()[index][window], truth.images()[index][window]
+        mask = covered[window]
+        result[f"mosaic_{name}_ssim"] = ssim(np.where(mask, got, 0), np.where(mask, want, 0),
+                                             data_range)
+        result[f"mosaic_{name}_psnr"] = psnr(got[mask], want[mask], data_range)
+    return result
+
+
+def save_pictures(path: Path, title: str, mosaic: Mosaic, truth: Mosaic) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(2, 2, figsize=(9, 8))
+    for row, (name, source) in enumerate((("reconstruction", mosaic), ("ground truth", truth))):
+        amplitude, phase = source.images()
+        axes[row, 0].imshow(amplitude, cmap="gray", vmin=0, vmax=1)
+        axes[row, 0].set_title(f"{name}: amplitude")
+        axes[row, 1].imshow(phase, cmap="twilight", vmin=-np.pi, vmax=np.pi)
+        axes[row, 1].set_title(f"{name}: phase (rad)")
+    for axis in axes.flat:
+        axis.set_axis_off()
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def evaluate(model_name: str, model_dir: Path, backends: list[str], points: int, step: float,
+             seed: int, photons: float, out: Path) -> list[dict]:
+    model, manifest = load_model(model_name, model_dir)
+    frames, targets, positions = simulate(manifest, points, step, seed, photons)
+    truth_mosaic = mosaic_of(targets, positions, manifest)
+    inputs = manifest.preprocessing.frames(frames)
+    out.mkdir(parents=True, exist_ok=True)
+    report = []
+    for choice in backends:
+        kind, _, precision = choice.partition(":")
+        try:
+            backend = open_backend(kind, precision or "fp32", model, manifest, threads=0)
+        except BackendError as error:
+            print(f"{choice}: skipped: {error}", file=sys.stderr)
+            continue
+        started = time.perf_counter()
+        predicted = np.concatenate([backend.infer(inputs[i:i + BATCH])
+                                    for i in range(0, len(inputs), BATCH)])
+        seconds = time.perf_counter() - started
+        mosaic = mosaic_of(predicted, positions, manifest)
+        entry = {"backend": kind, "precision": precision or "fp32", "frames": len(frames),
+                 "seconds": seconds, **scores(predicted, targets),
+                 **mosaic_scores(mosaic, truth_mosaic)}
+        picture = out / f"mosaic-{kind}-{entry['precision']}.png"
+        save_pictures(picture, f"{model_name}, {choice}: mosaic SSIM amplitude "
+                      f"{entry['mosaic_amplitude_ssim']:.3f}, phase "
+                      f"{entry['mosaic_phase_ssim']:.3f}", mosaic, truth_mosaic)
+        entry["picture"] = str(picture)
+        report.append(entry)
+        print(f"{choice:>18}: patch SSIM amp {entry['amplitude_ssim']:.3f} phase "
+              f"{entry['phase_ssim']:.3f} | mosaic SSIM amp {entry['mosaic_amplitude_ssim']:.3f} "
+              f"phase {entry['mosaic_phase_ssim']:.3f} | PSNR amp {entry['amplitude_psnr']:.1f} "
+              f"phase {entry['phase_psnr']:.1f} dB | {1e3 * seconds / len(frames):.2f} ms/frame",
+              flush=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        evaluate(args.model, args.model_dir, args.backends, args.points, args.step, args.seed,
+                 args.photons, args.out)
+    except ModelError as error:
+        raise SystemExit(f"ptychoedge evaluate: error: {error}") from None
+    print(f"report and pictures in {args.out}/")
+    return 0

@@ -1,0 +1,131 @@
+"""The mosaic processor that `pvapy-hpc-collector` runs over all inference instances.
+
+    FILE=$(python -c 'import ptychoedge.inference.mosaic_processor as m; print(m.__file__)')
+    pvapy-hpc-collector --input-channel 'EDGE1:recon:*' --producer-id-list 1,2 \\
+        --processor-file $FILE \\
+        --processor-class MosaicProcessor --processor-args '{"prefix": "EDGE1:"}'
+
+It places every patch at its scan position and publishes, at a display rate,
+`$(P)Recon:Amplitude` and `$(P)Recon:Phase` (the latest patch) and
+`$(P)Mosaic:Amplitude` and `$(P)Mosaic:Phase` (the whole sample), all NTNDArray
+float32 images. A `uniqueId` lower than the last one seen means the detector
+started a new scan, and a new mosaic begins.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pvaccess as pva
+from pvapy.hpc.adImageProcessor import AdImageProcessor
+
+from ptychoedge.inference.manifest import MODEL_DIR, load_manifest
+from ptychoedge.inference.mosaic import Mosaic
+from ptychoedge.sim.physics import make_probe
+
+IMAGES = ("Recon:Amplitude", "Recon:Phase", "Mosaic:Amplitude", "Mosaic:Phase")
+DEFAULTS = {"prefix": "EDGE1:", "model": "ptychonn-default", "modelDir": str(MODEL_DIR),
+            "displayRate": 5.0}
+
+
+def image_frame(image: np.ndarray, unique_id: int) -> pva.NtNdArray:
+    ny, nx = image.shape
+    frame = pva.NtNdArray()
+    frame["uniqueId"] = int(unique_id)
+    frame["dimension"] = [pva.PvDimension(nx, 0, nx, 1, False),
+                          pva.PvDimension(ny, 0, ny, 1, False)]
+    values = np.ascontiguousarray(image, dtype=np.float32).ravel()
+    frame["value"] = {"floatValue": values}
+    frame["compressedSize"] = frame["uncompressedSize"] = values.nbytes
+    frame["attribute"] = [pva.NtAttribute("ColorMode", pva.PvInt(0))]
+    frame["timeStamp"] = pva.PvTimeStamp(time.time())
+    return frame
+
+
+def read_patch(pv_object) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Amplitude, phase and scan position (m) of one inference output."""
+    n = pv_object["dimension"][0]["size"]
+    values = np.asarray(pv_object["value"][0]["floatValue"]).reshape(2, n, n)
+    attributes = {a["name"]: a["value"][0]["value"] for a in pv_object["attribute"]}
+    return values[0], values[1], float(attributes["PosX"]), float(attributes["PosY"])
+
+
+class MosaicProcessor(AdImageProcessor):
+    def __init__(self, configDict: dict | None = None):  # noqa: N803 - pvapy's names
+        super().__init__(configDict or {})
+        self.config = {**DEFAULTS, **(configDict or {})}
+        manifest = load_manifest(self.config["model"], Path(self.config["modelDir"]))
+        size = manifest.preprocessing.input_size
+        probe = make_probe(**manifest.probe) if manifest.probe else np.ones((size, size))
+        top = (probe.shape[0] - size) // 2
+        weight = np.abs(probe[top:top + size, top:top + size]) ** 2
+        self.mosaic = Mosaic(manifest.object_pixel_size, weight)
+        self.names = {image: self.config["prefix"] + image for image in IMAGES}
+        self.latest: tuple[np.ndarray, np.ndarray] | None = None
+        self.last_id = 0
+        self.scans = 1
+        self.placed = 0
+        self.errors = 0
+        self._changed = False
+        self._lock = threading.Lock()
+        self._quit = threading.Event()
+        self._server: pva.PvaServer | None = None
+
+    def start(self):
+        self._server = self.pvaServer or pva.PvaServer()
+        for name in self.names.values():
+            self._server.addRecord(name, pva.NtNdArray())
+        threading.Thread(target=self._display, daemon=True).start()
+
+    def process(self, pvObject):  # noqa: N803
+        unique_id = pvObject["uniqueId"]
+        try:
+            amplitude, phase, x, y = read_patch(pvObject)
+        except Exception as error:
+            self.logger.warning("output %s without a usable patch: %s", unique_id, error)
+            self.errors += 1
+            return None
+        with self._lock:
+            if unique_id < self.last_id:  # the detector started again: a new scan
+                self.mosaic.reset()
+                self.scans += 1
+            self.last_id = unique_id
+            self.mosaic.add(amplitude, phase, x, y)
+            self.latest = (amplitude, phase)
+            self.placed += 1
+            self._changed = True
+        return None
+
+    def _display(self) -> None:
+        period = 1.0 / float(self.config["displayRate"])
+        while not self._quit.wait(period):
+            with self._lock:
+                if not self._changed:
+                    continue
+                self._changed = False
+                amplitude, phase = self.latest
+                mosaic_amplitude, mosaic_phase = self.mosaic.images()
+                unique_id = self.last_id
+            for image, data in zip(IMAGES, (amplitude, phase, mosaic_amplitude, mosaic_phase),
+                                   strict=True):
+                self._server.update(self.names[image], image_frame(data, unique_id))
+
+    def stop(self):
+        self._quit.set()
+
+    def resetStats(self):
+        self.placed = self.errors = 0
+
+    def getStats(self):
+        return {"placed": self.placed, "scans": self.scans, "errors": self.errors,
+                "patches": self.mosaic.patches}
+
+    def getStatsPvaTypes(self):
+        return {"placed": pva.ULONG, "scans": pva.UINT, "errors": pva.UINT,
+                "patches": pva.ULONG}
+
+    def getOutputPvObjectType(self, pvObject):  # noqa: N803
+        return None

@@ -1,0 +1,211 @@
+"""The PtychoNN processor that `pvapy-hpc-consumer` runs, one per inference instance.
+
+    FILE=$(python -c 'import ptychoedge.inference.processor as p; print(p.__file__)')
+    pvapy-hpc-consumer --input-channel SIM1:Pva1:Image --output-channel EDGE1:recon:1 \\
+        --processor-file $FILE \\
+        --processor-class PtychoNNProcessor \\
+        --processor-args '{"model": "ptychonn-default", "backend": "onnxruntime", "batchSize": 8}'
+
+For every frame it publishes an NTNDArray of shape [x, y, 2] (amplitude, then
+phase, float32) with the frame's `uniqueId`, both time stamps, the frame's
+attributes (the scan position among them) and three more: `Latency` (s, receipt
+to publication), `Residual` (the diffraction residual, see quality.py) and
+`Model`. `configure` (the framework's control channel) changes the model, the
+backend, the precision or the batch while frames keep flowing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pvaccess as pva
+from pvapy.hpc.adImageProcessor import AdImageProcessor
+from pvapy.utility.adImageUtility import AdImageUtility
+
+from ptychoedge.inference.backends import BackendError, open_backend
+from ptychoedge.inference.batcher import Batcher, Frame, Reconstructor, Result
+from ptychoedge.inference.manifest import MODEL_DIR, ModelError, load_model
+from ptychoedge.inference.preprocess import FrameError
+
+log = logging.getLogger(__name__)
+
+ERROR_KINDS = ("rank", "empty", "pixel_type", "too_small", "decode", "inference", "publish")
+PIXEL_FIELDS = {"byteValue", "ubyteValue", "shortValue", "ushortValue", "intValue", "uintValue",
+                "longValue", "ulongValue"}
+DEFAULTS = {"model": "ptychonn-default", "modelDir": str(MODEL_DIR), "backend": "torch",
+            "precision": "fp32", "batchSize": 8, "maxWait": 0.005, "threads": 1}
+
+
+def decode_frame(pv_object: Any) -> np.ndarray:
+    """The (ny, nx) image of a mono NTNDArray, decompressed; FrameError if it has none."""
+    dims = pv_object["dimension"]
+    if len(dims) == 0:
+        raise FrameError("empty", "frame without dimensions")
+    if len(dims) != 2:
+        raise FrameError("rank", f"expected a mono 2-D frame, got {len(dims)} dimensions")
+    nx, ny = dims[0]["size"], dims[1]["size"]
+    key = pv_object.getSelectedUnionFieldName()
+    if not key:
+        raise FrameError("empty", "frame without pixels")
+    data = pv_object["value"][0][key]
+    codec = pv_object["codec"]["name"]
+    if codec:
+        try:
+            data = AdImageUtility.getDecompressor(codec)(
+                data, pv_object["codec.parameters"][0]["value"], pv_object["uncompressedSize"])
+        except Exception as error:
+            raise FrameError("decode", f"cannot decompress {codec} data: {error}") from error
+    elif key not in PIXEL_FIELDS:
+        raise FrameError("pixel_type", f"expected integer pixels, got {key}")
+    data = np.asarray(data)
+    if data.size == 0 or nx * ny == 0:
+        raise FrameError("empty", f"empty frame {nx}x{ny}")
+    if data.size != nx * ny:
+        raise FrameError("decode", f"{data.size} pixels for a {nx}x{ny} frame")
+    return data.reshape(ny, nx)
+
+
+def _attribute(name: str, value: Any, descriptor: str = "") -> pva.NtAttribute:
+    if isinstance(value, str):
+        attribute = pva.NtAttribute(name, pva.PvString(value))
+    else:
+        attribute = pva.NtAttribute(name, pva.PvDouble(float(value)))
+    attribute["descriptor"] = descriptor
+    return attribute
+
+
+def output_frame(result: Result, model: str) -> pva.NtNdArray:
+    """An NTNDArray [x, y, 2] of amplitude and phase, with the frame's stamps and position."""
+    time_stamp, data_time_stamp, attributes = result.frame.context
+    n = result.amplitude.shape[-1]
+    frame = pva.NtNdArray()
+    frame["uniqueId"] = result.frame.unique_id
+    frame["dimension"] = [pva.PvDimension(n, 0, n, 1, False), pva.PvDimension(n, 0, n, 1, False),
+                          pva.PvDimension(2, 0, 2, 1, False)]
+    values = np.stack([result.amplitude, result.phase]).astype(np.float32).ravel()
+    frame["value"] = {"floatValue": values}
+    frame["compressedSize"] = frame["uncompressedSize"] = values.nbytes
+    frame["timeStamp"] = time_stamp
+    frame["dataTimeStamp"] = data_time_stamp
+    frame["attribute"] = [
+        *(_attribute(name, value, descriptor) for name, value, descriptor in attributes),
+        _attribute("Latency", result.latency, "Receipt to publication (s)"),
+        _attribute("Residual", result.residual, "Diffraction residual (0 = perfect fit)"),
+        _attribute("Model", model, "Model that made this patch"),
+    ]
+    return frame
+
+
+def _frame_attributes(pv_object: Any) -> list[tuple[str, Any, str]]:
+    """The numeric attributes of a frame (PosX, PosY, ...), ColorMode aside."""
+    kept = []
+    for attribute in pv_object["attribute"]:
+        name = attribute["name"]
+        if name == "ColorMode":
+            continue
+        try:
+            value = attribute["value"][0]["value"]
+        except (KeyError, IndexError, TypeError):
+            continue
+        if isinstance(value, int | float | str):
+            kept.append((name, value, attribute["descriptor"]))
+    return kept
+
+
+class PtychoNNProcessor(AdImageProcessor):
+    def __init__(self, configDict: dict | None = None):  # noqa: N803 - pvapy's names
+        super().__init__(configDict or {})
+        self.config = {**DEFAULTS, **(configDict or {})}
+        self.config_error = ""
+        self._config_lock = threading.Lock()
+        reconstructor = self._reconstructor(self.config)  # a bad model at start is fatal
+        self.batcher = Batcher(reconstructor, self._publish, int(self.config["batchSize"]),
+                               float(self.config["maxWait"]))
+
+    @staticmethod
+    def _reconstructor(config: dict) -> Reconstructor:
+        model, manifest = load_model(config["model"], Path(config["modelDir"]))
+        backend = open_backend(config["backend"], config["precision"], model, manifest,
+                               threads=int(config["threads"]))
+        return Reconstructor(backend, manifest)
+
+    # -- the framework's interface (pvapy's camelCase) -------------------------
+
+    def process(self, pvObject):  # noqa: N803
+        unique_id = pvObject["uniqueId"]
+        try:
+            image = decode_frame(pvObject)
+        except FrameError as error:
+            self.logger.warning("frame %s refused: %s", unique_id, error)
+            self.batcher.reject(error.kind)
+            return None
+        except Exception as error:  # a structure that is not an NTNDArray at all
+            self.logger.warning("frame %s refused: %s", unique_id, error)
+            self.batcher.reject("decode")
+            return None
+        context = (pvObject["timeStamp"], pvObject["dataTimeStamp"], _frame_attributes(pvObject))
+        self.batcher.submit(Frame(image, unique_id, context=context))
+        return None
+
+    def configure(self, configDict):  # noqa: N803
+        change = dict(configDict or {})
+        threading.Thread(target=self._apply, args=(change,), daemon=True).start()
+
+    def stop(self):
+        self.batcher.stop()
+
+    def resetStats(self):
+        self.batcher.reset_stats()
+
+    def getStats(self):
+        stats = self.batcher.stats()
+        result = {name: stats[name] for name in (
+            "published", "rate", "batchFill", "latencyP50", "latencyP99", "inferenceTime",
+            "residualMean", "queued", "errors")}
+        result.update({f"errors_{kind}": stats.get(f"errors_{kind}", 0) for kind in ERROR_KINDS})
+        result.update(model=self.config["model"], backend=self.config["backend"],
+                      precision=self.config["precision"], batchSize=self.batcher.batch_size,
+                      configError=self.config_error)
+        return result
+
+    def getStatsPvaTypes(self):
+        types = {"published": pva.ULONG, "rate": pva.DOUBLE, "batchFill": pva.DOUBLE,
+                 "latencyP50": pva.DOUBLE, "latencyP99": pva.DOUBLE,
+                 "inferenceTime": pva.DOUBLE, "residualMean": pva.DOUBLE, "queued": pva.UINT,
+                 "errors": pva.UINT, "model": pva.STRING, "backend": pva.STRING,
+                 "precision": pva.STRING, "batchSize": pva.UINT, "configError": pva.STRING}
+        types.update({f"errors_{kind}": pva.UINT for kind in ERROR_KINDS})
+        return types
+
+    def getOutputPvObjectType(self, pvObject):  # noqa: N803
+        return pva.NtNdArray()
+
+    # -- ours -------------------------------------------------------------------
+
+    def _publish(self, result: Result) -> None:
+        self.updateOutputChannel(output_frame(result, self.config["model"]))
+
+    def _apply(self, change: dict) -> None:
+        """Apply a configuration change; a bad one is refused and what runs stays."""
+        with self._config_lock:
+            config = {**self.config, **{k: v for k, v in change.items() if k in DEFAULTS}}
+            try:
+                batch_size, max_wait = int(config["batchSize"]), float(config["maxWait"])
+                if not 1 <= batch_size <= 1024 or not 0 <= max_wait <= 10:
+                    raise ValueError(f"batchSize {batch_size} or maxWait {max_wait} "
+                                     "out of range")
+                if any(config[k] != self.config[k] for k in
+                       ("model", "modelDir", "backend", "precision", "threads")):
+                    self.batcher.swap(self._reconstructor(config))
+            except (ModelError, BackendError, ValueError, KeyError) as error:
+                self.config_error = str(error)
+                self.logger.error("configuration %s refused: %s", change, error)
+                return
+            self.batcher.batch_size, self.batcher.max_wait = batch_size, max_wait
+            self.config = config
+            self.config_error = ""
+            self.logger.info("configuration now %s", config)

@@ -1,0 +1,39 @@
+"""How far a reconstruction is from explaining its own frame.
+
+A network answers even for frames unlike anything it was trained on. This
+check needs no ground truth: the reconstructed patch times the known probe,
+propagated to the detector (one FFT), predicts the diffraction; the residual is
+the normalised distance between the predicted and measured diffraction
+amplitudes (square roots of the counts, each scaled to unit total intensity).
+0 is a perfect fit; a frame the model does not know scores clearly higher than
+the frames it was validated on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ptychoedge.inference.manifest import Manifest
+from ptychoedge.sim.physics import make_probe
+
+
+class DiffractionResidual:
+    def __init__(self, manifest: Manifest):
+        size = manifest.preprocessing.input_size
+        probe = make_probe(**manifest.probe) if manifest.probe else np.ones((size, size))
+        top = (probe.shape[0] - size) // 2
+        # The binned diffraction sees only the central input_size pixels of the field.
+        self.probe = torch.from_numpy(probe[top:top + size, top:top + size].astype(np.complex64))
+
+    def __call__(self, binned: np.ndarray, amplitude: np.ndarray,
+                 phase: np.ndarray) -> np.ndarray:
+        """(n,) residuals of binned counts (n, s, s) against amplitude and phase (n, s, s)."""
+        # torch, not numpy: its complex64 FFT is about 10x faster here (under 10% of inference).
+        patches = torch.polar(torch.as_tensor(np.ascontiguousarray(amplitude), dtype=torch.float32),
+                              torch.as_tensor(np.ascontiguousarray(phase), dtype=torch.float32))
+        predicted = torch.fft.fftshift(torch.fft.fft2(self.probe * patches), dim=(-2, -1)).abs()
+        measured = torch.as_tensor(binned, dtype=torch.float32).clamp(min=0).sqrt()
+        predicted = predicted / (predicted.square().sum(dim=(1, 2), keepdim=True).sqrt() + 1e-12)
+        measured = measured / (measured.square().sum(dim=(1, 2), keepdim=True).sqrt() + 1e-12)
+        return (predicted - measured).square().sum(dim=(1, 2)).numpy()

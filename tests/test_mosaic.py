@@ -1,0 +1,61 @@
+"""Stitching: patches land at their positions and blend by the probe's weight."""
+
+import numpy as np
+import pytest
+
+from ptychoedge.inference.mosaic import Mosaic
+from ptychoedge.sim import physics
+
+PIXEL = 10e-9
+
+
+def test_patches_of_one_sample_rebuild_it():
+    sample = physics.make_sample((256, 256), seed=3)
+    size = 32
+    weight = np.abs(physics.make_probe(size, 24)) ** 2
+    mosaic = Mosaic(PIXEL, weight)
+    positions = physics.raster_positions(8, 8, 12 * PIXEL)
+    centre = np.array([128, 128])
+    for x, y in positions:
+        column, row = np.rint(np.array([x, y]) / PIXEL).astype(int) + centre - size // 2
+        patch = sample[row:row + size, column:column + size]
+        mosaic.add(np.abs(patch), np.angle(patch), x, y)
+    amplitude, phase = mosaic.images()
+    covered = mosaic.coverage()
+    assert covered.sum() > 60 * 60
+    # Every well-covered canvas pixel equals the sample pixel it came from.
+    rows, columns = np.nonzero(covered)
+    origin_column, origin_row = mosaic.position_to_pixel(0.0, 0.0)
+    sample_rows, sample_columns = rows - origin_row + 128, columns - origin_column + 128
+    np.testing.assert_allclose(amplitude[rows, columns],
+                               np.abs(sample[sample_rows, sample_columns]), atol=1e-5)
+    np.testing.assert_allclose(phase[rows, columns],
+                               np.angle(sample[sample_rows, sample_columns]), atol=1e-5)
+
+
+def test_overlap_is_weighted_by_the_probe():
+    weight = np.ones((4, 4))
+    weight[:, 2:] = 3.0  # the right half of each patch counts three times
+    mosaic = Mosaic(PIXEL, weight)
+    mosaic.add(np.zeros((4, 4)), np.zeros((4, 4)), 0.0, 0.0)
+    mosaic.add(np.ones((4, 4)), np.ones((4, 4)), 2 * PIXEL, 0.0)
+    amplitude, _ = mosaic.images()
+    column, row = mosaic.position_to_pixel(0.0, 0.0)
+    # The overlap: the first patch's right half (weight 3, value 0) meets the
+    # second patch's left half (weight 1, value 1).
+    assert amplitude[row, column] == pytest.approx(0.25)
+    assert amplitude[row, column - 2] == 0.0  # only the first patch
+    assert amplitude[row, column + 2] == 1.0  # only the second
+
+
+def test_canvas_grows_in_every_direction_and_resets():
+    mosaic = Mosaic(PIXEL, np.ones((8, 8)))
+    for x, y in ((0, 0), (-5e-6, 0), (5e-6, 0), (0, -5e-6), (0, 5e-6)):
+        mosaic.add(np.full((8, 8), 0.5), np.zeros((8, 8)), x, y)
+    amplitude, _ = mosaic.images()
+    for x, y in ((-5e-6, 0), (5e-6, 0), (0, -5e-6), (0, 5e-6)):
+        column, row = mosaic.position_to_pixel(x, y)
+        assert amplitude[row, column] == 0.5
+    assert mosaic.patches == 5
+    mosaic.reset()
+    assert mosaic.patches == 0 and mosaic.images()[0].size == 0

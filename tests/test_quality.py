@@ -1,0 +1,31 @@
+"""The diffraction residual: small for the true patch, larger for wrong ones."""
+
+import numpy as np
+
+from ptychoedge.inference.manifest import Manifest
+from ptychoedge.inference.model import ModelShape
+from ptychoedge.inference.preprocess import Preprocessing
+from ptychoedge.inference.quality import DiffractionResidual
+from ptychoedge.sim import physics
+
+PROBE = {"size": 128, "diameter_px": 64, "defocus": 6.0}
+
+
+def test_the_true_patch_explains_its_frame_best():
+    manifest = Manifest("t", "", ModelShape(), Preprocessing(), 1e-8, probe=PROBE)
+    simulator = physics.PtychographySimulator(128, seed=0, probe=physics.make_probe(**PROBE))
+    frames, truth = simulator.frames(physics.fermat_spiral_positions(32, 0.25e-6))
+    binned = manifest.preprocessing.binned(frames)
+    targets = manifest.preprocessing.targets(truth)
+    residual = DiffractionResidual(manifest)
+
+    true = residual(binned, targets[:, 0], targets[:, 1])
+    blank = residual(binned, np.ones_like(targets[:, 0]), np.zeros_like(targets[:, 1]))
+    swapped = residual(binned, targets[::-1, 0], targets[::-1, 1])
+    assert true.shape == (32,)
+    assert np.all(true >= 0)
+    assert np.median(true) < 0.7 * np.median(blank)
+    assert np.median(true) < 0.5 * np.median(swapped)
+    # Scale-free: the same frame at ten times the dose scores about the same.
+    brighter = residual(binned * 10, targets[:, 0], targets[:, 1])
+    np.testing.assert_allclose(brighter, true, rtol=1e-4)
