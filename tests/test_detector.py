@@ -219,6 +219,23 @@ def test_replay_of_a_recorded_scan(start_detector, tmp_path, suffix):
         assert frame_position(frame) == pytest.approx(tuple(positions[index]))
 
 
+def wait_for_position(detector: Detector, x: float, y: float, frames: int = 200):
+    """Frames until one is at (x, y) m; the frames before it trail the stage by a few ms."""
+    received: queue.Queue = queue.Queue()
+    subscription = detector.ctx.monitor(detector.pv("Pva1:Image"), received.put)
+    try:
+        for _ in range(frames):
+            frame = received.get(timeout=20.0)
+            if frame["uniqueId"] == 0:  # the record's initial, empty value
+                continue
+            position = frame_position(frame)
+            if position == pytest.approx((x, y), abs=1e-12):
+                return position
+    finally:
+        subscription.close()
+    raise AssertionError(f"no frame at ({x}, {y}) in {frames} frames")
+
+
 def test_motor_moves_change_the_frame_positions(start_detector):
     detector = start_detector("--source", "Stage")
     pv = detector.pv
@@ -227,11 +244,13 @@ def test_motor_moves_change_the_frame_positions(start_detector):
     assert epics.caput(pv("m2.VAL"), -1.0, wait=True, timeout=30)
     detector.put("cam1:AcquirePeriod", 0.01)
     detector.put("cam1:Acquire", 1)
-    assert frame_position(monitor_frames(detector, 3)[-1]) == pytest.approx((2e-6, -1e-6))
+    wait_for_position(detector, 2e-6, -1e-6)
     assert epics.caput(pv("m1.VAL"), -3.0, wait=True, timeout=30)
-    frames = monitor_frames(detector, 3)
+    wait_for_position(detector, -3e-6, -1e-6)
+    # Once there, the stage stays put and so do the frames.
+    assert all(frame_position(f) == pytest.approx((-3e-6, -1e-6))
+               for f in monitor_frames(detector, 5)[1:])
     detector.put("cam1:Acquire", 0)
-    assert frame_position(frames[-1]) == pytest.approx((-3e-6, -1e-6))
 
 
 @pytest.mark.parametrize("name, value", [
