@@ -82,6 +82,8 @@ class MosaicProcessor(AdImageProcessor):
 
     def process(self, pvObject):  # noqa: N803
         unique_id = pvObject["uniqueId"]
+        if unique_id == 0:  # a channel's initial value, before any output
+            return None
         try:
             amplitude, phase, x, y = read_patch(pvObject)
         except Exception as error:

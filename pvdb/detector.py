@@ -36,7 +36,7 @@ SETTINGS = (
     PvSpec("cam1:ImageMode", Kind.ENUM, "Single, Multiple or Continuous",
            initial=2, choices=IMAGE_MODES, readback=True),
     PvSpec("cam1:ArrayCounter", Kind.INT, "Frame counter; set to 0 to restart uniqueId at 1",
-           initial=0, low=0, high=2**31 - 1, readback=True),
+           initial=0, low=0, high=2**31 - 1, readback=True, every_put=True),
     PvSpec("cam1:SizeX", Kind.INT, "Frame width",
            initial=128, units="px", low=16, high=MAX_SIZE, readback=True),
     PvSpec("cam1:SizeY", Kind.INT, "Frame height",

@@ -90,6 +90,10 @@ def output_record(spec: PvSpec, on_change: OnChange, on_refused: OnRefused):
         on_change(spec, value)
 
     common = {"validate": validate, "on_update": update, **fields}
+    if spec.every_put:
+        common["always_update"] = True
+        if spec.kind in (Kind.FLOAT, Kind.INT):
+            common["MDEL"] = -1  # post a monitor on every put, not only on a change
     match spec.kind:
         case Kind.FLOAT:
             record = builder.aOut(spec.name, initial_value=float(spec.initial), **common)

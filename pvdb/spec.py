@@ -34,6 +34,7 @@ class PvSpec:
     writable: bool = True
     readback: bool = False
     length: int = 0  # element count of a FLOAT_ARRAY
+    every_put: bool = False  # act on (and post) every put, even of the value it holds
 
     @property
     def readback_name(self) -> str:

@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import ptychoedge, pva_ready, wait_until
 
+import ptychoedge.inference.mosaic_processor as mosaic_module
 import ptychoedge.inference.processor as processor_module
 from ptychoedge.inference.manifest import Manifest, save_model
 from ptychoedge.inference.model import ModelShape, PtychoNN
@@ -94,6 +95,13 @@ def detector(spawn, prefix, pva, tmp_path):
                               str(tmp_path)), name="sim")
     wait_until(lambda: "Ctrl-C stops" in child.log(), 60, "simulated detector", child)
     return child
+
+
+def image(ctx, name: str) -> np.ndarray:
+    """An NTNDArray PV as a (rows, columns) array."""
+    value = ctx.get(name, timeout=5)
+    nx, ny = (d["size"] for d in value["dimension"])
+    return np.asarray(value["value"]).reshape(ny, nx)
 
 
 def put(ctx, name: str, value) -> None:
@@ -199,3 +207,55 @@ def test_malformed_frames_are_counted_and_the_stream_goes_on(spawn, prefix, pva,
     assert stats["errors_empty"] == 1
     assert instance.child.alive()
     server.stop()
+
+
+def test_collector_stitches_two_instances_and_starts_again_with_a_new_scan(
+        detector, spawn, prefix, pva, model_dir):
+    instances = []
+    for consumer_id in (1, 2):
+        args = {"model": "small-a", "modelDir": str(model_dir), "batchSize": 4}
+        instances.append(spawn(
+            "pvapy-hpc-consumer", "--input-channel", prefix + "Pva1:Image",
+            "--consumer-id", str(consumer_id), "--output-channel", f"{prefix}recon:{consumer_id}",
+            "--status-channel", f"{prefix}recon:{consumer_id}:status",
+            "--processor-file", PROCESSOR_FILE, "--processor-class", "PtychoNNProcessor",
+            "--processor-args", json.dumps(args), "--distributor-group", "inference",
+            "--distributor-updates", "1", "--distributor-trigger", "uniqueId",
+            "--oid-offset", "2", "--report-period", "0.5", "--disable-curses", name="consumer"))
+    collector = spawn(
+        "pvapy-hpc-collector", "--input-channel", f"{prefix}recon:*", "--producer-id-list", "1,2",
+        "--status-channel", prefix + "collector:status", "--processor-file",
+        mosaic_module.__file__, "--processor-class", "MosaicProcessor", "--processor-args",
+        json.dumps({"prefix": prefix, "model": "small-a", "modelDir": str(model_dir),
+                    "displayRate": 10}),
+        "--report-period", "0.5", "--disable-curses", name="collector")
+    for consumer_id, child in enumerate(instances, start=1):
+        wait_until(pva_ready(pva, f"{prefix}recon:{consumer_id}:status"), 60, "an instance",
+                   child)
+    wait_until(pva_ready(pva, prefix + "collector:status"), 60, "the collector", collector)
+
+    def placed() -> int:
+        return pva.get(prefix + "collector:status", timeout=5)["userStats"]["placed"]
+
+    points = 60
+    put(pva, prefix + "cam1:ScanPoints", points)
+    acquire(pva, prefix, points, 0.01)
+    wait_until(lambda: placed() == points, 60, "every patch placed", collector)
+    positions = physics.fermat_spiral_positions(points, 0.25e-6)
+    rows, columns = np.nonzero(image(pva, prefix + "Mosaic:Amplitude"))
+    extent = np.ptp(positions, axis=0) / 1e-8 + 64  # scan span plus one patch, in pixels
+    assert columns.max() - columns.min() + 1 == pytest.approx(extent[0], abs=2)
+    assert rows.max() - rows.min() + 1 == pytest.approx(extent[1], abs=2)
+    assert image(pva, prefix + "Recon:Amplitude").shape == (64, 64)
+    assert image(pva, prefix + "Recon:Phase").shape == (64, 64)
+    # Each instance did half the work.
+    for consumer_id in (1, 2):
+        status = pva.get(f"{prefix}recon:{consumer_id}:status", timeout=5)
+        assert status["userStats"]["published"] == points // 2
+
+    # The detector starting again (uniqueId back to 1) starts a new mosaic.
+    put(pva, prefix + "cam1:ArrayCounter", 0)
+    acquire(pva, prefix, 10, 0.01)
+    wait_until(lambda: placed() == points + 10, 60, "the new scan placed", collector)
+    status = pva.get(prefix + "collector:status", timeout=5)["userStats"]
+    assert status["scans"] == 2 and status["patches"] == 10
