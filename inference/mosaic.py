@@ -59,8 +59,11 @@ class Mosaic:
         return amplitude.astype(np.float32), phase.astype(np.float32)
 
     def coverage(self) -> np.ndarray:
-        """True where the blend weight is at least half the probe's peak: well measured."""
-        return self._sums[2] >= 0.5 * self.weight.max()
+        """True where the summed blend weight is at least half the probe's mean: well measured.
+
+        The mean, not the peak: a defocused probe is a ring, dark in its centre.
+        """
+        return self._sums[2] >= 0.5 * self.weight.mean()
 
     def position_to_pixel(self, x: float, y: float) -> tuple[int, int]:
         """Canvas pixel (column, row) of scan position (x, y) metres."""
