@@ -59,3 +59,16 @@ def test_canvas_grows_in_every_direction_and_resets():
     assert mosaic.patches == 5
     mosaic.reset()
     assert mosaic.patches == 0 and mosaic.images()[0].size == 0
+
+
+def test_ssim_and_psnr():
+    from ptychoedge.inference.metrics import psnr, ssim
+
+    rng = np.random.default_rng(0)
+    image = rng.random((64, 64))
+    assert ssim(image, image, 1.0) == pytest.approx(1.0)
+    assert ssim(image, rng.random((64, 64)), 1.0) < 0.1
+    assert ssim(image, 0.9 * image, 1.0) < ssim(image, 0.99 * image, 1.0) < 1.0
+    noisy = image + 0.1
+    assert psnr(image, noisy, 1.0) == pytest.approx(20.0)  # 10 log10(1 / 0.01)
+    assert psnr(image, image, 1.0) == float("inf")

@@ -1,0 +1,67 @@
+"""Training lowers the loss; what it writes loads only as written; bad arguments are refused."""
+
+import argparse
+import subprocess
+
+import pytest
+import torch
+from conftest import ptychoedge
+
+from ptychoedge.inference import training
+from ptychoedge.inference.manifest import (
+    DEFAULT_MODEL,
+    ModelError,
+    load_manifest,
+    load_model,
+    save_model,
+)
+
+
+def small_run(tmp_path, epochs: int) -> argparse.Namespace:
+    return argparse.Namespace(name="tiny", out_dir=tmp_path, input_size=64, width=4,
+                              samples=192, validation=16, epochs=epochs, batch_size=32,
+                              lr=3e-3, photons=1e6, seed=0)
+
+
+def test_a_short_run_lowers_the_loss_and_writes_a_loadable_model(tmp_path):
+    untrained_model, untrained = training.train(small_run(tmp_path, epochs=1))
+    model, manifest = training.train(small_run(tmp_path, epochs=4))
+    assert manifest.validation["amplitude_mae"] < untrained.validation["amplitude_mae"]
+    assert manifest.training["final_loss"] < untrained.training["final_loss"]
+    save_model(model, manifest, tmp_path)
+    loaded, loaded_manifest = load_model("tiny", tmp_path)
+    assert loaded_manifest.sha256 == manifest.sha256
+    assert loaded_manifest.preprocessing == manifest.preprocessing
+    for name, weights in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], weights)
+
+
+def test_a_tampered_or_misplaced_model_is_refused(tmp_path):
+    model, manifest = training.train(small_run(tmp_path, epochs=1))
+    save_model(model, manifest, tmp_path)
+    weights = tmp_path / "tiny.pt"
+    weights.write_bytes(weights.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(ModelError, match="sha256"):
+        load_model("tiny", tmp_path)
+    for name in ("../tiny", "/etc/passwd", "", "missing"):
+        with pytest.raises(ModelError):
+            load_model(name, tmp_path)
+
+
+def test_the_shipped_model_says_how_to_use_it():
+    manifest = load_manifest(DEFAULT_MODEL)
+    model, _ = load_model(DEFAULT_MODEL)
+    assert manifest.preprocessing.input_size == manifest.shape.input_size
+    assert manifest.probe and manifest.training["samples"] > 0
+    assert manifest.validation["amplitude_ssim"] > 0.5
+    x = torch.zeros(2, 1, manifest.shape.input_size, manifest.shape.input_size)
+    assert model(x).shape == (2, 2, manifest.shape.input_size, manifest.shape.input_size)
+
+
+@pytest.mark.parametrize("args", [["--width", "-1"], ["--epochs", "zero"], ["--lr", "0"]])
+def test_bad_arguments_are_one_line_errors(args):
+    result = subprocess.run(ptychoedge("train", *args), capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("ptychoedge train: error")
