@@ -113,9 +113,9 @@ def save_pictures(path: Path, title: str, mosaic: Mosaic, truth: Mosaic) -> None
     plt.close(figure)
 
 
-def evaluate(model_name: str, model_dir: Path, backends: list[str], points: int, step: float,
+def evaluate(model_name: str, model_dir: Path | None, backends: list[str], points: int, step: float,
              seed: int, photons: float, out: Path) -> list[dict]:
-    model, manifest = load_model(model_name, model_dir)
+    model, manifest = load_model(model_name, model_dir or MODEL_DIR)
     frames, targets, positions = simulate(manifest, points, step, seed, photons)
     truth_mosaic = mosaic_of(targets, positions, manifest)
     inputs = manifest.preprocessing.frames(frames)

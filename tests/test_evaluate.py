@@ -1,0 +1,52 @@
+"""The shipped model on a scan it never saw: the stitched sample scores above a stated SSIM."""
+
+import json
+import subprocess
+
+import numpy as np
+from conftest import ptychoedge
+
+from ptychoedge.inference.evaluate import evaluate
+
+# What the shipped model reaches on the live simulator's sample (see inference/MODELS.md),
+# less a margin for the shorter scan used here.
+MOSAIC_AMPLITUDE_SSIM = 0.5
+MOSAIC_PHASE_SSIM = 0.5
+
+
+def test_mosaic_of_a_simulated_scan_matches_the_ground_truth(tmp_path):
+    report = evaluate("ptychonn-default", None, ["torch:fp32", "onnxruntime:int8"], points=150,
+                      step=0.25, seed=0, photons=1e6, out=tmp_path)
+    by_backend = {(entry["backend"], entry["precision"]): entry for entry in report}
+    fp32 = by_backend["torch", "fp32"]
+    assert fp32["mosaic_amplitude_ssim"] > MOSAIC_AMPLITUDE_SSIM
+    assert fp32["mosaic_phase_ssim"] > MOSAIC_PHASE_SSIM
+    int8 = by_backend["onnxruntime", "int8"]
+    assert abs(int8["mosaic_amplitude_ssim"] - fp32["mosaic_amplitude_ssim"]) < 0.02
+    assert abs(int8["mosaic_phase_ssim"] - fp32["mosaic_phase_ssim"]) < 0.02
+    assert (tmp_path / "mosaic-torch-fp32.png").stat().st_size > 10_000
+    assert json.loads((tmp_path / "report.json").read_text()) == report
+
+
+def test_a_wrong_model_scores_worse(tmp_path):
+    """The scores can fail: an untrained network of the same shape is far below."""
+    import torch
+
+    from ptychoedge.inference.manifest import load_model, save_model
+    from ptychoedge.inference.model import PtychoNN
+
+    _, manifest = load_model("ptychonn-default")
+    torch.manual_seed(0)
+    manifest.name = "untrained"
+    save_model(PtychoNN(manifest.shape), manifest, tmp_path)
+    report = evaluate("untrained", tmp_path, ["torch:fp32"], points=60, step=0.25, seed=0,
+                      photons=1e6, out=tmp_path / "out")
+    assert report[0]["mosaic_phase_ssim"] < MOSAIC_PHASE_SSIM
+    assert np.isfinite(report[0]["amplitude_psnr"])
+
+
+def test_evaluate_command_refuses_an_unknown_model(tmp_path):
+    result = subprocess.run(ptychoedge("evaluate", "--model", "nope", "--out", str(tmp_path)),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "no model 'nope'" in result.stderr
