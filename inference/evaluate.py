@@ -87,8 +87,7 @@ def mosaic_scores(mosaic: Mosaic, truth: Mosaic) -> dict[str, float]:
     for index, name, data_range in ((0, "amplitude", AMPLITUDE_RANGE), (1, "phase", PHASE_RANGE)):
         got, want = mosaic.images()[index][window], truth.images()[index][window]
         mask = covered[window]
-        result[f"mosaic_{name}_ssim"] = ssim(np.where(mask, got, 0), np.where(mask, want, 0),
-                                             data_range)
+        result[f"mosaic_{name}_ssim"] = ssim(got, want, data_range, mask)
         result[f"mosaic_{name}_psnr"] = psnr(got[mask], want[mask], data_range)
     return result
 

@@ -19,8 +19,9 @@ def _gaussian_filter(image: np.ndarray, sigma: float = SIGMA) -> np.ndarray:
     return windows(rows, kernel.size, axis=0) @ kernel
 
 
-def ssim(a: np.ndarray, b: np.ndarray, data_range: float) -> float:
-    """Mean structural similarity of two 2-D images; 1 when identical."""
+def ssim(a: np.ndarray, b: np.ndarray, data_range: float,
+         mask: np.ndarray | None = None) -> float:
+    """Mean structural similarity of two 2-D images (over `mask` if given); 1 when identical."""
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape or a.ndim != 2:
         raise ValueError(f"ssim needs two 2-D images of one shape, got {a.shape}, {b.shape}")
@@ -31,7 +32,7 @@ def ssim(a: np.ndarray, b: np.ndarray, data_range: float) -> float:
     covariance = _gaussian_filter(a * b) - mu_a * mu_b
     index = ((2 * mu_a * mu_b + c1) * (2 * covariance + c2)
              / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)))
-    return float(index.mean())
+    return float(index.mean() if mask is None else index[mask].mean())
 
 
 def psnr(a: np.ndarray, b: np.ndarray, data_range: float) -> float:
