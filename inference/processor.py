@@ -69,35 +69,43 @@ def decode_frame(pv_object: Any) -> np.ndarray:
     return data.reshape(ny, nx)
 
 
-def _attribute(name: str, value: Any, descriptor: str = "") -> pva.NtAttribute:
-    if isinstance(value, str):
-        attribute = pva.NtAttribute(name, pva.PvString(value))
-    else:
-        attribute = pva.NtAttribute(name, pva.PvDouble(float(value)))
-    attribute["descriptor"] = descriptor
-    return attribute
+def _attribute(name: str, value: Any, descriptor: str = "") -> dict:
+    kind = pva.PvString(value) if isinstance(value, str) else pva.PvDouble(float(value))
+    return {"name": name, "value": kind, "descriptor": descriptor}
 
 
-def output_frame(result: Result, model: str) -> pva.NtNdArray:
-    """An NTNDArray [x, y, 2] of amplitude and phase, with the frame's stamps and position."""
-    time_stamp, data_time_stamp, attributes = result.frame.context
-    n = result.amplitude.shape[-1]
-    frame = pva.NtNdArray()
-    frame["uniqueId"] = result.frame.unique_id
-    frame["dimension"] = [pva.PvDimension(n, 0, n, 1, False), pva.PvDimension(n, 0, n, 1, False),
-                          pva.PvDimension(2, 0, 2, 1, False)]
-    values = np.stack([result.amplitude, result.phase]).astype(np.float32).ravel()
-    frame["value"] = {"floatValue": values}
-    frame["compressedSize"] = frame["uncompressedSize"] = values.nbytes
-    frame["timeStamp"] = time_stamp
-    frame["dataTimeStamp"] = data_time_stamp
-    frame["attribute"] = [
-        *(_attribute(name, value, descriptor) for name, value, descriptor in attributes),
-        _attribute("Latency", result.latency, "Receipt to publication (s)"),
-        _attribute("Residual", result.residual, "Diffraction residual (0 = perfect fit)"),
-        _attribute("Model", model, "Model that made this patch"),
-    ]
-    return frame
+class OutputFrames:
+    """NTNDArray [x, y, 2] outputs: amplitude and phase with the frame's stamps and position.
+
+    One object is refilled for every output (the server copies what it publishes):
+    building a new NtNdArray costs more than a small model's inference.
+    """
+
+    def __init__(self) -> None:
+        self.frame = pva.NtNdArray()
+        self.size = 0
+
+    def fill(self, result: Result, model: str) -> pva.NtNdArray:
+        time_stamp, data_time_stamp, attributes = result.frame.context
+        frame, n = self.frame, result.amplitude.shape[-1]
+        if n != self.size:
+            frame["dimension"] = [pva.PvDimension(n, 0, n, 1, False),
+                                  pva.PvDimension(n, 0, n, 1, False),
+                                  pva.PvDimension(2, 0, 2, 1, False)]
+            frame["compressedSize"] = frame["uncompressedSize"] = 2 * n * n * 4
+            self.size = n
+        frame["uniqueId"] = result.frame.unique_id
+        frame["value"] = {"floatValue": np.stack([result.amplitude, result.phase]).astype(
+            np.float32).ravel()}
+        frame["timeStamp"] = time_stamp
+        frame["dataTimeStamp"] = data_time_stamp
+        frame["attribute"] = [
+            *(_attribute(name, value, descriptor) for name, value, descriptor in attributes),
+            _attribute("Latency", result.latency, "Receipt to publication (s)"),
+            _attribute("Residual", result.residual, "Diffraction residual (0 = perfect fit)"),
+            _attribute("Model", model, "Model that made this patch"),
+        ]
+        return frame
 
 
 def _frame_attributes(pv_object: Any) -> list[tuple[str, Any, str]]:
@@ -123,6 +131,7 @@ class PtychoNNProcessor(AdImageProcessor):
         self.config_error = ""
         self._config_lock = threading.Lock()
         reconstructor = self._reconstructor(self.config)  # a bad model at start is fatal
+        self.outputs = OutputFrames()
         self.batcher = Batcher(reconstructor, self._publish, int(self.config["batchSize"]),
                                float(self.config["maxWait"]))
 
@@ -187,7 +196,7 @@ class PtychoNNProcessor(AdImageProcessor):
     # -- ours -------------------------------------------------------------------
 
     def _publish(self, result: Result) -> None:
-        self.updateOutputChannel(output_frame(result, self.config["model"]))
+        self.updateOutputChannel(self.outputs.fill(result, self.config["model"]))
 
     def _apply(self, change: dict) -> None:
         """Apply a configuration change; a bad one is refused and what runs stays."""
