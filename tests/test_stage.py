@@ -50,10 +50,10 @@ def test_readback_moves_during_the_move(stage, prefix):
     for pv in (rbv, dmov):
         assert pv.wait_for_connection(5)
     wait_until(lambda: readbacks and done, 5.0, "first monitor updates", stage)
-    assert epics.caput(prefix + "m2.VAL", -4.0, wait=True, timeout=10)
-    wait_until(lambda: readbacks[-1] == pytest.approx(-4.0) and done[-1] == 1, 5.0,
+    assert epics.caput(prefix + "m2.VAL", -10.0, wait=True, timeout=10)
+    wait_until(lambda: readbacks[-1] == pytest.approx(-10.0) and done[-1] == 1, 5.0,
                "final monitor updates", stage)
-    assert len([r for r in readbacks if -4.0 < r < 0.0]) >= 3
+    assert len([r for r in readbacks if -10.0 < r < 0.0]) >= 3
     assert 0 in done
     for pv in (rbv, dmov):
         pv.disconnect()
