@@ -49,7 +49,7 @@ def test_readback_moves_during_the_move(stage, prefix):
     dmov = epics.PV(prefix + "m2.DMOV", callback=lambda value, **_: done.append(value))
     for pv in (rbv, dmov):
         assert pv.wait_for_connection(5)
-    wait_until(lambda: readbacks and done, 5.0, "first monitor updates", stage)
+    wait_until(lambda: readbacks and done, 15.0, "first monitor updates", stage)
     assert epics.caput(prefix + "m2.VAL", -10.0, wait=True, timeout=10)
     wait_until(lambda: readbacks[-1] == pytest.approx(-10.0) and done[-1] == 1, 5.0,
                "final monitor updates", stage)
