@@ -20,25 +20,13 @@ from pathlib import Path
 
 import numpy as np
 from p4p.client.thread import Context
+from waiting import wait
 
 import ptychoedge.inference.mosaic_processor as mosaic_module
 import ptychoedge.inference.processor as processor_module
 from ptychoedge.inference.backends import open_backend
 from ptychoedge.inference.manifest import DEFAULT_MODEL, MODEL_DIR, load_model
 from ptychoedge.inference.onnx_export import calibration_inputs
-
-
-def wait(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            result = condition()
-        except Exception:
-            result = None
-        if result:
-            return result
-        time.sleep(0.1)
-    raise SystemExit(f"pipeline benchmark: timed out waiting for {what}")
 
 
 def bare_rate(args) -> float:

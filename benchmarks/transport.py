@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from p4p.client.thread import Context
+from waiting import wait
 
 START_DELAY = 2.0  # s for a consumer to connect before frames flow
 REPORT_PERIOD = 0.5  # s between the consumer's status updates
@@ -59,19 +60,6 @@ class Consumer:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(10)
-
-
-def wait(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            result = condition()
-        except Exception:
-            result = None
-        if result:
-            return result
-        time.sleep(0.1)
-    raise SystemExit(f"transport benchmark: timed out waiting for {what}")
 
 
 def run_peer(size: int, rate: int, seconds: float, ctx: Context, logs: Path) -> Delivery:
