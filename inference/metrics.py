@@ -39,3 +39,14 @@ def psnr(a: np.ndarray, b: np.ndarray, data_range: float) -> float:
     """Peak signal-to-noise ratio in dB; infinite when identical."""
     mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
     return float("inf") if mse == 0 else 10 * np.log10(data_range**2 / mse)
+
+
+def mean_ssim(a: np.ndarray, b: np.ndarray, data_range: float) -> float:
+    """Mean SSIM over a batch of 2-D images, (n, h, w) each."""
+    return float(np.mean([ssim(x, y, data_range) for x, y in zip(a, b, strict=True)]))
+
+
+def mean_psnr(a: np.ndarray, b: np.ndarray, data_range: float) -> float:
+    """Mean per-image PSNR over a batch of 2-D images, (n, h, w) each."""
+    values = [psnr(x, y, data_range) for x, y in zip(a, b, strict=True)]
+    return float(np.mean(values))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 
 from ptychoedge.inference.manifest import DEFAULT_MODEL, MODEL_DIR, Manifest, save_model
-from ptychoedge.inference.metrics import psnr, ssim
+from ptychoedge.inference.metrics import mean_psnr, mean_ssim
 from ptychoedge.inference.model import ModelShape, PtychoNN, count_parameters
 from ptychoedge.inference.preprocess import Preprocessing
 from ptychoedge.sim import physics
@@ -82,35 +83,31 @@ def validation_metrics(model: PtychoNN, inputs: np.ndarray, targets: np.ndarray)
     with torch.inference_mode():
         predicted = np.concatenate([model(torch.from_numpy(inputs[i:i + 64])).numpy()
                                     for i in range(0, len(inputs), 64)])
-    metrics = {"amplitude_mae": float(np.abs(predicted[:, 0] - targets[:, 0]).mean()),
-               "phase_mae": float(np.abs(predicted[:, 1] - targets[:, 1]).mean())}
+    metrics = {}
     for channel, name, data_range in ((0, "amplitude", 1.0), (1, "phase", 2 * np.pi)):
-        metrics[f"{name}_ssim"] = float(np.mean(
-            [ssim(p[channel], t[channel], data_range) for p, t in zip(predicted, targets,
-                                                                      strict=True)]))
-        metrics[f"{name}_psnr"] = float(np.mean(
-            [psnr(p[channel], t[channel], data_range) for p, t in zip(predicted, targets,
-                                                                      strict=True)]))
+        got, want = predicted[:, channel], targets[:, channel]
+        metrics[f"{name}_mae"] = float(np.abs(got - want).mean())
+        metrics[f"{name}_ssim"] = mean_ssim(got, want, data_range)
+        metrics[f"{name}_psnr"] = mean_psnr(got, want, data_range)
     return metrics
 
 
 class Progress:
     """One line on stderr, rewritten in place: epoch, batch, loss, rate, time left."""
 
-    def __init__(self, total: int):
-        self.total, self.done, self.started = total, 0, time.monotonic()
-        self.shown = 0.0
+    def __init__(self, epochs: int, batches: int, frames: int):
+        self.epochs, self.batches, self.total = epochs, batches, epochs * frames
+        self.done, self.started, self.shown = 0, time.monotonic(), 0.0
 
-    def step(self, epoch: int, epochs: int, loss: float, samples: int) -> None:
-        self.done += samples
+    def step(self, epoch: int, batch: int, loss: float, frames: int) -> None:
+        self.done += frames
         now = time.monotonic()
         if now - self.shown < 1.0 and self.done < self.total:
             return
         self.shown = now
-        elapsed = now - self.started
-        rate = self.done / elapsed
-        left = (self.total - self.done) / rate if rate else 0
-        sys.stderr.write(f"\repoch {epoch}/{epochs}  {100 * self.done / self.total:5.1f}%  "
+        rate = self.done / max(now - self.started, 1e-9)
+        left = (self.total - self.done) / rate
+        sys.stderr.write(f"\repoch {epoch}/{self.epochs}  batch {batch}/{self.batches}  "
                          f"loss {loss:.4f}  {rate:6.0f} frames/s  ETA {left:5.0f} s ")
         sys.stderr.flush()
 
@@ -121,33 +118,36 @@ def train(args: argparse.Namespace) -> tuple[PtychoNN, Manifest]:
     shape = ModelShape(args.input_size, args.width)
     preprocessing = Preprocessing(crop_size=128, input_size=args.input_size)
     started = time.monotonic()
-    print(f"simulating {args.samples} training and {args.validation} validation frames",
-          file=sys.stderr)
+    log.info("simulating %d training and %d validation frames", args.samples, args.validation)
     train_x, train_y = make_dataset(preprocessing, TRAINING_SEEDS, args.samples, args.photons,
                                     rng)
     valid_x, valid_y = make_dataset(preprocessing, (VALIDATION_SEED,), args.validation,
                                     args.photons, rng)
     model = PtychoNN(shape)
-    print(f"training {count_parameters(model)} weights, {args.epochs} epochs", file=sys.stderr)
+    log.info("training %s: %d weights, %d epochs, %d threads", shape, count_parameters(model),
+             args.epochs, torch.get_num_threads())
     optimiser = torch.optim.Adam(model.parameters(), lr=args.lr)
-    steps = args.epochs * -(-len(train_x) // args.batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, args.lr, total_steps=steps)
+    batches = -(-len(train_x) // args.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, args.lr,
+                                                   total_steps=args.epochs * batches)
     loss_fn = nn.L1Loss()
-    progress = Progress(args.epochs * len(train_x))
+    progress = Progress(args.epochs, batches, len(train_x))
     x_all, y_all = torch.from_numpy(train_x), torch.from_numpy(train_y)
-    loss_value = float("nan")
+    epoch_loss = float("nan")
     for epoch in range(1, args.epochs + 1):
         model.train()
+        total = 0.0
         order = torch.randperm(len(x_all))
-        for start in range(0, len(order), args.batch_size):
+        for batch, start in enumerate(range(0, len(order), args.batch_size), 1):
             index = order[start:start + args.batch_size]
             loss = loss_fn(model(x_all[index]), y_all[index])
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
             schedule.step()
-            loss_value = loss.item()
-            progress.step(epoch, args.epochs, loss_value, len(index))
+            total += loss.item() * len(index)
+            progress.step(epoch, batch, loss.item(), len(index))
+        epoch_loss = total / len(order)
     sys.stderr.write("\n")
     model.eval()
     metrics = validation_metrics(model, valid_x, valid_y)
@@ -158,13 +158,15 @@ def train(args: argparse.Namespace) -> tuple[PtychoNN, Manifest]:
                   "batch_size": args.batch_size, "lr": args.lr, "optimiser": "Adam, one-cycle",
                   "loss": "L1 of amplitude and phase", "seed": args.seed,
                   "sample_seeds": list(TRAINING_SEEDS), "validation_seed": VALIDATION_SEED,
-                  "final_loss": loss_value, "seconds": round(time.monotonic() - started, 1)},
+                  "final_loss": epoch_loss, "seconds": round(time.monotonic() - started, 1)},
         validation=metrics)
     return model, manifest
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    # torch sizes its pool by the host's cores; a container may be allowed fewer
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
     model, manifest = train(args)
     path = save_model(model, manifest, args.out_dir)
     metrics = manifest.validation

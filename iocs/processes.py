@@ -48,10 +48,6 @@ class Child:
         )
         log.debug("started %s (pid %d): %s", name, self.popen.pid, " ".join(self.args))
 
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
     def alive(self) -> bool:
         return self.popen.poll() is None
 

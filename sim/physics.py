@@ -131,9 +131,12 @@ def _stamp_lines(canvas: np.ndarray, count: int, rng: np.random.Generator) -> No
 def make_sample(shape: tuple[int, int], seed: int = 0) -> np.ndarray:
     """A procedural complex transmission function, deterministic for `seed`.
 
-    Two materials on a textured substrate: dense particles of every size (mostly
-    absorbing), a phase-dominated fractal film, and a few thin fibres with sharp
-    edges. Amplitude lies in [0.3, 1], phase in about [-pi/2, pi/2] rad.
+    Dense particles of every size and a few thin fibres with sharp edges on a
+    textured substrate, and a faint fractal film. Phase and absorption come mostly
+    from one projected thickness, as in a real sample, and empty space has phase 0:
+    a diffraction pattern cannot tell a patch's mean phase, so a phase background
+    that wandered across the sample could not be reconstructed frame by frame.
+    Amplitude lies in [0.3, 1], phase in [-pi/2, 0] rad.
     """
     if len(shape) != 2 or min(shape) < 8:
         raise ValueError(f"sample shape must be 2-D and at least 8 x 8, got {shape}")
@@ -147,8 +150,7 @@ def make_sample(shape: tuple[int, int], seed: int = 0) -> np.ndarray:
     _stamp_lines(particles, max(1, area // 60000), rng)
     absorption = np.clip(0.75 * particles + 0.25 * texture, 0.0, 1.0)
     amplitude = 1.0 - 0.7 * absorption
-    phase_map = np.clip(0.85 * film + 0.5 * particles, 0.0, 1.0)
-    phase = (np.pi / 2) * (2.0 * phase_map - 1.0)
+    phase = -(np.pi / 2) * np.clip(0.8 * absorption + 0.2 * film, 0.0, 1.0)
     return (amplitude * np.exp(1j * phase)).astype(np.complex64)
 
 

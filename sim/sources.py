@@ -73,7 +73,6 @@ class BankSource:
     def __init__(self, images: np.ndarray, positions: np.ndarray):
         self.frames = [make_frame(image, 0, (x, y))
                        for image, (x, y) in zip(images, positions, strict=True)]
-        self.positions = positions
         self.size_y, self.size_x = images.shape[1:]
         self._next = 0
 

@@ -24,8 +24,15 @@ def test_the_true_patch_explains_its_frame_best():
     swapped = residual(binned, targets[::-1, 0], targets[::-1, 1])
     assert true.shape == (32,)
     assert np.all(true >= 0)
-    assert np.median(true) < 0.7 * np.median(blank)
-    assert np.median(true) < 0.5 * np.median(swapped)
+    assert np.median(true) < np.median(blank)
+    assert np.median(true) < 0.9 * np.median(swapped)
+    # Frames made with a probe the model does not know stand far out, even given the truth.
+    other = physics.PtychographySimulator(128, seed=0, probe=physics.make_probe(128, 40, 0.5))
+    other_frames, other_truth = other.frames(physics.fermat_spiral_positions(32, 0.25e-6))
+    other_targets = manifest.preprocessing.targets(other_truth)
+    unknown = residual(manifest.preprocessing.binned(other_frames), other_targets[:, 0],
+                       other_targets[:, 1])
+    assert np.median(unknown) > 5 * np.median(true)
     # Scale-free: the same frame at ten times the dose scores about the same.
     brighter = residual(binned * 10, targets[:, 0], targets[:, 1])
     np.testing.assert_allclose(brighter, true, rtol=1e-3)

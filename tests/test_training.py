@@ -3,6 +3,7 @@
 import argparse
 import subprocess
 
+import numpy as np
 import pytest
 import torch
 from conftest import ptychoedge
@@ -15,6 +16,8 @@ from ptychoedge.inference.manifest import (
     load_model,
     save_model,
 )
+from ptychoedge.inference.metrics import mean_psnr, mean_ssim, psnr, ssim
+from ptychoedge.sim.physics import OBJECT_PIXEL_SIZE
 
 
 def small_run(tmp_path, epochs: int) -> argparse.Namespace:
@@ -52,8 +55,12 @@ def test_the_shipped_model_says_how_to_use_it():
     manifest = load_manifest(DEFAULT_MODEL)
     model, _ = load_model(DEFAULT_MODEL)
     assert manifest.preprocessing.input_size == manifest.shape.input_size
-    assert manifest.probe and manifest.training["samples"] > 0
+    assert manifest.preprocessing.crop_size % manifest.preprocessing.input_size == 0
+    assert manifest.object_pixel_size == OBJECT_PIXEL_SIZE
+    assert manifest.probe == training.PROBE and manifest.training["samples"] > 0
+    assert 0 not in manifest.training["sample_seeds"]  # the live sample stays unseen
     assert manifest.validation["amplitude_ssim"] > 0.5
+    assert manifest.validation["phase_ssim"] > 0.7
     x = torch.zeros(2, 1, manifest.shape.input_size, manifest.shape.input_size)
     assert model(x).shape == (2, 2, manifest.shape.input_size, manifest.shape.input_size)
 
@@ -65,3 +72,16 @@ def test_bad_arguments_are_one_line_errors(args):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("ptychoedge train: error")
+
+
+def test_metrics_against_known_values():
+    rng = np.random.default_rng(1)
+    images = rng.random((3, 48, 48))
+    assert ssim(images[0], images[0], 1.0) == pytest.approx(1.0)
+    assert abs(ssim(images[0], images[1], 1.0)) < 0.1  # independent noise
+    assert mean_ssim(images, images, 1.0) == pytest.approx(1.0)
+    # A constant error e gives MSE e**2: PSNR = 10 log10(range**2 / e**2)
+    assert psnr(images[0], images[0] + 0.05, 2.0) == pytest.approx(10 * np.log10(4 / 0.0025))
+    assert mean_psnr(images, images - 0.1, 1.0) == pytest.approx(20.0)
+    with pytest.raises(ValueError):
+        ssim(images[0], images[0, :10], 1.0)
