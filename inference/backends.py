@@ -1,19 +1,30 @@
 """Where the network runs: PyTorch, ONNX Runtime or TensorRT, behind one small interface.
 
 `open_backend(kind, precision, model, manifest)` gives an object whose `infer`
-takes a (n, 1, s, s) float32 batch and returns (n, 2, s, s) amplitude and phase.
+takes a (n, 1, s, s) float32 batch and returns (n, 2, s, s) float32 amplitude
+and phase. What runs where:
+
+| kind        | fp32         | fp16 | int8                          |
+| ----------- | ------------ | ---- | ----------------------------- |
+| torch       | CPU or CUDA  | CUDA | -                             |
+| onnxruntime | CPU or CUDA  | -    | CPU or CUDA (QDQ, calibrated) |
+| tensorrt    | -            | CUDA | CUDA (from the int8 QDQ ONNX) |
+
+`threads` is the intra-op thread count of one instance: 1 by default, since
+many instances run side by side; 0 leaves the runtime's default (every core).
+For torch it is process-wide (`torch.set_num_threads`).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import torch
 
+from ptychoedge.inference import onnx_export
 from ptychoedge.inference.manifest import Manifest
 from ptychoedge.inference.model import PtychoNN
 
@@ -21,7 +32,12 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
-CACHE_DIR = Path(os.environ.get("PTYCHOEDGE_CACHE", Path.home() / ".cache" / "ptychoedge"))
+SUPPORTED = {"torch": ("fp32", "fp16"), "onnxruntime": ("fp32", "int8"),
+             "tensorrt": ("fp16", "int8")}
+DEVICES = ("auto", "cpu", "cuda")
+CACHE_DIR = onnx_export.default_cache_dir()
+TENSORRT_MAX_BATCH = 256  # the engines' optimisation profile: batches 1..256, tuned for 16
+TENSORRT_OPTIMAL_BATCH = 16
 
 
 class BackendError(ValueError):
@@ -31,27 +47,37 @@ class BackendError(ValueError):
 class Backend(Protocol):
     name: str
     precision: str
+    device: str
 
     def infer(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+def supported_combinations() -> str:
+    return ", ".join(f"{kind} {'/'.join(precisions)}" for kind, precisions in SUPPORTED.items())
+
+
+def _checked(batch: np.ndarray, size: int) -> np.ndarray:
+    batch = np.ascontiguousarray(batch, dtype=np.float32)
+    if batch.ndim != 4 or batch.shape[1:] != (1, size, size) or not len(batch):
+        raise ValueError(f"expected a (n, 1, {size}, {size}) batch, got shape {batch.shape}")
+    return batch
 
 
 class TorchBackend:
     name = "torch"
 
     def __init__(self, model: PtychoNN, precision: str, device: str):
-        if precision == "int8":
-            raise BackendError("torch runs fp32 (CPU or CUDA) and fp16 (CUDA); for int8 use "
-                               "onnxruntime or tensorrt")
-        if precision == "fp16" and device != "cuda":
-            raise BackendError("torch fp16 needs a CUDA GPU, and none is available")
-        self.precision = precision
-        self.device = torch.device(device)
+        self.precision, self.device = precision, device
+        self.size = model.shape.input_size
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
-        self.model = model.to(self.device, self.dtype).eval()
+        # A copy: the caller's model stays fp32 on the CPU, e.g. for an ONNX export.
+        self.model = PtychoNN(model.shape).to(device, self.dtype).eval()
+        self.model.load_state_dict(model.state_dict())
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
+        batch = _checked(batch, self.size)
         with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(batch)).to(self.device, self.dtype)
+            x = torch.from_numpy(batch).to(self.device, self.dtype)
             return self.model(x).float().cpu().numpy()
 
 
@@ -59,63 +85,163 @@ class OnnxRuntimeBackend:
     name = "onnxruntime"
 
     def __init__(self, model: PtychoNN, manifest: Manifest, precision: str, device: str,
-                 threads: int, cache_dir: Path):
-        try:
-            import onnxruntime as ort
-        except ImportError as error:
-            raise BackendError("onnxruntime backend needs the `onnxruntime` package") from error
-        from ptychoedge.inference import onnx_export
+                 threads: int, cache_dir: Path | None):
+        import onnxruntime as ort
 
-        if precision == "fp16":
-            raise BackendError("onnxruntime runs fp32 and int8 here; fp16 is for tensorrt")
+        providers = ["CPUExecutionProvider"]
+        if device in ("auto", "cuda"):
+            if "CUDAExecutionProvider" in ort.get_available_providers():
+                providers.insert(0, "CUDAExecutionProvider")
+            elif device == "cuda":
+                raise BackendError("onnxruntime on cuda needs the `onnxruntime-gpu` package "
+                                   "(no CUDAExecutionProvider in this onnxruntime)")
         path = onnx_export.exported(model, manifest, precision, cache_dir)
         options = ort.SessionOptions()
         if threads > 0:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
-        providers = (["CUDAExecutionProvider", "CPUExecutionProvider"] if device == "cuda"
-                     else ["CPUExecutionProvider"])
-        self.precision = precision
+        options.log_severity_level = 3  # QDQ models warn about every node left in float
         self.session = ort.InferenceSession(str(path), options, providers=providers)
+        self.precision = precision
+        self.device = "cuda" if self.session.get_providers()[0].startswith("CUDA") else "cpu"
+        self.size = manifest.shape.input_size
         self.input_name = self.session.get_inputs()[0].name
+        log.info("onnxruntime %s on %s from %s", precision, self.device, path.name)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        batch = np.ascontiguousarray(batch, dtype=np.float32)
-        return self.session.run(None, {self.input_name: batch})[0]
+        return self.session.run(None, {self.input_name: _checked(batch, self.size)})[0]
 
 
-def _tensorrt_missing() -> str | None:
+class TensorRTBackend:
+    """An engine built from the ONNX export and run on torch CUDA tensors.
+
+    fp16 is built from the fp32 ONNX file; int8 from the symmetric int8 one, whose
+    Q/DQ nodes carry the scales calibrated on simulated frames (explicit
+    quantization: no TensorRT calibrator). Layers left in float run in fp16.
+    Engines are cached beside the ONNX files, per TensorRT version and GPU model.
+    """
+
+    name = "tensorrt"
+    device = "cuda"
+
+    def __init__(self, model: PtychoNN, manifest: Manifest, precision: str,
+                 cache_dir: Path | None):
+        import tensorrt as trt
+
+        self.trt, self.precision = trt, precision
+        self.size = manifest.shape.input_size
+        onnx_path = onnx_export.exported(
+            model, manifest, "int8-symmetric" if precision == "int8" else "fp32", cache_dir)
+        gpu = "".join(c if c.isalnum() else "_" for c in torch.cuda.get_device_name())
+        engine_path = onnx_path.with_name(
+            f"{onnx_path.stem}-{precision}-trt{trt.__version__}-{gpu}.engine")
+        logger = trt.Logger(trt.Logger.WARNING)
+        if not engine_path.exists():
+            engine_path.write_bytes(self._build(logger, onnx_path))
+        self.engine = trt.Runtime(logger).deserialize_cuda_engine(engine_path.read_bytes())
+        if self.engine is None:
+            raise BackendError(f"TensorRT cannot load {engine_path}")
+        self.context = self.engine.create_execution_context()
+        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+        self.input_name = next(n for n in names
+                               if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
+        self.output_name = next(n for n in names if n != self.input_name)
+        self.stream = torch.cuda.Stream()
+
+    def _build(self, logger, onnx_path: Path) -> bytes:
+        trt = self.trt
+        builder = trt.Builder(logger)
+        network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
+        parser = trt.OnnxParser(network, logger)
+        if not parser.parse(onnx_path.read_bytes()):
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise BackendError(f"TensorRT cannot parse {onnx_path.name}: {errors}")
+        config = builder.create_builder_config()
+        config.set_flag(trt.BuilderFlag.FP16)
+        if self.precision == "int8":
+            config.set_flag(trt.BuilderFlag.INT8)
+        profile = builder.create_optimization_profile()
+        frame = (1, self.size, self.size)
+        profile.set_shape(network.get_input(0).name, (1, *frame),
+                          (TENSORRT_OPTIMAL_BATCH, *frame), (TENSORRT_MAX_BATCH, *frame))
+        config.add_optimization_profile(profile)
+        serialized = builder.build_serialized_network(network, config)
+        if serialized is None:
+            raise BackendError(f"TensorRT could not build a {self.precision} engine")
+        log.info("built a TensorRT %s engine from %s", self.precision, onnx_path.name)
+        return bytes(serialized)
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        batch = _checked(batch, self.size)
+        if len(batch) > TENSORRT_MAX_BATCH:
+            return np.concatenate([self.infer(batch[i:i + TENSORRT_MAX_BATCH])
+                                   for i in range(0, len(batch), TENSORRT_MAX_BATCH)])
+        with torch.cuda.stream(self.stream):  # copies and the engine on one stream, in order
+            inputs = torch.from_numpy(batch).cuda()
+            outputs = torch.empty((len(batch), 2, self.size, self.size), device="cuda")
+            self.context.set_input_shape(self.input_name, tuple(inputs.shape))
+            self.context.set_tensor_address(self.input_name, inputs.data_ptr())
+            self.context.set_tensor_address(self.output_name, outputs.data_ptr())
+            if not self.context.execute_async_v3(self.stream.cuda_stream):
+                raise RuntimeError("TensorRT inference failed")
+            result = outputs.cpu()
+        self.stream.synchronize()
+        return result.numpy()
+
+
+def tensorrt_missing() -> str | None:
+    """What the tensorrt backend lacks here, or None when it can run."""
+    missing = []
     try:
         import tensorrt  # noqa: F401
     except ImportError:
-        return "the `tensorrt` package is not installed"
+        missing.append("tensorrt is not installed")
     if not torch.cuda.is_available():
-        return "no CUDA GPU is available"
-    return None
+        missing.append("no CUDA GPU is available")
+    return " and ".join(missing) or None
 
 
 def open_backend(kind: str, precision: str, model: PtychoNN, manifest: Manifest, *,
                  device: str = "auto", threads: int = 1,
                  cache_dir: Path | None = None) -> Backend:
-    """A ready backend; `threads` 0 lets the runtime use every core."""
+    """A ready backend. `device` is auto, cpu or cuda; ONNX files and engines are cached
+    in `cache_dir` (default $PTYCHOEDGE_CACHE or ~/.cache/ptychoedge)."""
     if kind not in BACKENDS:
-        raise BackendError(f"unknown backend {kind!r}: choose from {', '.join(BACKENDS)}")
+        raise BackendError(f"unknown backend {kind!r}: choose from {', '.join(BACKENDS)} "
+                           f"(supported: {supported_combinations()})")
     if precision not in PRECISIONS:
-        raise BackendError(f"unknown precision {precision!r}: choose from "
-                           f"{', '.join(PRECISIONS)}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        raise BackendError(f"unknown precision {precision!r}: choose from {', '.join(PRECISIONS)}"
+                           f" (supported: {supported_combinations()})")
+    if precision not in SUPPORTED[kind]:
+        raise BackendError(f"{kind} does not run {precision}; supported: "
+                           f"{supported_combinations()}")
+    if device not in DEVICES:
+        raise BackendError(f"unknown device {device!r}: choose from {', '.join(DEVICES)}")
+    if threads < 0:
+        raise BackendError(f"threads must be 0 (runtime default) or more, got {threads}")
+    cuda = torch.cuda.is_available()
+    if device == "cuda" and not cuda and kind != "onnxruntime":
+        raise BackendError(f"{kind} on cuda needs a CUDA GPU, and torch sees none")
+
     if kind == "torch":
+        resolved = ("cuda" if cuda else "cpu") if device == "auto" else device
+        if precision == "fp16" and resolved != "cuda":
+            why = "device is cpu" if cuda else "none is available"
+            raise BackendError(f"torch fp16 needs a CUDA GPU, and {why}; on CPU use fp32 "
+                               f"(supported: {supported_combinations()})")
         if threads > 0:
             torch.set_num_threads(threads)
-        return TorchBackend(model, precision, device)
+        return TorchBackend(model, precision, resolved)
     if kind == "onnxruntime":
-        return OnnxRuntimeBackend(model, manifest, precision, device, threads,
-                                  cache_dir or CACHE_DIR)
-    missing = _tensorrt_missing()
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError as error:
+            raise BackendError("onnxruntime backend needs the `onnxruntime` package") from error
+        return OnnxRuntimeBackend(model, manifest, precision, device, threads, cache_dir)
+    missing = tensorrt_missing()
     if missing:
         raise BackendError(f"tensorrt backend needs the `tensorrt` package and an NVIDIA GPU: "
                            f"{missing}")
-    from ptychoedge.inference.tensorrt_engine import TensorRTBackend
-
-    return TensorRTBackend(model, manifest, precision, cache_dir or CACHE_DIR)
+    if device == "cpu":
+        raise BackendError("tensorrt runs on a CUDA GPU only, and device is cpu")
+    return TensorRTBackend(model, manifest, precision, cache_dir)

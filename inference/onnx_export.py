@@ -1,13 +1,25 @@
 """ONNX files of a model: fp32, and int8 by static quantization on simulated frames.
 
-Files are cached under the weights' sha256, so each precision is built once.
-The int8 model is calibrated on frames the simulator makes of a sample the
-model is not scored on (seed 7), through the model's own preprocessing.
+Files are cached in a cache directory (never the package) under a key made of
+the weights' sha256 and the precision, so each is built once per model. The
+int8 files are calibrated on frames the simulator makes of a Fermat scan over a
+sample the model is not scored on (seed 7), through the model's own
+preprocessing. Two int8 flavours exist: "int8" (unsigned activations, fastest on
+x86 CPUs) and "int8-symmetric" (signed, zero point 0, what TensorRT accepts).
 """
 
 from __future__ import annotations
 
+import copy
+import fcntl
+import hashlib
+import json
 import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -20,46 +32,120 @@ from ptychoedge.sim import physics
 log = logging.getLogger(__name__)
 
 OPSET = 17
+FLAVOURS = ("fp32", "int8", "int8-symmetric")
 CALIBRATION_FRAMES = 64
-CALIBRATION_SEED = 7
+CALIBRATION_SEED = 7  # not 0, the sample the benchmarks and tests score on
+SCAN_STEP = 0.25e-6  # m, about 60% probe overlap with the default simulator
+INPUT_NAME, OUTPUT_NAME = "diffraction", "amplitude_phase"
 
 
-def exported(model: PtychoNN, manifest: Manifest, precision: str, cache_dir: Path) -> Path:
-    """The ONNX file of `model` at `precision` ("fp32" or "int8"), built if not cached."""
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("PTYCHOEDGE_CACHE", Path.home() / ".cache" / "ptychoedge"))
+
+
+def weights_sha256(model: PtychoNN) -> str:
+    """sha256 of the weights themselves (names, shapes, values), whatever file they came from."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        data = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{data.dtype}:{tuple(data.shape)};".encode())
+        digest.update(data.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cache_key(model: PtychoNN, manifest: Manifest, flavour: str) -> str:
+    recipe = {"opset": OPSET, "shape": manifest.shape.as_dict()}
+    if flavour != "fp32":  # the calibration frames depend on the physics and preprocessing
+        recipe |= {"preprocessing": manifest.preprocessing.as_dict(), "probe": manifest.probe,
+                   "photons": manifest.photons, "seed": CALIBRATION_SEED,
+                   "frames": CALIBRATION_FRAMES}
+    digest = hashlib.sha256(weights_sha256(model).encode())
+    digest.update(json.dumps(recipe, sort_keys=True).encode())
+    return digest.hexdigest()[:20]
+
+
+def exported(model: PtychoNN, manifest: Manifest, flavour: str,
+             cache_dir: Path | None = None) -> Path:
+    """The ONNX file of `model` in `flavour` (see FLAVOURS), built unless already cached."""
+    if flavour not in FLAVOURS:
+        raise ValueError(f"unknown ONNX flavour {flavour!r}: choose from {', '.join(FLAVOURS)}")
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
-    key = manifest.sha256[:16] or "unsaved"
-    fp32 = cache_dir / f"{manifest.name}-{key}-fp32.onnx"
-    if not fp32.exists():
-        export_fp32(model, manifest.preprocessing.input_size, fp32)
-    if precision == "fp32":
-        return fp32
-    int8 = cache_dir / f"{manifest.name}-{key}-int8.onnx"
-    if not int8.exists():
-        quantize_int8(fp32, calibration_inputs(manifest), int8)
-    return int8
+    path = cache_dir / f"{manifest.name}-{cache_key(model, manifest, flavour)}-{flavour}.onnx"
+    if path.exists():
+        return path
+    # Many instances may start at once: one builds, the others wait and reuse its file.
+    with _locked(path.with_suffix(".lock")):
+        if path.exists():
+            return path
+        if flavour == "fp32":
+            _write_atomically(path, lambda tmp: export_fp32(model, manifest.shape.input_size,
+                                                            tmp))
+        else:
+            fp32 = exported(model, manifest, "fp32", cache_dir)
+            inputs = calibration_inputs(manifest)
+            _write_atomically(path, lambda tmp: quantize_int8(
+                fp32, inputs, tmp, symmetric=flavour == "int8-symmetric"))
+        log.info("built %s", path)
+    return path
+
+
+@contextmanager
+def _locked(lock_path: Path) -> Iterator[None]:
+    with open(lock_path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary name, so no half-written file is ever taken from the cache."""
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=".onnx")
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def export_fp32(model: PtychoNN, input_size: int, path: Path) -> None:
+    """Export with a dynamic batch axis; a copy is exported, so `model` is left as it was."""
+    import onnx
+
+    exportable = copy.deepcopy(model).float().eval().cpu()
     example = torch.zeros(1, 1, input_size, input_size)
-    partial = path.with_suffix(".partial")
-    torch.onnx.export(model.float().eval().cpu(), example, str(partial), opset_version=OPSET,
-                      input_names=["diffraction"], output_names=["amplitude_phase"],
-                      dynamic_axes={"diffraction": {0: "batch"}, "amplitude_phase": {0: "batch"}},
-                      dynamo=False)
-    partial.rename(path)  # no half-written file is ever taken from the cache
-    log.info("exported %s", path)
+    with warnings.catch_warnings():  # the TorchScript exporter is deprecated, not broken
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(exportable, (example,), str(path), opset_version=OPSET,
+                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                          dynamo=False)
+    onnx.checker.check_model(str(path))
+
+
+def simulated_inputs(manifest: Manifest, points: int, seed: int) -> np.ndarray:
+    """Preprocessed frames (points, 1, s, s) of a Fermat scan over the sample of `seed`."""
+    probe = physics.make_probe(**manifest.probe) if manifest.probe else None
+    simulator = physics.PtychographySimulator(manifest.preprocessing.crop_size,
+                                              photons=manifest.photons, seed=seed, probe=probe)
+    frames, _ = simulator.frames(physics.fermat_spiral_positions(points, SCAN_STEP))
+    return manifest.preprocessing.frames(frames)
 
 
 def calibration_inputs(manifest: Manifest) -> np.ndarray:
-    probe = physics.make_probe(**manifest.probe) if manifest.probe else None
-    simulator = physics.PtychographySimulator(manifest.preprocessing.crop_size,
-                                              photons=manifest.photons, seed=CALIBRATION_SEED,
-                                              probe=probe)
-    positions = physics.fermat_spiral_positions(CALIBRATION_FRAMES, 0.25e-6)
-    return manifest.preprocessing.frames(simulator.frames(positions)[0])
+    return simulated_inputs(manifest, CALIBRATION_FRAMES, CALIBRATION_SEED)
 
 
-def quantize_int8(fp32: Path, inputs: np.ndarray, path: Path) -> None:
+def quantize_int8(fp32: Path, inputs: np.ndarray, path: Path, *, symmetric: bool = False) -> None:
+    """Static QDQ quantization: int8 weights per output channel, activation ranges from `inputs`.
+
+    Activations are uint8 (asymmetric: ReLU outputs use the whole range), or int8
+    with zero point 0 and float biases where `symmetric`, as TensorRT requires.
+    """
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -70,18 +156,21 @@ def quantize_int8(fp32: Path, inputs: np.ndarray, path: Path) -> None:
 
     class Frames(CalibrationDataReader):
         def __init__(self) -> None:
-            self._batches = iter(inputs[i:i + 1] for i in range(len(inputs)))
+            self._batches = (inputs[i:i + 8] for i in range(0, len(inputs), 8))
 
-        def get_next(self):
+        def get_next(self) -> dict[str, np.ndarray] | None:
             batch = next(self._batches, None)
-            return None if batch is None else {"diffraction": batch}
+            return None if batch is None else {INPUT_NAME: batch}
 
-    prepared = path.with_suffix(".prepared.onnx")
-    quant_pre_process(str(fp32), str(prepared))
-    partial = path.with_suffix(".partial")
-    quantize_static(str(prepared), str(partial), Frames(), quant_format=QuantFormat.QDQ,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    per_channel=True)
-    prepared.unlink()
-    partial.rename(path)
-    log.info("quantized %s", path)
+    prepared = path.with_name(path.stem + "-prepared.onnx")
+    try:
+        quant_pre_process(str(fp32), str(prepared))
+        quantize_static(
+            str(prepared), str(path), Frames(), quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True,
+                           # TensorRT dequantizes int8 only: biases stay float, it fuses them
+                           "QuantizeBias": not symmetric})
+    finally:
+        prepared.unlink(missing_ok=True)
