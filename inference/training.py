@@ -30,6 +30,7 @@ log = logging.getLogger("ptychoedge.train")
 PROBE = {"size": 128, "diameter_px": 64, "defocus": 6.0}  # the simulator's default probe
 TRAINING_SEEDS = (101, 102, 103, 104)
 VALIDATION_SEED = 201
+CROP_SIZE = 128  # the simulator's detector
 SCAN_RADIUS = 3e-6  # m: positions drawn over the region the live scan covers
 
 
@@ -45,21 +46,40 @@ def _positive(kind: type):
     return parse
 
 
+def _input_size(text: str) -> int:
+    size = _positive(int)(text)
+    try:
+        ModelShape(size)
+        Preprocessing(CROP_SIZE, size)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return size
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default=DEFAULT_MODEL, help="model name (default %(default)s)")
-    parser.add_argument("--out-dir", type=Path, default=MODEL_DIR, help="where to write it")
-    parser.add_argument("--input-size", type=_positive(int), default=64)
+    parser.add_argument("--out-dir", type=Path, default=MODEL_DIR,
+                        help="where to write <name>.pt and <name>.json (default: the shipped "
+                             "models)")
+    parser.add_argument("--input-size", type=_input_size, default=64,
+                        help=f"network input in pixels: the {CROP_SIZE}x{CROP_SIZE} centre of "
+                             "the frame binned down to it (default %(default)s)")
     parser.add_argument("--width", type=_positive(int), default=16,
-                        help="channels of the first level (PtychoNN: 32)")
+                        help="channels of the first level (PtychoNN: 32; default %(default)s)")
     parser.add_argument("--samples", type=_positive(int), default=8000,
-                        help="training frames")
+                        help="training frames (default %(default)s)")
     parser.add_argument("--validation", type=_positive(int), default=400,
-                        help="validation frames")
-    parser.add_argument("--epochs", type=_positive(int), default=8)
-    parser.add_argument("--batch-size", type=_positive(int), default=32)
-    parser.add_argument("--lr", type=_positive(float), default=1e-3)
-    parser.add_argument("--photons", type=_positive(float), default=1e6)
-    parser.add_argument("--seed", type=int, default=0)
+                        help="validation frames, from a sample of its own (default %(default)s)")
+    parser.add_argument("--epochs", type=_positive(int), default=8,
+                        help="passes over the training frames (default %(default)s)")
+    parser.add_argument("--batch-size", type=_positive(int), default=32,
+                        help="frames per step (default %(default)s)")
+    parser.add_argument("--lr", type=_positive(float), default=1e-3,
+                        help="peak learning rate of the one-cycle schedule (default %(default)s)")
+    parser.add_argument("--photons", type=_positive(float), default=1e6,
+                        help="photons per frame (default %(default)g)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of positions, noise and weights (default %(default)s)")
 
 
 def make_dataset(preprocessing: Preprocessing, seeds: tuple[int, ...], count: int,
@@ -116,7 +136,7 @@ def train(args: argparse.Namespace) -> tuple[PtychoNN, Manifest]:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     shape = ModelShape(args.input_size, args.width)
-    preprocessing = Preprocessing(crop_size=128, input_size=args.input_size)
+    preprocessing = Preprocessing(crop_size=CROP_SIZE, input_size=args.input_size)
     started = time.monotonic()
     log.info("simulating %d training and %d validation frames", args.samples, args.validation)
     train_x, train_y = make_dataset(preprocessing, TRAINING_SEEDS, args.samples, args.photons,

@@ -78,7 +78,8 @@ def test_the_shipped_model_reconstructs_structure_not_just_the_mean():
         assert correlation[0, 1] > 0.5
 
 
-@pytest.mark.parametrize("args", [["--width", "-1"], ["--epochs", "zero"], ["--lr", "0"]])
+@pytest.mark.parametrize("args", [["--width", "-1"], ["--epochs", "zero"], ["--lr", "0"],
+                                  ["--input-size", "60"]])
 def test_bad_arguments_are_one_line_errors(args):
     result = subprocess.run(ptychoedge("train", *args), capture_output=True, text=True,
                             timeout=60)
