@@ -55,11 +55,7 @@ def simulate(manifest, points: int, step_um: float, seed: int, photons: float):
 
 
 def mosaic_of(patches: np.ndarray, positions: np.ndarray, manifest) -> Mosaic:
-    size = manifest.preprocessing.input_size
-    probe = physics.make_probe(**manifest.probe) if manifest.probe else np.ones((size, size))
-    top = (probe.shape[0] - size) // 2
-    mosaic = Mosaic(manifest.object_pixel_size,
-                    np.abs(probe[top:top + size, top:top + size]) ** 2)
+    mosaic = Mosaic(manifest.object_pixel_size, np.abs(manifest.probe_window()) ** 2)
     for (amplitude, phase), (x, y) in zip(patches, positions, strict=True):
         mosaic.add(amplitude, phase, x, y)
     return mosaic

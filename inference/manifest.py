@@ -14,10 +14,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ptychoedge.inference.model import ModelShape, PtychoNN
 from ptychoedge.inference.preprocess import Preprocessing
+from ptychoedge.sim.physics import make_probe
 
 MODEL_DIR = Path(__file__).with_name("models")
 DEFAULT_MODEL = "ptychonn-default"
@@ -38,6 +40,18 @@ class Manifest:
     photons: float = 1e6
     training: dict[str, Any] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)
+
+    def probe_window(self) -> np.ndarray:
+        """The probe over the output patch: the central input_size pixels, complex64.
+
+        The binned diffraction sees only this part of the field (see preprocess.py).
+        """
+        size = self.preprocessing.input_size
+        if not self.probe:
+            return np.ones((size, size), np.complex64)
+        probe = make_probe(**self.probe)
+        top = (probe.shape[0] - size) // 2
+        return probe[top:top + size, top:top + size].astype(np.complex64)
 
     def to_json(self) -> str:
         data = asdict(self)

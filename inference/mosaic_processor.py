@@ -24,7 +24,6 @@ from pvapy.hpc.adImageProcessor import AdImageProcessor
 
 from ptychoedge.inference.manifest import MODEL_DIR, load_manifest
 from ptychoedge.inference.mosaic import Mosaic
-from ptychoedge.sim.physics import make_probe
 
 IMAGES = ("Recon:Amplitude", "Recon:Phase", "Mosaic:Amplitude", "Mosaic:Phase")
 DEFAULTS = {"prefix": "EDGE1:", "model": "ptychonn-default", "modelDir": str(MODEL_DIR),
@@ -58,11 +57,7 @@ class MosaicProcessor(AdImageProcessor):
         super().__init__(configDict or {})
         self.config = {**DEFAULTS, **(configDict or {})}
         manifest = load_manifest(self.config["model"], Path(self.config["modelDir"]))
-        size = manifest.preprocessing.input_size
-        probe = make_probe(**manifest.probe) if manifest.probe else np.ones((size, size))
-        top = (probe.shape[0] - size) // 2
-        weight = np.abs(probe[top:top + size, top:top + size]) ** 2
-        self.mosaic = Mosaic(manifest.object_pixel_size, weight)
+        self.mosaic = Mosaic(manifest.object_pixel_size, np.abs(manifest.probe_window()) ** 2)
         self.names = {image: self.config["prefix"] + image for image in IMAGES}
         self.latest: tuple[np.ndarray, np.ndarray] | None = None
         self.last_id = 0

@@ -15,16 +15,11 @@ import numpy as np
 import torch
 
 from ptychoedge.inference.manifest import Manifest
-from ptychoedge.sim.physics import make_probe
 
 
 class DiffractionResidual:
     def __init__(self, manifest: Manifest):
-        size = manifest.preprocessing.input_size
-        probe = make_probe(**manifest.probe) if manifest.probe else np.ones((size, size))
-        top = (probe.shape[0] - size) // 2
-        # The binned diffraction sees only the central input_size pixels of the field.
-        self.probe = torch.from_numpy(probe[top:top + size, top:top + size].astype(np.complex64))
+        self.probe = torch.from_numpy(manifest.probe_window())
 
     def __call__(self, binned: np.ndarray, amplitude: np.ndarray,
                  phase: np.ndarray) -> np.ndarray:
