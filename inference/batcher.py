@@ -66,11 +66,12 @@ class Reconstructor:
 
 class Batcher:
     def __init__(self, reconstructor: Reconstructor, publish: Callable[[Result], None],
-                 batch_size: int = 8, max_wait: float = 0.005):
+                 batch_size: int = 8, max_wait: float = 0.005, first_delay: float = 0.0):
         self.reconstructor = reconstructor
         self.publish = publish
         self.batch_size = batch_size
         self.max_wait = max_wait
+        self.first_delay = first_delay  # s the first frame is held before anything is published
         self._queue: queue.Queue[Frame | None] = queue.Queue()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
@@ -131,8 +132,8 @@ class Batcher:
 
     # -- the worker -------------------------------------------------------------
 
-    def _next_batch(self) -> tuple[list[Frame], bool]:
-        first = self._queue.get()
+    def _next_batch(self, first: Frame | None = None) -> tuple[list[Frame], bool]:
+        first = first or self._queue.get()
         if first is None:
             return [], True
         batch = [first]
@@ -148,9 +149,14 @@ class Batcher:
         return batch, False
 
     def _run(self) -> None:
+        first = self._queue.get()
+        if first is None:
+            return
+        time.sleep(max(0.0, first.received + self.first_delay - time.monotonic()))
         done = False
         while not done:
-            batch, done = self._next_batch()
+            batch, done = self._next_batch(first)
+            first = None
             if batch:
                 self._process(batch)
 

@@ -37,7 +37,8 @@ ERROR_KINDS = ("rank", "empty", "pixel_type", "too_small", "decode", "inference"
 PIXEL_FIELDS = {"byteValue", "ubyteValue", "shortValue", "ushortValue", "intValue", "uintValue",
                 "longValue", "ulongValue"}
 DEFAULTS = {"model": "ptychonn-default", "modelDir": str(MODEL_DIR), "backend": "torch",
-            "precision": "fp32", "batchSize": 8, "maxWait": 0.005, "threads": 1}
+            "precision": "fp32", "batchSize": 8, "maxWait": 0.005, "threads": 1,
+            "firstDelay": 0.0}
 
 
 def decode_frame(pv_object: Any) -> np.ndarray:
@@ -132,8 +133,10 @@ class PtychoNNProcessor(AdImageProcessor):
         self._config_lock = threading.Lock()
         reconstructor = self._reconstructor(self.config)  # a bad model at start is fatal
         self.outputs = OutputFrames()
+        # A collector finds this instance's output channel only after its first frame
+        # (pvapy creates the channel then): `firstDelay` holds the outputs meanwhile.
         self.batcher = Batcher(reconstructor, self._publish, int(self.config["batchSize"]),
-                               float(self.config["maxWait"]))
+                               float(self.config["maxWait"]), float(self.config["firstDelay"]))
 
     @staticmethod
     def _reconstructor(config: dict) -> Reconstructor:

@@ -9,6 +9,8 @@ import sys
 # subcommand -> (module with add_arguments/run, one-line help)
 SUBCOMMANDS = {
     "sim": ("ptychoedge.sim.beamline", "the simulated beamline: detector and stage IOCs"),
+    "ioc": ("ptychoedge.iocs.pipeline_ioc",
+            "the pipeline IOC: knobs, throughput, supervision and automatic scaling"),
     "train": ("ptychoedge.inference.training", "train PtychoNN on simulated scans"),
     "evaluate": ("ptychoedge.inference.evaluate",
                  "score reconstructions against the simulator's ground truth"),

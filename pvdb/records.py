@@ -63,8 +63,10 @@ def input_record(spec: PvSpec, name: str | None = None):
     raise ValueError(f"unknown kind {spec.kind}")
 
 
-def output_record(spec: PvSpec, on_change: OnChange, on_refused: OnRefused):
-    """A writable record that checks every put against the spec."""
+def output_record(spec: PvSpec, on_change: OnChange, on_refused: OnRefused,
+                  autosave: bool = False):
+    """A writable record that checks every put against the spec; `autosave` keeps its value
+    across IOC restarts (softioc's autosave, configured by the IOC)."""
     fields = _display_fields(spec)
     record = None
     in_alarm = False
@@ -89,7 +91,7 @@ def output_record(spec: PvSpec, on_change: OnChange, on_refused: OnRefused):
             record.set_alarm(alarm.NO_ALARM, alarm.NO_ALARM)
         on_change(spec, value)
 
-    common = {"validate": validate, "on_update": update, **fields}
+    common = {"validate": validate, "on_update": update, "autosave": autosave, **fields}
     if spec.every_put:
         common["always_update"] = True
         if spec.kind in (Kind.FLOAT, Kind.INT):

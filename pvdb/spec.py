@@ -46,6 +46,8 @@ class PvSpec:
             if not 0 <= int(value) < len(self.choices):
                 return f"{self.name}: {value} is not one of {', '.join(self.choices)}"
         elif self.kind in (Kind.FLOAT, Kind.INT):
+            if value != value:  # NaN passes every comparison
+                return f"{self.name}: NaN refused"
             if self.low is not None and value < self.low:
                 return f"{self.name}: {value} refused, below the minimum {self.low} {self.units}"
             if self.high is not None and value > self.high:

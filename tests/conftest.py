@@ -109,10 +109,14 @@ def pva():
     ctx.close()
 
 
-def pva_ready(ctx, name: str) -> Callable[[], object]:
-    def connected() -> object:
+def pva_ready(ctx, name: str) -> Callable[[], bool]:
+    def connected() -> bool:
         try:
-            return ctx.get(name, timeout=0.5)
+            ctx.get(name, timeout=0.5)
+            return True
         except Exception:
-            return None
+            # a channel searched for before its server started is searched for ever
+            # more rarely: drop it, so the next try searches at once
+            ctx.disconnect(name)
+            return False
     return connected

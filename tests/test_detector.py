@@ -165,7 +165,8 @@ def test_pvapy_consumer_receives_every_frame(detector, spawn, tmp_path):
         "--processor-file", str(RECORDER), "--processor-class", "FrameRecorder",
         "--processor-args", json.dumps({"path": str(record)}),
         "--status-channel", detector.pv("test:consumer:status"), "--report-period", "1",
-        name="consumer")
+        # without a server-side queue a client loses frames whenever it is descheduled
+        "--server-queue-size", "100", "--disable-curses", name="consumer")
     detector.wait_for(pva_ready(detector.ctx, detector.pv("test:consumer:status")),
                       "consumer status channel")
     detector.put("cam1:ImageMode", "Multiple")

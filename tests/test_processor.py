@@ -22,6 +22,7 @@ from ptychoedge.sim import physics
 PROBE = {"size": 128, "diameter_px": 64, "defocus": 6.0}
 PROCESSOR_FILE = processor_module.__file__
 BAD_FRAMES_SERVER = Path(__file__).with_name("bad_frames_server.py")
+DEEP_QUEUE = "record[queueSize=2000]"  # a subscriber on a busy machine must not drop outputs
 
 
 @pytest.fixture
@@ -78,7 +79,7 @@ def attributes(output) -> dict:
 def collect(ctx, channel: str, unique_ids: set[int], timeout: float = 60) -> dict[int, object]:
     """Outputs on `channel` until every one of `unique_ids` has arrived."""
     received: queue.Queue = queue.Queue()
-    subscription = ctx.monitor(channel, received.put)
+    subscription = ctx.monitor(channel, received.put, request=DEEP_QUEUE)
     outputs: dict[int, object] = {}
     try:
         while not unique_ids <= outputs.keys():
@@ -153,16 +154,20 @@ def test_hot_swap_loses_no_frame(detector, spawn, prefix, pva, model_dir):
     instance = start_instance(spawn, pva, prefix, model_dir)
     frames = 300
     received: queue.Queue = queue.Queue()
-    subscription = pva.monitor(instance.output, received.put)
+    subscription = pva.monitor(instance.output, received.put, request=DEEP_QUEUE)
     acquire(pva, prefix, frames, 0.01)
     instance.wait_published(40)
     instance.configure(model="small-b", batchSize=8)
     instance.wait_published(frames + 1)
-    subscription.close()
     models = {}
-    while not received.empty():
-        output = received.get()
-        models[output["uniqueId"]] = attributes(output)["Model"]
+
+    def every_output_arrived() -> bool:
+        while not received.empty():
+            output = received.get()
+            models[output["uniqueId"]] = attributes(output)["Model"]
+        return set(range(2, frames + 2)) <= models.keys()
+    wait_until(every_output_arrived, 30, "every output at the subscriber")
+    subscription.close()
     stats = instance.stats()
     assert stats["published"] == frames + 1 == stats["nProcessed"]
     assert stats["nMissed"] == 0

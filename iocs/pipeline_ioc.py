@@ -1,0 +1,179 @@
+"""`ptychoedge ioc`: the pipeline's control surface, softioc records over CA and PVA.
+
+Knobs (with `_RBV` readbacks), status and the automatic scaling, all built
+from `pvdb/pipeline.py`. The supervisor (supervisor.py) does the work; this
+module turns puts into its settings and its status into records. Knob values
+survive a restart through softioc's autosave.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from softioc import alarm, asyncio_dispatcher, autosave, builder, softioc
+
+from ptychoedge.iocs.supervisor import ModelConfig, Settings, Status, Supervisor
+from ptychoedge.pvdb import pipeline, records
+from ptychoedge.pvdb.spec import PvSpec
+
+log = logging.getLogger("ptychoedge.ioc")
+
+AUTOSAVE_PERIOD = 1.0  # s
+MESSAGE_LENGTH = records.LONG_STRING_LENGTH - 1
+
+# knob -> (Settings or ModelConfig field, how a record value becomes the field's)
+KNOB_FIELDS = {
+    "Run": ("run", bool),
+    "InputChannel": ("input_channel", str),
+    "InstancesPerNode": ("instances", int),
+    "BatchSize": ("batch_size", int),
+    "Backend": ("backend", pipeline.BACKENDS.__getitem__),
+    "Precision": ("precision", pipeline.PRECISIONS.__getitem__),
+    "Model": ("model", str),
+    "AutoScale": ("auto_scale", bool),
+    "TargetRate": ("target_rate", float),
+    "MaxInstances": ("max_instances", int),
+}
+
+
+def default_state_dir(prefix: str) -> Path:
+    base = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
+    return base / "ptychoedge" / prefix.rstrip(":")
+
+
+class PipelineIOC:
+    def __init__(self, prefix: str, state_dir: Path, model_dir: Path | None = None):
+        self.prefix = prefix
+        state_dir.mkdir(parents=True, exist_ok=True)
+        autosave.configure(state_dir, prefix.rstrip(":"), save_period=AUTOSAVE_PERIOD,
+                           timestamped_backups=False)
+        records.set_prefix(prefix)
+        self.knobs = {spec.name: records.output_record(spec, self._changed, self._refused,
+                                                       autosave=True)
+                      for spec in pipeline.KNOBS}
+        self.readbacks = {spec.name: records.input_record(spec, spec.readback_name)
+                          for spec in pipeline.KNOBS}
+        records.output_record(pipeline.RESET_STATS, self._reset, self._refused)
+        self.status = {spec.name: records.input_record(spec) for spec in pipeline.STATUS_PVS}
+        self.supervisor = Supervisor(prefix, state_dir / "logs", self.publish, model_dir)
+
+    def settings(self) -> Settings:
+        """The knobs' values (after autosave restored them) as supervisor settings."""
+        values = {field: convert(self.knobs[name].get())
+                  for name, (field, convert) in KNOB_FIELDS.items()}
+        config = {k: values.pop(k) for k in list(values) if k in ModelConfig.__dataclass_fields__}
+        return Settings(config=ModelConfig(**config), **values)
+
+    def start(self) -> None:
+        settings = self.settings()
+        self.supervisor.start(settings)
+        log.info("pipeline %s ready: %s", self.prefix, settings)
+
+    # -- puts ----------------------------------------------------------------------
+
+    def _changed(self, spec: PvSpec, value: Any) -> None:
+        field, convert = KNOB_FIELDS.get(spec.name, (None, None))
+        if field is not None:
+            self.supervisor.change(**{field: convert(value)})
+
+    def _refused(self, spec: PvSpec, reason: str) -> None:
+        self.status["Message_RBV"].set(reason[:MESSAGE_LENGTH])
+
+    def _reset(self, spec: PvSpec, value: Any) -> None:
+        if value:
+            self.supervisor.reset_stats()
+
+    # -- status ----------------------------------------------------------------------
+
+    def publish(self, status: Status) -> None:
+        """Show what the supervisor measured and applied."""
+        settings = self.supervisor.settings
+        applied = {"Run": int(settings.run), "InputChannel": settings.input_channel,
+                   "Nodes": 1, "InstancesPerNode": status.wanted_instances,
+                   "BatchSize": status.config.batch_size,
+                   "Backend": pipeline.BACKENDS.index(status.config.backend),
+                   "Precision": pipeline.PRECISIONS.index(status.config.precision),
+                   "Model": status.config.model, "AutoScale": int(settings.auto_scale),
+                   "TargetRate": settings.target_rate, "MaxInstances": settings.max_instances}
+        for name, value in applied.items():
+            self._set(self.readbacks[name], value)
+        lost = status.missed_rate > 0
+        values = {
+            "InputRate_RBV": status.input_rate, "ProcessedRate_RBV": status.processed_rate,
+            "FramesProcessed_RBV": status.frames_processed,
+            "FramesMissed_RBV": status.frames_missed, "MissedRate_RBV": status.missed_rate,
+            "Backlog_RBV": status.backlog, "FrameErrors_RBV": status.frame_errors,
+            "LatencyP50_RBV": status.latency_p50, "LatencyP99_RBV": status.latency_p99,
+            "InferenceTime_RBV": status.inference_time, "Residual_RBV": status.residual,
+            "Instances_RBV": status.instances, "Restarts_RBV": status.restarts,
+            "State_RBV": pipeline.STATES.index(status.state),
+            "Message_RBV": status.message[:MESSAGE_LENGTH],
+        }
+        severities = {
+            "MissedRate_RBV": alarm.MAJOR_ALARM if lost else alarm.NO_ALARM,
+            "FramesMissed_RBV": alarm.MINOR_ALARM if status.frames_missed else alarm.NO_ALARM,
+            "Restarts_RBV": alarm.MINOR_ALARM if status.restarts else alarm.NO_ALARM,
+            "State_RBV": alarm.MAJOR_ALARM if status.state == "Fault" else alarm.NO_ALARM,
+        }
+        for name, value in values.items():
+            self._set(self.status[name], value, severities.get(name, alarm.NO_ALARM))
+        rates = status.instance_rates[:pipeline.MAX_INSTANCES]
+        self.status["InstanceRates_RBV"].set(rates or [0.0])
+
+    @staticmethod
+    def _set(record, value, severity: int = alarm.NO_ALARM) -> None:
+        record.set(value, severity=severity,
+                   alarm=alarm.STATE_ALARM if severity else alarm.NO_ALARM)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--prefix", default="EDGE1:", help="PV prefix $(P) (default EDGE1:)")
+    parser.add_argument("--input-channel", default=None, metavar="PV",
+                        help="detector image PV (sets the InputChannel knob; default: its "
+                             "saved value, or SIM1:Pva1:Image)")
+    parser.add_argument("--state-dir", type=Path, default=None, metavar="DIR",
+                        help="where knob values are saved and children log (default "
+                             "$XDG_STATE_HOME/ptychoedge/PREFIX)")
+    parser.add_argument("--model-dir", type=Path, default=None, metavar="DIR",
+                        help="directory of models (default: the shipped models)")
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s pipeline-ioc %(message)s")
+    state_dir = args.state_dir or default_state_dir(args.prefix)
+    if args.model_dir is not None and not args.model_dir.is_dir():
+        raise SystemExit(f"ptychoedge ioc: error: no model directory {args.model_dir}")
+    dispatcher = asyncio_dispatcher.AsyncioDispatcher()
+    ioc = PipelineIOC(args.prefix, state_dir, args.model_dir)
+    builder.LoadDatabase()
+    softioc.iocInit(dispatcher)
+    if args.input_channel:
+        ioc.knobs["InputChannel"].set(args.input_channel)
+    ioc.start()
+    log.info("serving %s records; knobs saved in %s; Ctrl-C stops", args.prefix, state_dir)
+
+    quit_event = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: quit_event.set())
+    signal.signal(signal.SIGTERM, lambda *_: quit_event.set())
+    quit_event.wait()
+    log.info("stopping the pipeline")
+    ioc.supervisor.close()
+    log.info("stopped")
+    softioc.safeEpicsExit(0)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ptychoedge-ioc", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,531 @@
+"""The supervisor: runs the inference instances and the mosaic collector the knobs ask for.
+
+It is a client like any other: it starts `pvapy-hpc-consumer` instances (the
+pvapy distributor shares the detector's frames out over them) and one
+`pvapy-hpc-collector`, reads their status channels once a second over
+pvAccess, changes their configuration through their control channels, and
+restarts whichever dies. What it measured goes to `publish` as a `Status`.
+
+Frames are counted as DESIGN.md asks: a frame is delivered only when its
+reconstruction was published. Lost frames are the gaps in the `uniqueId`
+sequence that reaches the collector (less those that only came late); the
+backlog is what the detector produced that no instance has taken or finished.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from p4p.client.thread import Context
+
+import ptychoedge.inference as inference_package
+from ptychoedge.iocs.autoscaler import Autoscaler, Observation
+from ptychoedge.iocs.processes import Child, stop_all
+from ptychoedge.pvdb import pipeline
+
+log = logging.getLogger(__name__)
+
+PERIOD = 1.0  # s between status updates
+REPORT_PERIOD = 0.5  # s between the children's own status updates
+SERVER_QUEUE = 100  # frames pvAccess may hold for a slow instance
+STOP_TIMEOUT = 10.0  # s an instance gets to finish its frames on SIGINT
+CRASH_WINDOW = 60.0  # s: more than CRASH_LIMIT deaths in it and a child is left down
+CRASH_LIMIT = 3
+RESEND_AFTER = 5.0  # s before an unconfirmed configuration is sent again
+FIRST_DELAY = 2.0  # s a new instance holds its outputs, while the collector finds it
+SETTLE = FIRST_DELAY + 3.0  # s after a scaling step before the autoscaler looks again
+FAULT_HOLD = 5.0  # s a restart keeps the state at Fault
+INFERENCE_DIR = Path(inference_package.__file__).parent
+PROCESSOR_FILE = INFERENCE_DIR / "processor.py"
+MOSAIC_FILE = INFERENCE_DIR / "mosaic_processor.py"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What an instance runs; changed live through its control channel."""
+
+    model: str = "ptychonn-default"
+    backend: str = "onnxruntime"
+    precision: str = "fp32"
+    batch_size: int = 8
+
+    def processor_args(self) -> dict:
+        return {"model": self.model, "backend": self.backend, "precision": self.precision,
+                "batchSize": self.batch_size}
+
+
+@dataclass(frozen=True)
+class Settings:
+    run: bool = False
+    input_channel: str = "SIM1:Pva1:Image"
+    instances: int = 1
+    config: ModelConfig = ModelConfig()
+    auto_scale: bool = False
+    target_rate: float = 0.0
+    max_instances: int = 8
+
+
+@dataclass
+class Status:
+    state: str = "Idle"
+    message: str = ""
+    input_rate: float = 0.0
+    processed_rate: float = 0.0
+    frames_processed: int = 0
+    frames_missed: int = 0
+    missed_rate: float = 0.0
+    backlog: int = 0
+    frame_errors: int = 0
+    latency_p50: float = 0.0  # ms
+    latency_p99: float = 0.0  # ms
+    inference_time: float = 0.0  # ms per frame
+    residual: float = 0.0
+    instances: int = 0
+    instance_rates: list[float] = field(default_factory=list)
+    restarts: int = 0
+    wanted_instances: int = 0
+    config: ModelConfig = ModelConfig()  # what the instances run
+
+
+class Counter:
+    """A running total of a child's counter, across the child's restarts."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self._last: dict[str, int] = {}
+
+    def add(self, source: str, value: int) -> int:
+        """Take `source`'s counter reading; what it added since the last one."""
+        last = self._last.get(source, 0)
+        delta = value - last if value >= last else value  # a restarted child counts from 0
+        self._last[source] = value
+        self.total += delta
+        return delta
+
+    def reset(self) -> None:
+        self.total = 0
+
+
+class Supervised:
+    """One child of the pipeline: an inference instance or the collector."""
+
+    def __init__(self, name: str, command: list[str], log_path: Path, status: str,
+                 control: str):
+        self.name = name
+        self.command = command
+        self.log_path = log_path
+        self.status_channel = status
+        self.control_channel = control
+        self.child = Child(name, command, log_path)
+        self.started = time.monotonic()
+        self.ready = False
+        self.stats: dict = {}
+
+    def log_tail(self, lines: int = 3) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return " | ".join(line.strip() for line in text[-lines:])
+
+
+def group_name(prefix: str) -> str:
+    """The distributor group of this pipeline: its instances share frames, others don't."""
+    return "ptychoedge" + re.sub(r"[^A-Za-z0-9]", "", prefix)
+
+
+class Supervisor:
+    def __init__(self, prefix: str, log_dir: Path, publish: Callable[[Status], None],
+                 model_dir: Path | None = None):
+        self.prefix = prefix
+        self.log_dir = log_dir
+        self.publish = publish
+        self.model_dir = model_dir
+        self.settings = Settings()
+        self.status = Status()
+        self.autoscaler = Autoscaler()
+        self.instances: dict[int, Supervised] = {}
+        self.collector: Supervised | None = None
+        # What the instances were last confirmed to run; new instances start with it,
+        # then get the knobs' configuration, so a bad one is refused, not fatal.
+        self.config = ModelConfig()
+        self._refused: ModelConfig | None = None  # a configuration the instances refused
+        self._wanted = 1  # instances to run
+        self._deaths: dict[str, list[float]] = {}
+        self._faulted: set[str] = set()
+        self._fault_until = 0.0
+        self._settle_until = 0.0
+        self._last_input: tuple[float, int] | None = None
+        self._input_missing = False
+        self._last_measured = 0.0
+        self._pending: ModelConfig | None = None  # sent to the instances, not yet confirmed
+        self._pending_since = 0.0
+        self._observation: Observation | None = None
+        self._processed = Counter()
+        self._missed = Counter()
+        self._late = Counter()
+        self._errors = Counter()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._quit = threading.Event()
+        self._reset_requested = False
+        self._ctx = Context("pva", nt=False)
+        self._thread = threading.Thread(target=self._run, name="supervisor", daemon=True)
+
+    # -- what the IOC calls --------------------------------------------------------
+
+    def start(self, settings: Settings) -> None:
+        self.settings = settings
+        self._wanted = settings.instances
+        self._thread.start()
+
+    def change(self, **changes) -> None:
+        """Apply knob changes (fields of Settings, or `config` fields by name)."""
+        with self._lock:
+            config_fields = {k: changes.pop(k) for k in list(changes)
+                             if k in ModelConfig.__dataclass_fields__}
+            settings = replace(self.settings, **changes)
+            if config_fields:
+                settings = replace(settings, config=replace(settings.config, **config_fields))
+                self._refused = None
+            if "instances" in changes and not settings.auto_scale:
+                self._wanted = settings.instances
+            if "auto_scale" in changes:
+                self.autoscaler.reset()
+                if not settings.auto_scale:
+                    self._wanted = settings.instances
+            self.settings = settings
+        self._wake.set()
+
+    def reset_stats(self) -> None:
+        with self._lock:
+            self._reset_requested = True
+        self._wake.set()
+
+    def close(self) -> None:
+        self._quit.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(STOP_TIMEOUT + 10)
+        self._stop_everything()
+        self._ctx.close()
+
+    # -- the loop ------------------------------------------------------------------
+    # Children are started only on this thread: they die with the thread that made them.
+
+    def _run(self) -> None:
+        while not self._quit.is_set():
+            began = time.monotonic()
+            try:
+                self._tick()
+            except Exception:
+                log.exception("supervisor step failed")
+            self._wake.wait(max(0.0, PERIOD - (time.monotonic() - began)))
+            self._wake.clear()
+
+    def _tick(self) -> None:
+        with self._lock:
+            settings = self.settings
+            reset, self._reset_requested = self._reset_requested, False
+        self.autoscaler.max_instances = settings.max_instances
+        self.autoscaler.target_rate = settings.target_rate
+        if reset:
+            self._reset()
+        if not settings.run:
+            if self.instances or self.collector:
+                self._stop_everything()
+                self.status.message = "stopped"
+            self._last_input = None
+            self.status.state = "Idle"
+            self.status.instances = 0
+            self.status.instance_rates = []
+            self.status.wanted_instances = self._wanted
+            self.status.config = settings.config  # what Run will bring
+            self.publish(self.status)
+            return
+        self._wanted = max(1, min(self._wanted, settings.max_instances))
+        self._keep_collector(settings)
+        self._keep_instances(settings)
+        self._measure(settings)
+        self._push_config(settings)
+        if settings.auto_scale:
+            self._autoscale()
+        self.status.state = self._state()
+        self.status.wanted_instances = self._wanted
+        self.status.config = self.config
+        self.publish(self.status)
+
+    # -- children ------------------------------------------------------------------
+
+    def _instance_command(self, index: int, settings: Settings) -> list[str]:
+        channels = pipeline.instance_channels(self.prefix, index)
+        args = {**self.config.processor_args(), "firstDelay": FIRST_DELAY}
+        if self.model_dir is not None:
+            args["modelDir"] = str(self.model_dir)
+        return ["pvapy-hpc-consumer", "--input-channel", settings.input_channel,
+                "--consumer-id", str(index), "--output-channel", channels["output"],
+                "--status-channel", channels["status"], "--control-channel", channels["control"],
+                "--processor-file", str(PROCESSOR_FILE), "--processor-class", "PtychoNNProcessor",
+                "--processor-args", json.dumps(args),
+                "--distributor-group", group_name(self.prefix), "--distributor-updates", "1",
+                "--distributor-trigger", "uniqueId", "--oid-offset", str(self._wanted),
+                "--server-queue-size", str(SERVER_QUEUE),
+                "--report-period", str(REPORT_PERIOD), "--disable-curses"]
+
+    def _collector_command(self, settings: Settings) -> list[str]:
+        channels = pipeline.collector_channels(self.prefix)
+        args = {"prefix": self.prefix, "model": self.config.model}
+        if self.model_dir is not None:
+            args["modelDir"] = str(self.model_dir)
+        return ["pvapy-hpc-collector", "--input-channel", channels["input"],
+                "--producer-id-list", f"range(1,{settings.max_instances + 1})",
+                "--status-channel", channels["status"], "--control-channel", channels["control"],
+                "--processor-file", str(MOSAIC_FILE), "--processor-class", "MosaicProcessor",
+                "--processor-args", json.dumps(args),
+                "--server-queue-size", str(SERVER_QUEUE),
+                "--report-period", str(REPORT_PERIOD), "--disable-curses"]
+
+    def _spawn(self, name: str, command: list[str], channels: dict[str, str]) -> Supervised:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        return Supervised(name, command, self.log_dir / f"{name}.log", channels["status"],
+                          channels["control"])
+
+    def _died(self, child: Supervised) -> bool:
+        """Count a death; whether the child may be started again."""
+        now = time.monotonic()
+        deaths = [t for t in self._deaths.get(child.name, []) if now - t < CRASH_WINDOW]
+        deaths.append(now)
+        self._deaths[child.name] = deaths
+        code = child.child.returncode
+        if len(deaths) > CRASH_LIMIT:
+            self._faulted.add(child.name)
+            self.status.message = (f"{child.name} died {len(deaths)} times in "
+                                   f"{CRASH_WINDOW:.0f} s (code {code}); left stopped: "
+                                   f"{child.log_tail(1)}")
+            log.error(self.status.message)
+            return False
+        self.status.restarts += 1
+        self._fault_until = now + FAULT_HOLD
+        self.status.message = f"{child.name} died (code {code}) and was restarted"
+        log.warning(self.status.message)
+        return True
+
+    def _keep_collector(self, settings: Settings) -> None:
+        wanted_ids = f"range(1,{settings.max_instances + 1})"
+        if self.collector is not None and wanted_ids not in self.collector.command:
+            stop_all([self.collector.child])  # it listens to a fixed set of instances
+            self.collector = None
+        if self.collector is not None and not self.collector.child.alive():
+            self.collector.child.close()
+            restart = self._died(self.collector)
+            self.collector = None
+            if not restart:
+                return
+        if self.collector is None and "collector" not in self._faulted:
+            self.collector = self._spawn("collector", self._collector_command(settings),
+                                         pipeline.collector_channels(self.prefix))
+
+    def _keep_instances(self, settings: Settings) -> None:
+        for index, instance in list(self.instances.items()):
+            if not instance.child.alive():
+                instance.child.close()
+                del self.instances[index]
+                if not self._died(instance):
+                    continue
+        if any(instance.command[instance.command.index("--input-channel") + 1]
+               != settings.input_channel for instance in self.instances.values()):
+            self.status.message = f"input channel now {settings.input_channel}: restarting"
+            self._stop_instances(list(self.instances))
+        surplus = sorted(i for i in self.instances if i > self._wanted)
+        if surplus:
+            self._stop_instances(surplus)
+        for index in range(1, self._wanted + 1):
+            name = f"instance-{index}"
+            if index not in self.instances and name not in self._faulted:
+                self.instances[index] = self._spawn(
+                    name, self._instance_command(index, settings),
+                    pipeline.instance_channels(self.prefix, index))
+
+    def _stop_instances(self, indexes: list[int]) -> None:
+        """Stop instances gracefully: each finishes and publishes what it holds."""
+        children = [self.instances.pop(i).child for i in indexes]
+        stop_all(children, STOP_TIMEOUT)
+
+    def _stop_everything(self) -> None:
+        children = [instance.child for instance in self.instances.values()]
+        stop_all(children, STOP_TIMEOUT)
+        self.instances.clear()
+        if self.collector is not None:
+            stop_all([self.collector.child], STOP_TIMEOUT)
+            self.collector = None
+        self._faulted.clear()
+        self._deaths.clear()
+
+    def _control(self, child: Supervised, command: str, args: dict | None = None) -> None:
+        request = {"command": command, "args": json.dumps(args or {})}
+        try:
+            self._ctx.put(child.control_channel, request, timeout=2.0)
+        except Exception as error:
+            log.warning("%s: %s refused: %s", child.name, command, error)
+
+    # -- measuring -----------------------------------------------------------------
+
+    def _read_statuses(self) -> None:
+        children = [*self.instances.values(), *([self.collector] if self.collector else [])]
+        replies = self._ctx.get([c.status_channel for c in children], timeout=0.5, throw=False)
+        for child, reply in zip(children, replies, strict=True):
+            if isinstance(reply, Exception):
+                child.stats = {}
+                # A channel searched for before its server started is searched for
+                # ever more rarely: search afresh while the child comes up.
+                self._ctx.disconnect(child.status_channel)
+                continue
+            child.ready = True
+            child.stats = reply.todict()
+
+    def _input_id(self, channel: str) -> int | None:
+        try:
+            return int(self._ctx.get(channel, request="field(uniqueId)",
+                                     timeout=0.5)["uniqueId"])
+        except Exception:
+            return None
+
+    def _measure(self, settings: Settings) -> None:
+        now = time.monotonic()
+        period = now - self._last_measured if self._last_measured else PERIOD
+        self._last_measured = now
+        self._read_statuses()
+        status = self.status
+        unique_id = self._input_id(settings.input_channel)
+        if unique_id is None:
+            status.input_rate = 0.0
+            self._input_missing = True
+        else:
+            self._input_missing = False
+            if self._last_input is not None and unique_id >= self._last_input[1]:
+                status.input_rate = (unique_id - self._last_input[1]) / (now - self._last_input[0])
+            else:
+                status.input_rate = 0.0
+            self._last_input = (now, unique_id)
+
+        ready = [i for i in self.instances.values() if i.stats]
+        rates, busy, processed_now, last_taken, queued = [], 0.0, 0, 0, 0
+        for index in range(1, max(self.instances, default=0) + 1):
+            instance = self.instances.get(index)
+            user = instance.stats.get("userStats", {}) if instance else {}
+            if not user:
+                rates.append(0.0)
+                continue
+            added = self._processed.add(instance.name, int(user["published"]))
+            rate = added / period
+            rates.append(rate)
+            processed_now += added
+            busy += rate * float(user["inferenceTime"])
+            queued += int(user["queued"])
+            self._errors.add(instance.name, int(user["errors"]))
+            # The status is up to a report period old: what the instance would have
+            # taken by now, had it kept up, is compared with the detector's count.
+            taken = instance.stats["processorStats"]
+            age = max(0.0, time.time() - float(taken["lastObjectTime"]))
+            last_taken = max(last_taken,
+                             int(taken["lastObjectId"] + status.input_rate * age))
+        status.instance_rates = rates
+        status.instances = len(ready)
+        status.processed_rate = processed_now / period
+        status.frames_processed = self._processed.total
+        status.frame_errors = self._errors.total
+        users = [i.stats["userStats"] for i in ready]
+        if users:
+            status.latency_p50 = 1e3 * max(float(u["latencyP50"]) for u in users)
+            status.latency_p99 = 1e3 * max(float(u["latencyP99"]) for u in users)
+            status.inference_time = 1e3 * sum(float(u["inferenceTime"]) for u in users) / len(users)
+            status.residual = sum(float(u["residualMean"]) for u in users) / len(users)
+        waiting = max(0, unique_id - last_taken) if unique_id and last_taken else 0
+        status.backlog = waiting + queued
+        missed_now = 0
+        if self.collector is not None and self.collector.stats:
+            counts = self.collector.stats["collectorStats"]
+            # frames the collector gave up waiting for, less those that came late after all
+            missed_now = (self._missed.add("collector", int(counts["nMissed"]))
+                          - self._late.add("collector", int(counts["nRejected"])))
+        status.frames_missed = max(0, self._missed.total - self._late.total)
+        status.missed_rate = max(0, missed_now) / period
+        self._observation = Observation(
+            input_rate=status.input_rate, processed_rate=status.processed_rate,
+            missed=max(0, missed_now), backlog=status.backlog, instances=status.instances,
+            busy=busy, frame_time=status.inference_time / 1e3)
+
+    def _reset(self) -> None:
+        for counter in (self._processed, self._missed, self._late, self._errors):
+            counter.reset()
+        self.status.restarts = 0
+        self.status.frames_missed = self.status.frames_processed = 0
+        for child in [*self.instances.values(), *([self.collector] if self.collector else [])]:
+            self._control(child, "reset_stats")
+        self.status.message = "statistics reset"
+
+    # -- configuration and scaling -------------------------------------------------
+
+    def _push_config(self, settings: Settings) -> None:
+        """Bring the running instances to the configuration the knobs ask for."""
+        wanted = settings.config
+        instances = [i for i in self.instances.values() if i.stats]
+        if wanted == self.config or wanted == self._refused or not instances:
+            return
+        reports = [i.stats["userStats"] for i in instances]
+        applied = [ModelConfig(r["model"], r["backend"], r["precision"], int(r["batchSize"]))
+                   for r in reports]
+        if all(config == wanted for config in applied):
+            self.config = wanted
+            self.status.message = (f"now running {wanted.model} on {wanted.backend} "
+                                   f"{wanted.precision}, batch {wanted.batch_size}")
+            log.info(self.status.message)
+            return
+        errors = {r["configError"] for r in reports if r["configError"]}
+        if self._pending == wanted and errors:
+            self._refused = wanted
+            self.status.message = f"refused: {sorted(errors)[0]}"
+            log.warning(self.status.message)
+            return
+        # Sent again after a while: an instance still starting up may not have heard it.
+        if self._pending != wanted or time.monotonic() - self._pending_since > RESEND_AFTER:
+            for instance, config in zip(instances, applied, strict=True):
+                if config != wanted:
+                    self._control(instance, "configure", wanted.processor_args())
+            self._pending, self._pending_since = wanted, time.monotonic()
+
+    def _autoscale(self) -> None:
+        now = time.monotonic()
+        ready = len([i for i in self.instances.values() if i.stats])
+        if ready != self._wanted or now < self._settle_until or self._observation is None:
+            return
+        decision = self.autoscaler.decide(now, self._observation)
+        if decision.instances != self._wanted:
+            self._wanted = decision.instances
+            self._settle_until = now + SETTLE
+            self.status.message = decision.reason
+            log.info("autoscaler: %s", decision.reason)
+        elif self._state() == "Running":
+            self.status.message = decision.reason
+
+    def _state(self) -> str:
+        now = time.monotonic()
+        if self._faulted or now < self._fault_until or self._input_missing:
+            if self._input_missing and not self._faulted:
+                self.status.message = (f"input channel {self.settings.input_channel} "
+                                       "not answering")
+            return "Fault"
+        ready = len([i for i in self.instances.values() if i.stats])
+        if not ready:
+            return "Starting"
+        if ready != self._wanted or len(self.instances) != self._wanted:
+            return "Scaling"
+        return "Running"
+

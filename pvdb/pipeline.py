@@ -1,0 +1,87 @@
+"""PVs of the pipeline IOC, under `$(P)` (default `EDGE1:`).
+
+Knobs are settings with an `_RBV` readback that shows what the pipeline
+applied; status PVs are read-only and refreshed once a second. The images
+(`Recon:*`, `Mosaic:*`) are NTNDArrays served by the mosaic collector.
+"""
+
+from ptychoedge.pvdb.spec import Kind, PvSpec
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+PRECISIONS = ("fp32", "fp16", "int8")
+STATES = ("Idle", "Starting", "Running", "Scaling", "Fault")
+MAX_INSTANCES = 64  # length of the per-instance waveform, and the knob's ceiling
+
+IMAGES = ("Recon:Amplitude", "Recon:Phase", "Mosaic:Amplitude", "Mosaic:Phase")
+"""NTNDArray images, served over PVA by the mosaic collector."""
+
+KNOBS = (
+    PvSpec("Run", Kind.ENUM, "Run or stop the pipeline", initial=0, choices=("Stop", "Run"),
+           readback=True),
+    PvSpec("InputChannel", Kind.STRING, "Detector image PV (NTNDArray)",
+           initial="SIM1:Pva1:Image", readback=True),
+    PvSpec("Nodes", Kind.INT, "Inference nodes (hosts)", initial=1, low=1, high=1,
+           readback=True),
+    PvSpec("InstancesPerNode", Kind.INT, "Inference instances on each node", initial=1,
+           low=1, high=MAX_INSTANCES, readback=True),
+    PvSpec("BatchSize", Kind.INT, "Frames per inference batch", initial=8, low=1, high=256,
+           readback=True),
+    PvSpec("Backend", Kind.ENUM, "Inference backend", initial=1, choices=BACKENDS,
+           readback=True),
+    PvSpec("Precision", Kind.ENUM, "Inference precision", initial=0, choices=PRECISIONS,
+           readback=True),
+    PvSpec("Model", Kind.STRING, "Model name in the model directory",
+           initial="ptychonn-default", readback=True),
+    PvSpec("AutoScale", Kind.ENUM, "Scale instances to the input rate", initial=0,
+           choices=("Off", "On"), readback=True),
+    PvSpec("TargetRate", Kind.FLOAT, "Rate to be ready for before frames come", initial=0.0,
+           units="Hz", low=0.0, high=100_000.0, precision=1, readback=True),
+    PvSpec("MaxInstances", Kind.INT, "Most instances automatic scaling may run", initial=8,
+           low=1, high=MAX_INSTANCES, readback=True),
+)
+
+RESET_STATS = PvSpec("ResetStats", Kind.INT, "Put 1 to zero the counters", initial=0, low=0,
+                     high=1, every_put=True)
+
+STATUS_PVS = (
+    PvSpec("InputRate_RBV", Kind.FLOAT, "Detector frames per second", units="Hz",
+           precision=1, writable=False),
+    PvSpec("ProcessedRate_RBV", Kind.FLOAT, "Reconstructions published per second",
+           units="Hz", precision=1, writable=False),
+    PvSpec("FramesProcessed_RBV", Kind.INT, "Reconstructions published", writable=False),
+    PvSpec("FramesMissed_RBV", Kind.INT, "Frames lost: never reconstructed", writable=False),
+    PvSpec("MissedRate_RBV", Kind.FLOAT, "Frames lost per second (alarm above 0)",
+           units="Hz", precision=1, writable=False),
+    PvSpec("Backlog_RBV", Kind.INT, "Frames taken by the detector, not yet published",
+           writable=False),
+    PvSpec("FrameErrors_RBV", Kind.INT, "Malformed frames refused", writable=False),
+    PvSpec("LatencyP50_RBV", Kind.FLOAT, "Median receipt-to-output time", units="ms",
+           precision=2, writable=False),
+    PvSpec("LatencyP99_RBV", Kind.FLOAT, "99th percentile receipt-to-output", units="ms",
+           precision=2, writable=False),
+    PvSpec("InferenceTime_RBV", Kind.FLOAT, "Inference time per frame", units="ms",
+           precision=3, writable=False),
+    PvSpec("Residual_RBV", Kind.FLOAT, "Mean diffraction residual (0 = perfect)",
+           precision=3, writable=False),
+    PvSpec("Instances_RBV", Kind.INT, "Inference instances running", writable=False),
+    PvSpec("InstanceRates_RBV", Kind.FLOAT_ARRAY, "Published rate of each instance",
+           units="Hz", precision=1, writable=False, length=MAX_INSTANCES),
+    PvSpec("Restarts_RBV", Kind.INT, "Instances restarted after dying", writable=False),
+    PvSpec("State_RBV", Kind.ENUM, "Pipeline state", choices=STATES, initial=0,
+           writable=False),
+    PvSpec("Message_RBV", Kind.STRING, "What the pipeline did last, and why",
+           initial="", writable=False),
+)
+
+PVS = KNOBS + (RESET_STATS,) + STATUS_PVS
+
+
+def instance_channels(prefix: str, index: int) -> dict[str, str]:
+    """The pvAccess channels of inference instance `index` (1-based)."""
+    base = f"{prefix}recon:{index}"
+    return {"output": base, "status": f"{base}:status", "control": f"{base}:control"}
+
+
+def collector_channels(prefix: str) -> dict[str, str]:
+    return {"input": f"{prefix}recon:*", "status": f"{prefix}collector:status",
+            "control": f"{prefix}collector:control"}

@@ -1,0 +1,69 @@
+"""The automatic-scaling policy, fed measurements as the supervisor would feed them."""
+
+from __future__ import annotations
+
+from ptychoedge.iocs.autoscaler import Autoscaler, Observation
+
+FRAME_TIME = 0.004  # s per frame: one instance holds 250 Hz flat out
+
+
+def seen(rate: float, instances: int, missed: int = 0, backlog: int = 0) -> Observation:
+    """What a pipeline of `instances` shows at `rate`: each holds at most 200 Hz."""
+    processed = min(rate, 200.0 * instances)
+    return Observation(input_rate=rate, processed_rate=processed, missed=missed,
+                       backlog=backlog, instances=instances, busy=processed * FRAME_TIME,
+                       frame_time=FRAME_TIME)
+
+
+def test_losing_frames_scales_up_by_the_shortfall():
+    scaler = Autoscaler(max_instances=8)
+    decision = scaler.decide(0.0, seen(700, 1, missed=500))
+    assert decision.instances == 4  # 700 Hz at the 200 Hz one instance managed
+    assert "500 frames lost" in decision.reason
+
+
+def test_never_beyond_the_maximum():
+    scaler = Autoscaler(max_instances=2)
+    decision = scaler.decide(0.0, seen(2000, 2, missed=100))
+    assert decision.instances == 2 and "maximum" in decision.reason
+
+
+def test_a_growing_backlog_scales_up_before_frames_are_lost():
+    scaler = Autoscaler()
+    decisions = [scaler.decide(t, seen(300, 1, backlog=100 * (t + 1))) for t in range(3)]
+    assert [d.instances for d in decisions[:2]] == [1, 1]  # two periods may be a fluke
+    assert decisions[2].instances >= 2 and "backlog" in decisions[2].reason
+
+
+def test_a_steady_small_backlog_is_not_falling_behind():
+    scaler = Autoscaler()
+    for t in range(20):
+        assert scaler.decide(t, seen(300, 2, backlog=30 + t % 3)).instances == 2
+
+
+def test_scales_down_only_after_calm_and_only_at_a_pause():
+    scaler = Autoscaler(calm=5.0)
+    for t in range(4):
+        assert scaler.decide(t, seen(100, 3)).instances == 3  # not calm long enough
+    decision = scaler.decide(10, seen(100, 3))
+    assert decision.instances == 3 and "next pause" in decision.reason
+    paused = scaler.decide(11, seen(0, 3))
+    assert paused.instances == 2 and "scaling down" in paused.reason
+
+
+def test_does_not_return_to_a_count_that_lost_frames():
+    scaler = Autoscaler(calm=2.0)
+    assert scaler.decide(0, seen(300, 1, missed=20)).instances == 2
+    for t in range(1, 30):  # the same rate: 1 lost frames at it, so 2 stay
+        assert scaler.decide(t, seen(300, 2)).instances == 2
+    assert scaler.decide(31, seen(0, 2)).instances == 2
+    for t in range(32, 40):  # far below that rate, one would do again
+        scaler.decide(t, seen(100, 2))
+    assert scaler.decide(41, seen(0, 2)).instances == 1
+
+
+def test_before_frames_flow_enough_for_the_target_rate():
+    scaler = Autoscaler(target_rate=600, headroom=0.75)
+    decision = scaler.decide(0, seen(0, 1))
+    assert decision.instances == 4  # 600 Hz x 4 ms = 2.4 busy, at most 0.75 each
+    assert "target" in decision.reason

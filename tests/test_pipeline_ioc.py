@@ -1,0 +1,234 @@
+"""The pipeline IOC against the simulated detector: knobs, supervision, autosave, no orphans."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import epics
+import pytest
+from conftest import ptychoedge, pva_ready, wait_until
+
+from ptychoedge.inference.manifest import DEFAULT_MODEL, MODEL_DIR, Manifest, save_model
+from ptychoedge.inference.model import PtychoNN
+from ptychoedge.pvdb import pipeline
+from ptychoedge.sim.beamline import plain
+
+STARTUP = 90  # s: instances load torch and onnxruntime, on two shared cores
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """The shipped model, a copy of it under another name, and a slow (wide) untrained one."""
+    directory = tmp_path_factory.mktemp("models")
+    for suffix in (".pt", ".json"):
+        shutil.copy(MODEL_DIR / f"{DEFAULT_MODEL}{suffix}", directory / f"{DEFAULT_MODEL}{suffix}")
+        shutil.copy(MODEL_DIR / f"{DEFAULT_MODEL}{suffix}", directory / f"other{suffix}")
+    shipped = Manifest.from_json((MODEL_DIR / f"{DEFAULT_MODEL}.json").read_text())
+    wide = replace(shipped.shape, width=96)
+    save_model(PtychoNN(wide), replace(shipped, name="slow", shape=wide), directory)
+    return directory
+
+
+class Pipeline:
+    """`ptychoedge sim` and `ptychoedge ioc` on prefixes of their own."""
+
+    def __init__(self, spawn, pva, prefix: str, tmp_path: Path, model_dir: Path):
+        self.spawn, self.ctx = spawn, pva
+        self.d, self.p = prefix, prefix.replace(":", "E:")
+        self.state_dir = tmp_path / "state"
+        self.model_dir = model_dir
+        self.sim = spawn(*ptychoedge("sim", "--prefix", self.d, "--no-stage", "--log-dir",
+                                     str(tmp_path)), name="sim")
+        wait_until(lambda: "Ctrl-C stops" in self.sim.log(), 60, "simulated detector", self.sim)
+        self.start_ioc()
+
+    def start_ioc(self) -> None:
+        self.ctx.disconnect()  # channels of an IOC that stopped would reconnect only slowly
+        self.ioc = self.spawn(*ptychoedge(
+            "ioc", "--prefix", self.p, "--input-channel", self.d + "Pva1:Image",
+            "--state-dir", str(self.state_dir), "--model-dir", str(self.model_dir)), name="ioc")
+        wait_until(pva_ready(self.ctx, self.p + "State_RBV"), 60, "pipeline IOC", self.ioc)
+
+    def get(self, name: str):
+        return plain(self.ctx.get(self.p + name, timeout=5))
+
+    def put(self, name: str, value) -> None:
+        self.ctx.put(self.p + name, value, timeout=5)
+
+    def wait(self, condition, what: str, timeout: float = 30):
+        return wait_until(condition, timeout, what, self.ioc)
+
+    def wait_running(self, instances: int) -> None:
+        self.wait(lambda: self.get("State_RBV") == "Running"
+                  and self.get("Instances_RBV") == instances,
+                  f"Running with {instances} instances", STARTUP)
+
+    def acquire(self, frames: int, rate: float) -> None:
+        """Start an acquisition of `frames`, once the last one ended."""
+        self.wait(lambda: plain(self.ctx.get(self.d + "cam1:Acquire_RBV", timeout=5)) == "Done",
+                  "the last acquisition's end", 120)
+        for name, value in (("cam1:ImageMode", "Multiple"), ("cam1:NumImages", frames),
+                            ("cam1:AcquirePeriod", 1 / rate), ("cam1:Acquire", 1)):
+            self.ctx.put(self.d + name, value, timeout=5)
+
+    def wait_processed(self, count: int, timeout: float = 60) -> None:
+        self.wait(lambda: self.get("FramesProcessed_RBV") >= count,
+                  f"{count} frames processed", timeout)
+
+    def instance_status(self, index: int):
+        return self.ctx.get(pipeline.instance_channels(self.p, index)["status"], timeout=5)
+
+    def children(self) -> list[int]:
+        """Process ids of the IOC's children."""
+        found = subprocess.run(["pgrep", "-P", str(self.ioc.pid)], capture_output=True,
+                               text=True)
+        return [int(pid) for pid in found.stdout.split()]
+
+
+@pytest.fixture
+def line(spawn, pva, prefix, tmp_path, model_dir) -> Pipeline:
+    return Pipeline(spawn, pva, prefix, tmp_path, model_dir)
+
+
+def test_every_knob_answers_caput_and_pvput(line):
+    # (knob, a value for caput, a value for pvput, what the readback shows for each)
+    cases = [
+        ("InputChannel", "OTHER:Pva1:Image", line.d + "Pva1:Image", None),
+        ("Nodes", 1, 1, None),
+        ("InstancesPerNode", 3, 2, None),
+        ("BatchSize", 16, 4, None),
+        ("Backend", 0, "onnxruntime", ("torch", "onnxruntime")),
+        ("Precision", 2, "fp32", ("int8", "fp32")),
+        ("Model", "other", DEFAULT_MODEL, None),
+        ("AutoScale", 1, "Off", ("On", "Off")),
+        ("TargetRate", 250.5, 100.0, None),
+        ("MaxInstances", 4, 6, None),
+    ]
+    for name, by_ca, by_pva, shown in cases:
+        pv = line.p + name
+        as_string = isinstance(by_ca, str)
+        assert epics.caput(pv, by_ca, wait=True, timeout=5), name
+        expected = shown[0] if shown else by_ca
+        line.wait(lambda pv=pv, e=expected, s=as_string or bool(shown): epics.caget(
+            pv + "_RBV", as_string=s, timeout=2) == e, f"{name}_RBV after caput")
+        line.put(name, by_pva)
+        expected = shown[1] if shown else by_pva
+        line.wait(lambda n=name, e=expected: line.get(n + "_RBV") == e,
+                  f"{name}_RBV after pvput")
+    assert line.get("State_RBV") == "Idle"
+
+
+def test_out_of_range_and_nonsense_puts_are_refused_with_alarm(line):
+    epics.caput(line.p + "BatchSize", 1000, wait=True, timeout=5)
+    line.wait(lambda: epics.caget(line.p + "BatchSize.SEVR") == 1, "alarm on BatchSize")
+    assert epics.caget(line.p + "BatchSize") == 8 == line.get("BatchSize_RBV")
+    assert "above the maximum" in line.get("Message_RBV")
+    with pytest.raises(Exception):  # noqa: B017 - p4p raises the server's refusal as is
+        line.put("TargetRate", math.nan)
+    assert line.get("TargetRate_RBV") == 0.0
+    with pytest.raises(Exception):  # noqa: B017
+        line.put("MaxInstances", "many")
+    line.put("BatchSize", 32)  # a good put clears the alarm
+    line.wait(lambda: epics.caget(line.p + "BatchSize.SEVR") == 0
+              and line.get("BatchSize_RBV") == 32, "alarm cleared, readback following")
+
+
+def test_frames_counted_instances_scaled_and_configured(line):
+    line.put("Run", "Run")
+    line.wait_running(1)
+    line.acquire(300, 100)
+    line.wait_processed(300)
+    assert line.get("FramesMissed_RBV") == 0
+    assert line.get("ProcessedRate_RBV") > 0 and line.get("InputRate_RBV") > 0
+
+    line.put("InstancesPerNode", 2)
+    line.wait_running(2)
+    line.acquire(400, 100)
+    line.wait_processed(700)
+    assert line.get("FramesMissed_RBV") == 0
+    published = [line.instance_status(i)["userStats"]["published"] for i in (1, 2)]
+    assert all(count > 50 for count in published), published  # the distributor shared them
+
+    line.put("Model", "other")
+    line.put("BatchSize", 4)
+    line.wait(lambda: line.get("Model_RBV") == "other" and line.get("BatchSize_RBV") == 4,
+              "the new model and batch applied")
+    for i in (1, 2):
+        stats = line.instance_status(i)["userStats"]
+        assert (stats["model"], stats["batchSize"]) == ("other", 4)
+    line.put("Model", "missing")
+    line.wait(lambda: "refused" in line.get("Message_RBV"), "the missing model refused")
+    assert line.get("Model_RBV") == "other"
+    assert line.instance_status(1)["userStats"]["model"] == "other"
+
+    line.put("InstancesPerNode", 1)
+    line.wait_running(1)
+    assert len(line.children()) == 2  # one instance and the collector
+
+
+def test_a_killed_instance_is_restarted_and_shown(line):
+    line.put("Run", "Run")
+    line.wait_running(1)
+    instance = next(pid for pid in line.children()
+                    if "--consumer-id" in Path(f"/proc/{pid}/cmdline").read_text())
+    os.kill(instance, signal.SIGKILL)
+    line.wait(lambda: line.get("Restarts_RBV") == 1, "the restart counted")
+    assert "died" in line.get("Message_RBV")
+    assert epics.caget(line.p + "Restarts_RBV.SEVR") == 1
+    line.wait_running(1)
+    assert instance not in line.children()
+    line.put("ResetStats", 1)
+    line.wait(lambda: line.get("Restarts_RBV") == 0, "statistics reset")
+
+
+def test_knobs_survive_a_restart_and_no_child_outlives_the_ioc(line):
+    line.put("BatchSize", 16)
+    line.put("TargetRate", 123.5)
+    line.put("Model", "other")
+    line.put("InstancesPerNode", 2)
+    line.put("Run", "Run")
+    line.wait_running(2)
+    children = line.children()
+    assert len(children) == 3  # two instances and the collector
+    assert line.ioc.interrupt() == 0
+    for pid in children:
+        wait_until(lambda pid=pid: not Path(f"/proc/{pid}").exists()
+                   or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2],
+                   10, f"child {pid} gone")
+    line.start_ioc()
+    assert line.get("BatchSize") == 16 and line.get("TargetRate") == 123.5
+    assert line.get("Model") == "other" and line.get("InstancesPerNode") == 2
+    line.wait_running(2)  # Run was restored too
+    line.wait(lambda: line.get("Model_RBV") == "other", "the restored model applied")
+
+
+def test_automatic_scaling_follows_the_detector(line):
+    line.put("Model", "slow")  # a wide network: a rate that needs more than one is low
+    line.put("BatchSize", 1)  # the time per frame does not depend on the load
+    line.put("MaxInstances", 3)
+    line.put("AutoScale", "On")
+    line.put("Run", "Run")
+    line.wait_running(1)
+    line.wait(lambda: line.get("Model_RBV") == "slow" and line.get("BatchSize_RBV") == 1,
+              "the slow model")
+    line.acquire(40, 8)
+    line.wait_processed(40)
+    frame_time = line.get("InferenceTime_RBV") / 1e3
+    rate = 1.5 / frame_time  # one instance cannot hold it
+    line.acquire(int(rate * 90), rate)
+    line.wait(lambda: line.get("InstancesPerNode_RBV") >= 2, "scaling up", 60)
+    assert "scaling up to" in line.ioc.log()  # and the message said why
+    peak = line.wait(lambda: line.get("State_RBV") == "Running"
+                     and line.get("InputRate_RBV") > 0 and line.get("InstancesPerNode_RBV"),
+                     "the scaled pipeline running", STARTUP)
+    line.ctx.put(line.d + "cam1:Acquire", 0, timeout=5)
+    line.acquire(int(rate * 15 / 4), rate / 4)  # a quarter of the rate, then a pause
+    line.wait(lambda: "would do" in line.get("Message_RBV"), "fewer instances would do", 60)
+    line.wait(lambda: line.get("InstancesPerNode_RBV") < peak, "scaling down at the pause", 60)
+    line.wait_running(line.get("InstancesPerNode_RBV"))
