@@ -76,12 +76,17 @@ def scores(predicted: np.ndarray, truth: np.ndarray) -> dict[str, float]:
 
 
 def mosaic_scores(mosaic: Mosaic, truth: Mosaic) -> dict[str, float]:
+    return image_scores(mosaic.images(), truth)
+
+
+def image_scores(images: tuple[np.ndarray, np.ndarray], truth: Mosaic) -> dict[str, float]:
+    """Scores of stitched amplitude and phase images laid out on `truth`'s canvas."""
     covered = truth.coverage()
     rows, cols = np.nonzero(covered)
     window = np.s_[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
     result = {}
     for index, name, data_range in ((0, "amplitude", AMPLITUDE_RANGE), (1, "phase", PHASE_RANGE)):
-        got, want = mosaic.images()[index][window], truth.images()[index][window]
+        got, want = images[index][window], truth.images()[index][window]
         mask = covered[window]
         result[f"mosaic_{name}_ssim"] = ssim(got, want, data_range, mask)
         result[f"mosaic_{name}_psnr"] = psnr(got[mask], want[mask], data_range)
@@ -91,14 +96,17 @@ def mosaic_scores(mosaic: Mosaic, truth: Mosaic) -> dict[str, float]:
     return result
 
 
-def save_pictures(path: Path, title: str, mosaic: Mosaic, truth: Mosaic) -> None:
+def save_pictures(path: Path, title: str, mosaic: Mosaic | tuple[np.ndarray, np.ndarray],
+                  truth: Mosaic) -> None:
+    """Amplitude and phase of a mosaic (or of its images) above the ground truth's."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(2, 2, figsize=(9, 8))
-    for row, (name, source) in enumerate((("reconstruction", mosaic), ("ground truth", truth))):
-        amplitude, phase = source.images()
+    reconstruction = mosaic.images() if isinstance(mosaic, Mosaic) else mosaic
+    for row, (name, (amplitude, phase)) in enumerate((("reconstruction", reconstruction),
+                                                      ("ground truth", truth.images()))):
         axes[row, 0].imshow(amplitude, cmap="gray", vmin=0, vmax=1)
         axes[row, 0].set_title(f"{name}: amplitude")
         axes[row, 1].imshow(phase, cmap="twilight", vmin=-np.pi, vmax=np.pi)

@@ -11,6 +11,8 @@ SUBCOMMANDS = {
     "sim": ("ptychoedge.sim.beamline", "the simulated beamline: detector and stage IOCs"),
     "ioc": ("ptychoedge.iocs.pipeline_ioc",
             "the pipeline IOC: knobs, throughput, supervision and automatic scaling"),
+    "demo": ("ptychoedge.iocs.demo",
+             "the main job: simulated beamline, pipeline IOC and a live scan, end to end"),
     "train": ("ptychoedge.inference.training", "train PtychoNN on simulated scans"),
     "evaluate": ("ptychoedge.inference.evaluate",
                  "score reconstructions against the simulator's ground truth"),

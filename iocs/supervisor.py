@@ -39,7 +39,7 @@ STOP_TIMEOUT = 10.0  # s an instance gets to finish its frames on SIGINT
 CRASH_WINDOW = 60.0  # s: more than CRASH_LIMIT deaths in it and a child is left down
 CRASH_LIMIT = 3
 RESEND_AFTER = 5.0  # s before an unconfirmed configuration is sent again
-FIRST_DELAY = 2.0  # s a new instance holds its outputs, while the collector finds it
+FIRST_DELAY = 1.0  # s a new instance holds its outputs, while the collector finds it
 SETTLE = FIRST_DELAY + 3.0  # s after a scaling step before the autoscaler looks again
 FAULT_HOLD = 5.0  # s a restart keeps the state at Fault
 INFERENCE_DIR = Path(inference_package.__file__).parent
@@ -349,6 +349,8 @@ class Supervisor:
         for index in range(1, self._wanted + 1):
             name = f"instance-{index}"
             if index not in self.instances and name not in self._faulted:
+                # a new instance holds its first outputs: judge the pipeline after that
+                self._settle_until = time.monotonic() + SETTLE
                 self.instances[index] = self._spawn(
                     name, self._instance_command(index, settings),
                     pipeline.instance_channels(self.prefix, index))
@@ -505,7 +507,7 @@ class Supervisor:
         now = time.monotonic()
         ready = len([i for i in self.instances.values() if i.stats])
         if ready != self._wanted or now < self._settle_until or self._observation is None:
-            return
+            return  # the instances are still coming up: what they show says little yet
         decision = self.autoscaler.decide(now, self._observation)
         if decision.instances != self._wanted:
             self._wanted = decision.instances
