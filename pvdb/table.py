@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from ptychoedge.pvdb import detector, stage
+from ptychoedge.pvdb import detector, pipeline, stage
 from ptychoedge.pvdb.spec import Kind, PvSpec
 
 
@@ -33,6 +33,12 @@ def markdown() -> str:
     lines += [f"| `$(D){motor.name}` | motor record | {motor.units} "
               f"| {motor.low_limit:g} .. {motor.high_limit:g} | read/write "
               f"| {motor.description} |" for motor in stage.MOTORS]
+    lines += [_row("$(P)", spec) for spec in pipeline.PVS]
+    lines += [f"| `$(P){image}` | NTNDArray | | | read (monitor) | {what} |"
+              for image, what in zip(pipeline.IMAGES, (
+                  "Amplitude of the latest patch", "Phase of the latest patch (rad)",
+                  "Stitched amplitude of the sample", "Stitched phase of the sample (rad)"),
+                  strict=True)]
     return "\n".join(lines)
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from ptychoedge.pvdb import detector, table
+from ptychoedge.pvdb import detector, pipeline, table
 from ptychoedge.pvdb.spec import Kind, all_names
 
 README = Path(__file__).parents[1] / "README.md"
@@ -26,6 +26,25 @@ def test_detector_serves_the_contract():
     assert len(names) == len(set(names))
 
 
+# DESIGN.md's contract for the pipeline IOC
+PIPELINE_CONTRACT = [
+    *(f"{knob}{suffix}" for knob in ("Run", "InputChannel", "Nodes", "InstancesPerNode",
+                                     "BatchSize", "Backend", "Precision", "Model", "AutoScale",
+                                     "TargetRate", "MaxInstances") for suffix in ("", "_RBV")),
+    "ResetStats", "InputRate_RBV", "ProcessedRate_RBV", "FramesProcessed_RBV",
+    "FramesMissed_RBV", "MissedRate_RBV", "LatencyP50_RBV", "LatencyP99_RBV",
+    "InferenceTime_RBV", "Instances_RBV", "InstanceRates_RBV", "State_RBV", "Message_RBV",
+]
+
+
+def test_pipeline_serves_the_contract():
+    names = all_names(pipeline.PVS)
+    assert sorted(set(PIPELINE_CONTRACT) - set(names)) == []
+    assert len(names) == len(set(names))
+    assert pipeline.IMAGES == ("Recon:Amplitude", "Recon:Phase", "Mosaic:Amplitude",
+                               "Mosaic:Phase")
+
+
 def test_readme_table_is_generated_from_the_spec():
     text = README.read_text()
     start = text.index("<!-- pv-table -->") + len("<!-- pv-table -->")
@@ -33,7 +52,8 @@ def test_readme_table_is_generated_from_the_spec():
     assert text[start:end].strip() == table.markdown()
 
 
-@pytest.mark.parametrize("spec", [s for s in detector.SETTINGS if s.kind is not Kind.STRING],
+@pytest.mark.parametrize("spec", [s for s in detector.SETTINGS + pipeline.KNOBS
+                                  if s.kind is not Kind.STRING],
                          ids=lambda s: s.name)
 def test_initial_values_are_acceptable(spec):
     assert spec.check(spec.initial) is None
