@@ -16,6 +16,8 @@ SUBCOMMANDS = {
     "train": ("ptychoedge.inference.training", "train PtychoNN on simulated scans"),
     "evaluate": ("ptychoedge.inference.evaluate",
                  "score reconstructions against the simulator's ground truth"),
+    "screens": ("ptychoedge.iocs.screens",
+                "where the Phoebus screens are, and the command that opens them"),
 }
 
 
