@@ -40,6 +40,7 @@ CRASH_WINDOW = 60.0  # s: more than CRASH_LIMIT deaths in it and a child is left
 CRASH_LIMIT = 3
 RESEND_AFTER = 5.0  # s before an unconfirmed configuration is sent again
 FIRST_DELAY = 1.0  # s a new instance holds its outputs, while the collector finds it
+DISTRIBUTION_GRACE = 5.0  # s for an instance's monitor to get the input's first value
 SETTLE = FIRST_DELAY + 3.0  # s after a scaling step before the autoscaler looks again
 FAULT_HOLD = 5.0  # s a restart keeps the state at Fault
 INFERENCE_DIR = Path(inference_package.__file__).parent
@@ -153,6 +154,8 @@ class Supervisor:
         self.autoscaler = Autoscaler()
         self.instances: dict[int, Supervised] = {}
         self.collector: Supervised | None = None
+        self.mirror: Supervised | None = None
+        self._mirrored: str | None = None  # the input channel a mirror serves again
         # What the instances were last confirmed to run; new instances start with it,
         # then get the knobs' configuration, so a bad one is refused, not fatal.
         self.config = ModelConfig()
@@ -251,7 +254,10 @@ class Supervisor:
             self.publish(self.status)
             return
         self._wanted = max(1, min(self._wanted, settings.max_instances))
-        self._keep_collector(settings)
+        self.collector = self._keep(self.collector, "collector",
+                                    self._collector_command(settings),
+                                    pipeline.collector_channels(self.prefix))
+        self._keep_mirror(settings)
         self._keep_instances(settings)
         self._measure(settings)
         self._push_config(settings)
@@ -269,7 +275,7 @@ class Supervisor:
         args = {**self.config.processor_args(), "firstDelay": FIRST_DELAY}
         if self.model_dir is not None:
             args["modelDir"] = str(self.model_dir)
-        return ["pvapy-hpc-consumer", "--input-channel", settings.input_channel,
+        return ["pvapy-hpc-consumer", "--input-channel", self._source(settings),
                 "--consumer-id", str(index), "--output-channel", channels["output"],
                 "--status-channel", channels["status"], "--control-channel", channels["control"],
                 "--processor-file", str(PROCESSOR_FILE), "--processor-class", "PtychoNNProcessor",
@@ -317,20 +323,41 @@ class Supervisor:
         log.warning(self.status.message)
         return True
 
-    def _keep_collector(self, settings: Settings) -> None:
-        wanted_ids = f"range(1,{settings.max_instances + 1})"
-        if self.collector is not None and wanted_ids not in self.collector.command:
-            stop_all([self.collector.child])  # it listens to a fixed set of instances
-            self.collector = None
-        if self.collector is not None and not self.collector.child.alive():
-            self.collector.child.close()
-            restart = self._died(self.collector)
-            self.collector = None
+    def _keep(self, child: Supervised | None, name: str, command: list[str],
+              channels: dict[str, str]) -> Supervised | None:
+        """The running child `name`: restarted if it died or its command line changed."""
+        if child is not None and child.command != command:
+            stop_all([child.child], STOP_TIMEOUT)
+            child = None
+        if child is not None and not child.child.alive():
+            child.child.close()
+            restart = self._died(child)
+            child = None
             if not restart:
-                return
-        if self.collector is None and "collector" not in self._faulted:
-            self.collector = self._spawn("collector", self._collector_command(settings),
-                                         pipeline.collector_channels(self.prefix))
+                return None
+        if child is None and name not in self._faulted:
+            child = self._spawn(name, command, channels)
+        return child
+
+    def _keep_mirror(self, settings: Settings) -> None:
+        """A pvapy mirror in front of an input channel whose server cannot distribute."""
+        if self.mirror is not None and self._mirrored != settings.input_channel:
+            stop_all([self.mirror.child], STOP_TIMEOUT)
+            self.mirror = None
+        if self._mirrored == settings.input_channel:
+            mirror = pipeline.mirror_channel(self.prefix)
+            self.mirror = self._keep(self.mirror, "mirror", [
+                "pvapy-mirror-server", "--channel-map",
+                f"({mirror},{settings.input_channel},pva,{SERVER_QUEUE})"],
+                {"status": mirror, "control": ""})
+        else:
+            self._mirrored = None
+
+    def _source(self, settings: Settings) -> str:
+        """The channel the instances read: the input, or its mirror."""
+        if self._mirrored == settings.input_channel:
+            return pipeline.mirror_channel(self.prefix)
+        return settings.input_channel
 
     def _keep_instances(self, settings: Settings) -> None:
         for index, instance in list(self.instances.items()):
@@ -339,9 +366,11 @@ class Supervisor:
                 del self.instances[index]
                 if not self._died(instance):
                     continue
-        if any(instance.command[instance.command.index("--input-channel") + 1]
-               != settings.input_channel for instance in self.instances.values()):
-            self.status.message = f"input channel now {settings.input_channel}: restarting"
+        source = self._source(settings)
+        if any(instance.command[instance.command.index("--input-channel") + 1] != source
+               for instance in self.instances.values()):
+            self.status.message = f"instances now read {source}: restarting them"
+            log.info(self.status.message)
             self._stop_instances(list(self.instances))
         surplus = sorted(i for i in self.instances if i > self._wanted)
         if surplus:
@@ -364,9 +393,10 @@ class Supervisor:
         children = [instance.child for instance in self.instances.values()]
         stop_all(children, STOP_TIMEOUT)
         self.instances.clear()
-        if self.collector is not None:
-            stop_all([self.collector.child], STOP_TIMEOUT)
-            self.collector = None
+        for child in (self.collector, self.mirror):
+            if child is not None:
+                stop_all([child.child], STOP_TIMEOUT)
+        self.collector = self.mirror = None
         self._faulted.clear()
         self._deaths.clear()
 
@@ -411,6 +441,7 @@ class Supervisor:
             self._input_missing = True
         else:
             self._input_missing = False
+            self._check_distribution(settings)
             if self._last_input is not None and unique_id >= self._last_input[1]:
                 status.input_rate = (unique_id - self._last_input[1]) / (now - self._last_input[0])
             else:
@@ -463,6 +494,25 @@ class Supervisor:
             input_rate=status.input_rate, processed_rate=status.processed_rate,
             missed=max(0, missed_now), backlog=status.backlog, instances=status.instances,
             busy=busy, frame_time=status.inference_time / 1e3)
+
+    def _check_distribution(self, settings: Settings) -> None:
+        """Mirror the input if its server refused the instances' distributor monitors.
+
+        A pvDatabase server sends a new monitor its current value at once; a server
+        without the pvapy distributor (p4p, pvxs, a CA gateway) sends nothing to a
+        monitor that asks for it.
+        """
+        if self._mirrored == settings.input_channel:
+            return
+        refused = [i for i in self.instances.values() if i.stats
+                   and time.monotonic() - i.started > DISTRIBUTION_GRACE
+                   and int(i.stats["receiverStats"]["nReceived"]) == 0]
+        if refused and len(refused) == len(self.instances):
+            self._mirrored = settings.input_channel
+            self.status.message = (f"{settings.input_channel} cannot share frames out (its "
+                                   "server has no pvapy distributor): mirroring it to "
+                                   f"{pipeline.mirror_channel(self.prefix)}")
+            log.warning(self.status.message)
 
     def _reset(self) -> None:
         for counter in (self._processed, self._missed, self._late, self._errors):

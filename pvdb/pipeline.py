@@ -82,6 +82,11 @@ def instance_channels(prefix: str, index: int) -> dict[str, str]:
     return {"output": base, "status": f"{base}:status", "control": f"{base}:control"}
 
 
+def mirror_channel(prefix: str) -> str:
+    """Where a pvapy mirror serves an input channel whose server cannot distribute frames."""
+    return f"{prefix}Mirror:Image"
+
+
 def collector_channels(prefix: str) -> dict[str, str]:
     return {"input": f"{prefix}recon:*", "status": f"{prefix}collector:status",
             "control": f"{prefix}collector:control"}

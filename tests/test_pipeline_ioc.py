@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from ptychoedge.inference.model import PtychoNN
 from ptychoedge.pvdb import pipeline
 from ptychoedge.sim.beamline import plain
 
+P4P_FRAMES_SERVER = Path(__file__).with_name("p4p_frames_server.py")
 STARTUP = 90  # s: instances load torch and onnxruntime, on two shared cores
 
 
@@ -232,3 +234,37 @@ def test_automatic_scaling_follows_the_detector(line):
     line.wait(lambda: "would do" in line.get("Message_RBV"), "fewer instances would do", 60)
     line.wait(lambda: line.get("InstancesPerNode_RBV") < peak, "scaling down at the pause", 60)
     line.wait_running(line.get("InstancesPerNode_RBV"))
+
+
+def test_an_input_that_cannot_distribute_is_mirrored(spawn, pva, prefix, tmp_path, model_dir):
+    channel, go = prefix + "p4p:Image", tmp_path / "go"
+    server = spawn(sys.executable, str(P4P_FRAMES_SERVER), channel, "50", "200", str(go),
+                   name="p4p-server")
+    wait_until(pva_ready(pva, channel), 60, "the p4p frame server", server)
+    p = prefix + "M:"
+    ioc = spawn(*ptychoedge("ioc", "--prefix", p, "--input-channel", channel, "--state-dir",
+                            str(tmp_path / "state"), "--model-dir", str(model_dir)), name="ioc")
+    wait_until(pva_ready(pva, p + "State_RBV"), 60, "pipeline IOC", ioc)
+    pva.put(p + "InstancesPerNode", 2)
+    pva.put(p + "Run", 1)
+    mirror = pipeline.mirror_channel(p)
+    wait_until(lambda: mirror in plain(pva.get(p + "Message_RBV")), STARTUP,
+               "the mirror put in front", ioc)
+
+    def reading_the_mirror(index: int) -> bool:
+        status = pipeline.instance_channels(p, index)["status"]
+        try:
+            return pva.get(status, timeout=1)["inputChannel"] == mirror
+        except TimeoutError:
+            pva.disconnect(status)
+            return False
+    wait_until(lambda: reading_the_mirror(1) and reading_the_mirror(2)
+               and plain(pva.get(p + "State_RBV")) == "Running", STARTUP,
+               "two instances reading the mirror", ioc)
+    go.touch()
+    wait_until(lambda: plain(pva.get(p + "FramesProcessed_RBV")) >= 200, 60,
+               "every frame reconstructed", ioc)
+    assert plain(pva.get(p + "FramesMissed_RBV")) == 0
+    published = [pva.get(pipeline.instance_channels(p, i)["status"])["userStats"]["published"]
+                 for i in (1, 2)]
+    assert sum(published) == 200 and min(published) > 50, published  # shared, not doubled
