@@ -70,10 +70,11 @@ class Bench:
         for name, value in (("cam1:ImageMode", "Multiple"), ("cam1:NumImages", frames),
                             ("cam1:AcquirePeriod", 1.0 / rate), ("cam1:Acquire", 1)):
             self.put(self.d + name, value)
-        started, rates = time.monotonic(), []
+        started, rates, inputs = time.monotonic(), [], []
         time.sleep(1.0)
         while self.get(self.d + "cam1:Acquire_RBV") == "Acquire":
             rates.append(self.get(self.p + "ProcessedRate_RBV"))
+            inputs.append(self.get(self.p + "InputRate_RBV"))
             if watch:
                 watch(time.monotonic() - started)
             time.sleep(0.5)
@@ -85,9 +86,8 @@ class Bench:
                 break
             time.sleep(0.5)
         processed = self.get(self.p + "FramesProcessed_RBV")
-        steady = sorted(rates[len(rates) // 4:]) or [0.0]
         return {"frames": frames, "processed": processed, "lost": frames - processed,
-                "processed_rate": steady[len(steady) // 2]}
+                "processed_rate": steady_median(rates), "input_rate": steady_median(inputs)}
 
     def autoscaled(self, rate: float, seconds: float) -> dict:
         self.fixed(1)
@@ -115,6 +115,12 @@ class Bench:
         self.ctx.close()
 
 
+def steady_median(samples: list[float]) -> float:
+    """The median once the first quarter (the start) is left out."""
+    steady = sorted(samples[len(samples) // 4:]) or [0.0]
+    return steady[len(steady) // 2]
+
+
 def plot(results: list[dict], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -126,15 +132,15 @@ def plot(results: list[dict], path: Path) -> None:
         line, = rate_axis.plot(counts, [t["processed_rate"] for t in entry["sweep"]], "o-",
                                label=f"detector {entry['rate']:g} Hz")
         rate_axis.axhline(entry["rate"], color=line.get_color(), ls=":", lw=0.8)
-        lost_axis.plot(counts, [max(t["lost"], 0.5) for t in entry["sweep"]], "o-",
+        lost_axis.plot(counts, [t["lost"] for t in entry["sweep"]], "o-",
                        color=line.get_color(), label=f"detector {entry['rate']:g} Hz")
         auto = entry["auto"]
         rate_axis.plot([auto["instances"]], [auto["processed_rate"]], "*", ms=16,
                        color=line.get_color())
     rate_axis.set(xlabel="instances", ylabel="processed rate (Hz)",
                   title="processed rate (dotted: detector; star: autoscaler)")
-    lost_axis.set(xlabel="instances", ylabel="frames lost (0 drawn at 0.5)", yscale="log",
-                  title="frames lost in the hand sweep")
+    lost_axis.set(xlabel="instances", ylabel="frames lost", title="frames lost in the hand sweep")
+    lost_axis.set_yscale("symlog", linthresh=1)
     for axis in (rate_axis, lost_axis):
         axis.legend()
         axis.xaxis.get_major_locator().set_params(integer=True)
@@ -164,7 +170,8 @@ def main() -> int:
                 bench.fixed(n)
                 trial = {"instances": n, **bench.trial(rate, args.seconds)}
                 sweep.append(trial)
-                print(f"{rate:6g} Hz, {n} fixed: {trial['processed_rate']:6.0f} Hz processed, "
+                print(f"{rate:6g} Hz, {n} fixed: detector delivered {trial['input_rate']:.0f} Hz, "
+                      f"{trial['processed_rate']:6.0f} Hz processed, "
                       f"{trial['lost']} of {trial['frames']} lost", flush=True)
             auto = bench.autoscaled(rate, args.auto_seconds)
             print(f"{rate:6g} Hz, automatic: settled on {auto['instances']} after "

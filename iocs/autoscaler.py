@@ -3,9 +3,9 @@
 Once a second the supervisor hands `Autoscaler.decide` what it measured, and
 gets back the instance count to run and a sentence saying why. The policy:
 
-- Up, at once, when frames were lost or the backlog (frames the detector took
-  that no instance has published yet) keeps growing: by as many instances as
-  the measured shortfall needs, at least one.
+- Up, at once, when frames were lost, or when the backlog (frames the detector
+  took that no instance has published yet) keeps growing while fewer frames
+  come out than go in: by as many instances as the shortfall needs, at least one.
 - Down, by one, after the pipeline has kept up for `calm` seconds and the
   instances' busy time says one fewer would still run below `headroom` of its
   capacity. A count that lost frames at some input rate is not tried again
@@ -51,6 +51,7 @@ class Autoscaler:
     hysteresis: float = 0.1  # relative rate drop before a count that lost frames is retried
     backlog_growth: int = 3  # periods of a growing backlog that mean "falling behind"
     backlog_seconds: float = 0.25  # a backlog smaller than this much input is in flight
+    slack: float = 0.05  # processed below input by more than this: falling behind
     _calm_since: float | None = None
     _growing: int = 0
     _last_backlog: int = 0
@@ -75,10 +76,12 @@ class Autoscaler:
         if seen.input_rate <= 0:
             return self._idle(n, seen)
 
-        # A backlog of more than a moment's frames that grows period after period
+        # A backlog of more than a moment's frames that grows period after period, while
+        # fewer frames come out than go in (a busy machine also delays the status reports)
         grew = seen.backlog > self._last_backlog
         large = seen.backlog > seen.input_rate * self.backlog_seconds
-        self._growing = self._growing + 1 if grew and large else 0
+        slower = seen.processed_rate < (1 - self.slack) * seen.input_rate
+        self._growing = self._growing + 1 if grew and large and slower else 0
         self._last_backlog = seen.backlog
         behind = self._growing >= self.backlog_growth
 
