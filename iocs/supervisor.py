@@ -129,6 +129,10 @@ class Supervised:
         self.ready = False
         self.stats: dict = {}
 
+    @property
+    def input_channel(self) -> str:
+        return self.command[self.command.index("--input-channel") + 1]
+
     def log_tail(self, lines: int = 3) -> str:
         try:
             text = self.log_path.read_text(errors="replace").strip().splitlines()
@@ -367,8 +371,7 @@ class Supervisor:
                 if not self._died(instance):
                     continue
         source = self._source(settings)
-        if any(instance.command[instance.command.index("--input-channel") + 1] != source
-               for instance in self.instances.values()):
+        if any(instance.input_channel != source for instance in self.instances.values()):
             self.status.message = f"instances now read {source}: restarting them"
             log.info(self.status.message)
             self._stop_instances(list(self.instances))
@@ -575,7 +578,8 @@ class Supervisor:
                                        "not answering")
             return "Fault"
         ready = len([i for i in self.instances.values() if i.stats])
-        if not ready:
+        source = self._source(self.settings)
+        if not ready or any(i.input_channel != source for i in self.instances.values()):
             return "Starting"
         if ready != self._wanted or len(self.instances) != self._wanted:
             return "Scaling"
