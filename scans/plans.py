@@ -24,17 +24,20 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 import numpy as np
 from bluesky.utils import Msg
 from ophyd_async.core import wait_for_value
-from ophyd_async.epics.motor import Motor
 
-from ptychoedge.scans.devices import Pipeline, SimDetector
 from ptychoedge.sim import physics
+
+if TYPE_CHECKING:  # the devices load libca; a plan needs them only when it runs
+    from ophyd_async.epics.motor import Motor
+
+    from ptychoedge.scans.devices import Pipeline, SimDetector
 
 PATTERNS = ("raster", "spiral")
 READY_TIMEOUT = 180.0  # s for the pipeline to start its instances (model loading is slow)

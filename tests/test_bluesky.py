@@ -24,8 +24,11 @@ from ptychoedge.inference.evaluate import mosaic_of
 from ptychoedge.inference.manifest import load_manifest
 from ptychoedge.inference.metrics import ssim
 from ptychoedge.inference.mosaic import Mosaic
-from ptychoedge.scans import Pipeline, SimDetector, ptycho_scan, stage_motors
 from ptychoedge.sim import physics
+
+# ophyd-async's imports ask pyepics for epicscorelibs' libca; a pyepics already imported
+# by another test module keeps its own, which works (tests/test_stage.py).
+pytestmark = pytest.mark.filterwarnings("ignore:epicscorelibs.path.pyepics must be imported")
 
 STARTUP = 150  # s: the pipeline's instance loads torch and onnxruntime on two shared cores
 SIDE = 6  # raster points per side
@@ -64,6 +67,10 @@ def beamline(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def devices(beamline):
+    # Imported here, not at collection: aioca's libca, loaded but not yet used, stops
+    # pyepics' connection callbacks in tests that run before this one.
+    from ptychoedge.scans import Pipeline, SimDetector, stage_motors
+
     d, p, _ = beamline
     engine = RunEngine({})
     with init_devices():
@@ -110,6 +117,8 @@ def test_the_detector_is_triggered_and_counted(devices):
 
 @pytest.mark.timeout(STARTUP + 120)
 def test_ptycho_scan_is_reconstructed_live_with_no_frame_lost(devices):
+    from ptychoedge.scans import ptycho_scan
+
     engine, detector, pipeline, x, y = devices
     docs = documents(engine, ptycho_scan(
         detector, x, y, pipeline, pattern="raster", points=SIDE * SIDE, step_um=STEP_UM,
@@ -173,3 +182,19 @@ def mosaic_scores(amplitude: np.ndarray, phase: np.ndarray, truth: Mosaic) -> di
         result[f"{name}_ssim"] = ssim(got, want, data_range, mask)
         result[f"{name}_correlation"] = float(np.corrcoef(got[mask], want[mask])[0, 1])
     return result
+
+
+def test_scan_positions():
+    from ptychoedge.scans import scan_positions
+
+    raster = scan_positions("raster", 7, 0.5, centre_um=(1.0, -2.0))
+    assert raster.shape == (7, 2)
+    np.testing.assert_allclose(raster[:3], [[0.5, -2.5], [1.0, -2.5], [1.5, -2.5]])
+    spiral = scan_positions("spiral", 50, 0.25)
+    assert spiral.shape == (50, 2)
+    np.testing.assert_allclose(spiral.mean(axis=0), 0.0, atol=1e-9)
+    nearest = np.sort(np.linalg.norm(spiral[:, None] - spiral[None], axis=-1), axis=1)[:, 1]
+    assert 0.15 < np.median(nearest) < 0.35  # neighbours about a step apart
+    for bad in (("zigzag", 5, 0.25), ("raster", 0, 0.25), ("spiral", 5, 0.0)):
+        with pytest.raises(ValueError):
+            scan_positions(*bad)
