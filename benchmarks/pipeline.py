@@ -22,11 +22,10 @@ import numpy as np
 from p4p.client.thread import Context
 from waiting import wait
 
-import ptychoedge.inference.mosaic_processor as mosaic_module
-import ptychoedge.inference.processor as processor_module
 from ptychoedge.inference.backends import open_backend
 from ptychoedge.inference.manifest import DEFAULT_MODEL, MODEL_DIR, load_model
 from ptychoedge.inference.onnx_export import calibration_inputs
+from ptychoedge.iocs.supervisor import MOSAIC_FILE, PROCESSOR_FILE  # no pvaccess here
 
 
 def bare_rate(args) -> float:
@@ -65,13 +64,13 @@ class Pipeline:
             start(f"instance-{i}", [
                 "pvapy-hpc-consumer", "-ic", p + "Pva1:Image", "--consumer-id", str(i),
                 "-oc", f"{p}recon:{i}", "-sc", f"{p}recon:{i}:status",
-                "-pf", processor_module.__file__, "-pc", "PtychoNNProcessor",
+                "-pf", str(PROCESSOR_FILE), "-pc", "PtychoNNProcessor",
                 "-pa", json.dumps(config), "-dg", "inference", "-du", "1", "-dt", "uniqueId",
                 "-oo", str(instances), "-sqs", str(args.server_queue), "-rp", "0.5", "-dc"])
         start("collector", [
             "pvapy-hpc-collector", "-ic", f"{p}recon:*",
             "-pid", ",".join(str(i) for i in range(1, instances + 1)),
-            "-sc", p + "collector:status", "-pf", mosaic_module.__file__,
+            "-sc", p + "collector:status", "-pf", str(MOSAIC_FILE),
             "-pc", "MosaicProcessor", "-pa", json.dumps({"prefix": p, "model": args.model,
                                                          "modelDir": str(args.model_dir)}),
             "-rp", "0.5", "-dc"])

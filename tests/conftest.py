@@ -12,6 +12,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+# pyepics and aioca (ophyd-async) in one process must share one libca: two copies
+# crash the interpreter at exit. This points pyepics at epicscorelibs' libca.
+import epicscorelibs.path.pyepics  # noqa: F401, I001
 import pytest
 
 

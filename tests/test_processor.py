@@ -12,15 +12,14 @@ import pytest
 import torch
 from conftest import ptychoedge, pva_ready, wait_until
 
-import ptychoedge.inference.mosaic_processor as mosaic_module
-import ptychoedge.inference.processor as processor_module
 from ptychoedge.inference.manifest import Manifest, save_model
 from ptychoedge.inference.model import ModelShape, PtychoNN
 from ptychoedge.inference.preprocess import Preprocessing
+from ptychoedge.iocs.supervisor import MOSAIC_FILE, PROCESSOR_FILE  # no pvaccess here
 from ptychoedge.sim import physics
 
 PROBE = {"size": 128, "diameter_px": 64, "defocus": 6.0}
-PROCESSOR_FILE = processor_module.__file__
+
 BAD_FRAMES_SERVER = Path(__file__).with_name("bad_frames_server.py")
 DEEP_QUEUE = "record[queueSize=2000]"  # a subscriber on a busy machine must not drop outputs
 
@@ -53,7 +52,7 @@ class Instance:
         self.child = spawn(
             "pvapy-hpc-consumer", "--input-channel", input_channel,
             "--output-channel", self.output, "--status-channel", self.status,
-            "--control-channel", self.control, "--processor-file", PROCESSOR_FILE,
+            "--control-channel", self.control, "--processor-file", str(PROCESSOR_FILE),
             "--processor-class", "PtychoNNProcessor", "--processor-args", json.dumps(args),
             "--report-period", "0.5", "--disable-curses", name="consumer")
         wait_until(pva_ready(ctx, self.status), 60, "consumer status channel", self.child)
@@ -76,10 +75,13 @@ def attributes(output) -> dict:
     return {a["name"]: a["value"] for a in output["attribute"]}
 
 
-def collect(ctx, channel: str, unique_ids: set[int], timeout: float = 60) -> dict[int, object]:
-    """Outputs on `channel` until every one of `unique_ids` has arrived."""
+def collect(ctx, channel: str, unique_ids: set[int], start, timeout: float = 60
+            ) -> dict[int, object]:
+    """Outputs on `channel`, subscribed before `start()`, until all `unique_ids` arrived."""
     received: queue.Queue = queue.Queue()
     subscription = ctx.monitor(channel, received.put, request=DEEP_QUEUE)
+    received.get(timeout=timeout)  # connected: the channel's current value
+    start()
     outputs: dict[int, object] = {}
     try:
         while not unique_ids <= outputs.keys():
@@ -127,8 +129,8 @@ def start_instance(spawn, pva, prefix, model_dir, **config) -> Instance:
 
 def test_one_output_per_frame_with_its_id_and_position(detector, spawn, prefix, pva, model_dir):
     instance = start_instance(spawn, pva, prefix, model_dir)
-    acquire(pva, prefix, 40, 0.01)
-    outputs = collect(pva, instance.output, set(range(2, 42)))
+    outputs = collect(pva, instance.output, set(range(2, 42)),
+                      lambda: acquire(pva, prefix, 40, 0.01))
     expected = physics.fermat_spiral_positions(400, 0.25e-6)
     for unique_id in range(2, 42):
         output = outputs[unique_id]
@@ -223,14 +225,14 @@ def test_collector_stitches_two_instances_and_starts_again_with_a_new_scan(
             "pvapy-hpc-consumer", "--input-channel", prefix + "Pva1:Image",
             "--consumer-id", str(consumer_id), "--output-channel", f"{prefix}recon:{consumer_id}",
             "--status-channel", f"{prefix}recon:{consumer_id}:status",
-            "--processor-file", PROCESSOR_FILE, "--processor-class", "PtychoNNProcessor",
+            "--processor-file", str(PROCESSOR_FILE), "--processor-class", "PtychoNNProcessor",
             "--processor-args", json.dumps(args), "--distributor-group", "inference",
             "--distributor-updates", "1", "--distributor-trigger", "uniqueId",
             "--oid-offset", "2", "--report-period", "0.5", "--disable-curses", name="consumer"))
     collector = spawn(
         "pvapy-hpc-collector", "--input-channel", f"{prefix}recon:*", "--producer-id-list", "1,2",
         "--status-channel", prefix + "collector:status", "--processor-file",
-        mosaic_module.__file__, "--processor-class", "MosaicProcessor", "--processor-args",
+        str(MOSAIC_FILE), "--processor-class", "MosaicProcessor", "--processor-args",
         json.dumps({"prefix": prefix, "model": "small-a", "modelDir": str(model_dir),
                     "displayRate": 10}),
         "--report-period", "0.5", "--disable-curses", name="collector")
