@@ -49,8 +49,8 @@ class Autoscaler:
     headroom: float = 0.75  # the busy fraction an instance may run at after scaling down
     calm: float = 8.0  # s of keeping up before scaling down
     hysteresis: float = 0.1  # relative rate drop before a count that lost frames is retried
-    backlog_growth: int = 3  # periods of a growing backlog that mean "falling behind"
-    backlog_seconds: float = 0.25  # a backlog smaller than this much input is in flight
+    backlog_growth: int = 5  # periods of a growing backlog that mean "falling behind"
+    backlog_seconds: float = 0.5  # a backlog smaller than this much input is in flight
     slack: float = 0.05  # processed below input by more than this: falling behind
     _calm_since: float | None = None
     _growing: int = 0

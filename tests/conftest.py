@@ -66,20 +66,48 @@ class Spawned:
         self._log.close()
 
 
+class Processes:
+    """Children started for a test or a module, their logs in one folder, stopped together."""
+
+    def __init__(self, log_dir: Path):
+        self.log_dir = log_dir
+        self.children: list[Spawned] = []
+
+    def start(self, *args: str, name: str | None = None,
+              env: dict[str, str] | None = None) -> Spawned:
+        label = name or Path(args[0]).name
+        child = Spawned(list(args), self.log_dir / f"{label}-{len(self.children)}.log", env)
+        self.children.append(child)
+        return child
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            child.stop()
+
+
 @pytest.fixture
 def spawn(tmp_path: Path) -> Iterator[Callable[..., Spawned]]:
     """Start a command as a child process; every child is stopped at teardown."""
-    children: list[Spawned] = []
+    processes = Processes(tmp_path)
+    yield processes.start
+    processes.stop()
 
-    def start(*args: str, name: str | None = None, env: dict[str, str] | None = None) -> Spawned:
-        label = name or Path(args[0]).name
-        child = Spawned(list(args), tmp_path / f"{label}-{len(children)}.log", env)
-        children.append(child)
-        return child
 
-    yield start
-    for child in reversed(children):
-        child.stop()
+def start_sim(start: Callable[..., Spawned], d: str, log_dir: Path, *args: str) -> Spawned:
+    """`ptychoedge sim` on prefix `d`, once it is ready."""
+    sim = start(*ptychoedge("sim", "--prefix", d, "--log-dir", str(log_dir), *args), name="sim")
+    wait_until(lambda: "Ctrl-C stops" in sim.log(), 60, "simulated beamline", sim)
+    return sim
+
+
+def start_ioc(start: Callable[..., Spawned], ctx, p: str, input_channel: str, state_dir: Path,
+              *args: str) -> Spawned:
+    """`ptychoedge ioc` on prefix `p` reading `input_channel`, once it answers."""
+    ctx.disconnect()  # channels of an IOC that stopped would reconnect only slowly
+    ioc = start(*ptychoedge("ioc", "--prefix", p, "--input-channel", input_channel,
+                            "--state-dir", str(state_dir), *args), name="ioc")
+    wait_until(pva_ready(ctx, p + "State_RBV"), 60, "pipeline IOC", ioc)
+    return ioc
 
 
 def ptychoedge(*args: str) -> list[str]:

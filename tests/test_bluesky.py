@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from bluesky import RunEngine
 from bluesky.run_engine import call_in_bluesky_event_loop
-from conftest import Spawned, ptychoedge, pva_ready, wait_until
+from conftest import Processes, start_ioc, start_sim
 from ophyd_async.core import init_devices
 from p4p.client.thread import Context
 
@@ -47,22 +47,15 @@ def beamline(tmp_path_factory):
     logs = tmp_path_factory.mktemp("bluesky")
     d = f"B{uuid.uuid4().hex[:8]}:"
     p = d.replace(":", "E:")
-    children: list[Spawned] = []
+    processes = Processes(logs)
     ctx = Context("pva", nt=False)
     try:
-        sim = Spawned(ptychoedge("sim", "--prefix", d, "--log-dir", str(logs)),
-                      logs / "sim.log")
-        children.append(sim)
-        wait_until(lambda: "Ctrl-C stops" in sim.log(), 60, "simulated beamline", sim)
-        ioc = Spawned(ptychoedge("ioc", "--prefix", p, "--input-channel", d + "Pva1:Image",
-                                 "--state-dir", str(logs / "state")), logs / "ioc.log")
-        children.append(ioc)
-        wait_until(pva_ready(ctx, p + "State_RBV"), 60, "pipeline IOC", ioc)
+        start_sim(processes.start, d, logs)
+        ioc = start_ioc(processes.start, ctx, p, d + "Pva1:Image", logs / "state")
         yield d, p, ioc
     finally:
         ctx.close()
-        for child in reversed(children):
-            child.stop()
+        processes.stop()
 
 
 @pytest.fixture(scope="module")

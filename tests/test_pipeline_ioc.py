@@ -13,7 +13,7 @@ from pathlib import Path
 
 import epics
 import pytest
-from conftest import ptychoedge, pva_ready, wait_until
+from conftest import pva_ready, start_ioc, start_sim, wait_until
 
 from ptychoedge.inference.manifest import DEFAULT_MODEL, MODEL_DIR, Manifest, save_model
 from ptychoedge.inference.model import PtychoNN
@@ -45,17 +45,12 @@ class Pipeline:
         self.d, self.p = prefix, prefix.replace(":", "E:")
         self.state_dir = tmp_path / "state"
         self.model_dir = model_dir
-        self.sim = spawn(*ptychoedge("sim", "--prefix", self.d, "--no-stage", "--log-dir",
-                                     str(tmp_path)), name="sim")
-        wait_until(lambda: "Ctrl-C stops" in self.sim.log(), 60, "simulated detector", self.sim)
+        self.sim = start_sim(spawn, self.d, tmp_path, "--no-stage")
         self.start_ioc()
 
     def start_ioc(self) -> None:
-        self.ctx.disconnect()  # channels of an IOC that stopped would reconnect only slowly
-        self.ioc = self.spawn(*ptychoedge(
-            "ioc", "--prefix", self.p, "--input-channel", self.d + "Pva1:Image",
-            "--state-dir", str(self.state_dir), "--model-dir", str(self.model_dir)), name="ioc")
-        wait_until(pva_ready(self.ctx, self.p + "State_RBV"), 60, "pipeline IOC", self.ioc)
+        self.ioc = start_ioc(self.spawn, self.ctx, self.p, self.d + "Pva1:Image",
+                             self.state_dir, "--model-dir", str(self.model_dir))
 
     def get(self, name: str):
         return plain(self.ctx.get(self.p + name, timeout=5))
@@ -242,9 +237,7 @@ def test_an_input_that_cannot_distribute_is_mirrored(spawn, pva, prefix, tmp_pat
                    name="p4p-server")
     wait_until(pva_ready(pva, channel), 60, "the p4p frame server", server)
     p = prefix + "M:"
-    ioc = spawn(*ptychoedge("ioc", "--prefix", p, "--input-channel", channel, "--state-dir",
-                            str(tmp_path / "state"), "--model-dir", str(model_dir)), name="ioc")
-    wait_until(pva_ready(pva, p + "State_RBV"), 60, "pipeline IOC", ioc)
+    ioc = start_ioc(spawn, pva, p, channel, tmp_path / "state", "--model-dir", str(model_dir))
     pva.put(p + "InstancesPerNode", 2)
     pva.put(p + "Run", 1)
     mirror = pipeline.mirror_channel(p)

@@ -10,7 +10,7 @@ from xml.etree import ElementTree as ET
 
 import epics
 import pytest
-from conftest import Spawned, ptychoedge, pva_ready, wait_until
+from conftest import Processes, ptychoedge, pva_ready, start_ioc, start_sim, wait_until
 from p4p.client.thread import Context
 
 from ptychoedge.pvdb import detector, pipeline, screens, stage
@@ -166,18 +166,12 @@ def test_screens_command_prints_where_and_how_to_open():
 def test_every_pv_the_screens_name_answers(tmp_path):
     d = f"S{uuid.uuid4().hex[:8]}:"
     p = d.replace(":", "E:")
-    children: list[Spawned] = []
+    processes = Processes(tmp_path)
     ctx = Context("pva", nt=False)
     ca: list[epics.PV] = []
     try:
-        sim = Spawned(ptychoedge("sim", "--prefix", d, "--log-dir", str(tmp_path)),
-                      tmp_path / "sim.log")
-        children.append(sim)
-        wait_until(lambda: "Ctrl-C stops" in sim.log(), 60, "simulated beamline", sim)
-        ioc = Spawned(ptychoedge("ioc", "--prefix", p, "--input-channel", d + "Pva1:Image",
-                                 "--state-dir", str(tmp_path / "state")), tmp_path / "ioc.log")
-        children.append(ioc)
-        wait_until(pva_ready(ctx, p + "State_RBV"), 60, "pipeline IOC", ioc)
+        start_sim(processes.start, d, tmp_path)
+        ioc = start_ioc(processes.start, ctx, p, d + "Pva1:Image", tmp_path / "state")
         ctx.put(p + "Run", "Run", timeout=5)  # the collector serves the images while running
         wait_until(lambda: ctx.get(p + "State_RBV", timeout=5).value.index
                    == pipeline.STATES.index("Running"), STARTUP, "the pipeline running", ioc)
@@ -199,8 +193,7 @@ def test_every_pv_the_screens_name_answers(tmp_path):
         for pv in ca:
             pv.disconnect()
         ctx.close()
-        for child in reversed(children):
-            child.stop()
+        processes.stop()
 
 
 def test_generator_writes_the_screens(tmp_path: Path):
