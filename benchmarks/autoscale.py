@@ -63,15 +63,25 @@ class Bench:
         wait(lambda: self.get(self.p + "State_RBV") == "Running"
              and self.get(self.p + "Instances_RBV") == instances, 120, f"{instances} instances")
 
-    def trial(self, rate: float, seconds: float, watch=None) -> dict:
-        """Acquire at `rate` for `seconds`; frames published and lost, once all drained."""
+    def acquire(self, frames: int, rate: float) -> None:
         wait(lambda: self.get(self.d + "cam1:Acquire_RBV") == "Done", 60, "the detector idle")
-        self.put(self.p + "ResetStats", 1)
-        wait(lambda: self.get(self.p + "FramesProcessed_RBV") == 0, 10, "statistics reset")
-        frames = int(rate * seconds)
         for name, value in (("cam1:ImageMode", "Multiple"), ("cam1:NumImages", frames),
                             ("cam1:AcquirePeriod", 1.0 / rate), ("cam1:Acquire", 1)):
             self.put(self.d + name, value)
+
+    def warm_up(self, rate: float) -> None:
+        """Two seconds of frames: new instances hold their first outputs for a second."""
+        self.acquire(int(2 * rate), rate)
+        time.sleep(1.0)
+        wait(lambda: self.get(self.d + "cam1:Acquire_RBV") == "Done"
+             and self.get(self.p + "Backlog_RBV") == 0, 60, "the warm-up drained")
+
+    def trial(self, rate: float, seconds: float, watch=None) -> dict:
+        """Acquire at `rate` for `seconds`; frames published and lost, once all drained."""
+        wait(lambda: self.get(self.d + "cam1:Acquire_RBV") == "Done", 60, "the detector idle")
+        before = self.get(self.p + "FramesProcessed_RBV")
+        frames = int(rate * seconds)
+        self.acquire(frames, rate)
         started, rates, inputs, backlog = time.monotonic(), [], [], 0
         time.sleep(1.0)
         while self.get(self.d + "cam1:Acquire_RBV") == "Acquire":
@@ -83,12 +93,12 @@ class Bench:
             time.sleep(0.5)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # drain: everything published, or given up
-            processed = self.get(self.p + "FramesProcessed_RBV")
+            processed = self.get(self.p + "FramesProcessed_RBV") - before
             if processed >= frames or (self.get(self.p + "Backlog_RBV") == 0
                                        and self.get(self.p + "ProcessedRate_RBV") == 0):
                 break
             time.sleep(0.5)
-        processed = self.get(self.p + "FramesProcessed_RBV")
+        processed = self.get(self.p + "FramesProcessed_RBV") - before
         # Held: nothing lost, and nothing piled up (at most half a second of frames waiting)
         return {"frames": frames, "processed": processed, "lost": frames - processed,
                 "processed_rate": steady_median(rates), "input_rate": steady_median(inputs),
@@ -174,6 +184,7 @@ def main() -> int:
             sweep = []
             for n in range(1, args.max_instances + 1):
                 bench.fixed(n)
+                bench.warm_up(rate)
                 trial = {"instances": n, **bench.trial(rate, args.seconds)}
                 sweep.append(trial)
                 print(f"{rate:6g} Hz, {n} fixed: detector delivered {trial['input_rate']:.0f} Hz, "
