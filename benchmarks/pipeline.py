@@ -25,7 +25,8 @@ from waiting import wait
 from ptychoedge.inference.backends import open_backend
 from ptychoedge.inference.manifest import DEFAULT_MODEL, MODEL_DIR, load_model
 from ptychoedge.inference.onnx_export import calibration_inputs
-from ptychoedge.iocs.supervisor import MOSAIC_FILE, PROCESSOR_FILE  # no pvaccess here
+from ptychoedge.iocs.instances import PROCESSOR_FILE  # no pvaccess here
+from ptychoedge.iocs.supervisor import MOSAIC_FILE
 
 
 def bare_rate(args) -> float:

@@ -4,6 +4,12 @@
 `weights_only=True`, never unpickling objects); `<name>.json` holds its sha256,
 the model shape, the preprocessing, the physics it was trained on, the training
 recipe and the validation metrics. A model loads only when the sha256 matches.
+
+Names are plain file names in the model directory: no paths, and no link to a
+file outside it. A model is known by its file name, whatever its manifest calls
+it (that name would otherwise reach file names, e.g. of the ONNX cache). The
+manifest must give the network the input size its preprocessing makes; it is
+JSON, nothing in it is executed.
 """
 
 from __future__ import annotations
@@ -86,14 +92,27 @@ def save_model(model: PtychoNN, manifest: Manifest, directory: Path = MODEL_DIR)
     return manifest_path
 
 
+def _inside(path: Path, directory: Path) -> None:
+    """Refuse a file that is a link to somewhere outside `directory`."""
+    if path.resolve().parent != directory.resolve():
+        raise ModelError(f"{path.name} leads outside the model directory {directory}")
+
+
 def load_manifest(name: str, directory: Path = MODEL_DIR) -> Manifest:
     _, manifest_path = model_paths(name, directory)
     if not manifest_path.is_file():
         raise ModelError(f"no model {name!r} in {directory} (no {manifest_path.name})")
+    _inside(manifest_path, directory)
     try:
-        return Manifest.from_json(manifest_path.read_text())
-    except (ValueError, TypeError, KeyError) as error:
+        manifest = Manifest.from_json(manifest_path.read_text())
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
         raise ModelError(f"{manifest_path.name}: not a valid manifest ({error})") from error
+    if manifest.shape.input_size != manifest.preprocessing.input_size:
+        raise ModelError(f"{manifest_path.name}: the network takes "
+                         f"{manifest.shape.input_size} px, the preprocessing makes "
+                         f"{manifest.preprocessing.input_size} px")
+    manifest.name = name
+    return manifest
 
 
 def load_model(name: str, directory: Path = MODEL_DIR) -> tuple[PtychoNN, Manifest]:
@@ -102,6 +121,7 @@ def load_model(name: str, directory: Path = MODEL_DIR) -> tuple[PtychoNN, Manife
     weights, _ = model_paths(name, directory)
     if not weights.is_file():
         raise ModelError(f"model {name!r}: no weights file {weights.name}")
+    _inside(weights, directory)
     if sha256_of(weights) != manifest.sha256:
         raise ModelError(f"model {name!r}: {weights.name} does not match the sha256 "
                          "in its manifest")

@@ -10,6 +10,14 @@ It places every patch at its scan position and publishes, at a display rate,
 `$(P)Mosaic:Amplitude` and `$(P)Mosaic:Phase` (the whole sample), all NTNDArray
 float32 images. A `uniqueId` lower than the last one seen means the detector
 started a new scan, and a new mosaic begins.
+
+pvapy's collector rejects every object whose id is not above the last one it
+passed on while its cache holds any: after a detector restart (ids from 1 again)
+within its cache timeout (5 s) of the last frame, every new frame would be
+rejected, lost and counted as a late one. `follow_detector_restarts` teaches it
+what a restart looks like: an id at or below the last one on a frame taken
+after it (`dataTimeStamp`); such frames wait until the old scan's tail has gone
+through, then start the new sequence.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pvaccess as pva
 from pvapy.hpc.adImageProcessor import AdImageProcessor
+from pvapy.hpc.dataCollector import DataCollector
 
 from ptychoedge.inference.manifest import MODEL_DIR, load_manifest
 from ptychoedge.inference.mosaic import Mosaic
@@ -52,9 +61,57 @@ def read_patch(pv_object) -> tuple[np.ndarray, np.ndarray, float, float]:
     return values[0], values[1], float(attributes["PosX"]), float(attributes["PosY"])
 
 
+def taken_at(pv_object) -> float:
+    """The frame's `dataTimeStamp` (s), 0 when it has none."""
+    try:
+        stamp = pv_object["dataTimeStamp"]
+        return stamp["secondsPastEpoch"] + 1e-9 * stamp["nanoseconds"]
+    except Exception:
+        return 0.0
+
+
+def follow_detector_restarts(collector_class=DataCollector) -> None:
+    """Make pvapy's collector start a new id sequence when the detector starts again."""
+    if getattr(collector_class, "_follows_restarts", False):
+        return
+    add, take = collector_class.addObjectToCache, collector_class.getObjectsFromCache
+
+    def add_object(self, producerId, objectId, pvObject):  # noqa: N803 - pvapy's names
+        with self.cacheLock:
+            held = self.__dict__.setdefault("_next_scan", [])
+            last = self.__dict__.get("_last_taken_at", 0.0)
+            when = taken_at(pvObject)
+            restarted = (last > 0 and when > last and self.collectorCacheMap
+                         and self.lastObjectId is not None and objectId <= self.lastObjectId)
+            if restarted or (held and when >= min(entry[0] for entry in held)):
+                held.append((when, producerId, objectId, pvObject))
+                return
+        add(self, producerId, objectId, pvObject)
+
+    def take_objects(self):
+        objects = take(self)
+        release = []
+        with self.cacheLock:
+            if objects:
+                self._last_taken_at = max(self.__dict__.get("_last_taken_at", 0.0),
+                                          max(taken_at(o) for _, o in objects))
+            held = self.__dict__.get("_next_scan")
+            if held and not self.collectorCacheMap:  # the old scan is through: the new one
+                release, self._next_scan = held, []
+                self.lastObjectId = None
+        for _, producer_id, object_id, pv_object in release:
+            add(self, producer_id, object_id, pv_object)
+        return objects
+
+    collector_class.addObjectToCache = add_object
+    collector_class.getObjectsFromCache = take_objects
+    collector_class._follows_restarts = True
+
+
 class MosaicProcessor(AdImageProcessor):
     def __init__(self, configDict: dict | None = None):  # noqa: N803 - pvapy's names
         super().__init__(configDict or {})
+        follow_detector_restarts()
         self.config = {**DEFAULTS, **(configDict or {})}
         manifest = load_manifest(self.config["model"], Path(self.config["modelDir"]))
         self.mosaic = Mosaic(manifest.object_pixel_size, np.abs(manifest.probe_window()) ** 2)

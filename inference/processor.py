@@ -26,19 +26,24 @@ import pvaccess as pva
 from pvapy.hpc.adImageProcessor import AdImageProcessor
 from pvapy.utility.adImageUtility import AdImageUtility
 
-from ptychoedge.inference.backends import BackendError, open_backend
+from ptychoedge.inference.backends import open_backend
 from ptychoedge.inference.batcher import Batcher, Frame, Reconstructor, Result
 from ptychoedge.inference.manifest import MODEL_DIR, ModelError, load_model
 from ptychoedge.inference.preprocess import FrameError
 
 log = logging.getLogger(__name__)
 
-ERROR_KINDS = ("rank", "empty", "pixel_type", "too_small", "decode", "inference", "publish")
+ERROR_KINDS = ("rank", "empty", "pixel_type", "too_small", "too_large", "decode", "unique_id",
+               "inference", "publish")
 PIXEL_FIELDS = {"byteValue", "ubyteValue", "shortValue", "ushortValue", "intValue", "uintValue",
                 "longValue", "ulongValue"}
 DEFAULTS = {"model": "ptychonn-default", "modelDir": str(MODEL_DIR), "backend": "torch",
             "precision": "fp32", "batchSize": 8, "maxWait": 0.005, "threads": 1,
             "firstDelay": 0.0}
+# The largest frame taken (8192 x 8192): a header claiming more, or compressed data that
+# would inflate to more, is refused before anything is allocated for it.
+MAX_PIXELS = 8192 * 8192
+MAX_PIXEL_BYTES = 8
 
 
 def decode_frame(pv_object: Any) -> np.ndarray:
@@ -49,12 +54,18 @@ def decode_frame(pv_object: Any) -> np.ndarray:
     if len(dims) != 2:
         raise FrameError("rank", f"expected a mono 2-D frame, got {len(dims)} dimensions")
     nx, ny = dims[0]["size"], dims[1]["size"]
+    if nx * ny > MAX_PIXELS:
+        raise FrameError("too_large", f"frame {nx}x{ny} is larger than {MAX_PIXELS} pixels")
     key = pv_object.getSelectedUnionFieldName()
     if not key:
         raise FrameError("empty", "frame without pixels")
     data = pv_object["value"][0][key]
     codec = pv_object["codec"]["name"]
     if codec:
+        size = pv_object["uncompressedSize"]
+        if not 0 < size <= nx * ny * MAX_PIXEL_BYTES:
+            raise FrameError("too_large", f"{codec} data claims {size} bytes uncompressed for "
+                             f"a {nx}x{ny} frame")
         try:
             data = AdImageUtility.getDecompressor(codec)(
                 data, pv_object["codec.parameters"][0]["value"], pv_object["uncompressedSize"])
@@ -131,6 +142,7 @@ class PtychoNNProcessor(AdImageProcessor):
         self.config = {**DEFAULTS, **(configDict or {})}
         self.config_error = ""
         self._config_lock = threading.Lock()
+        self._last_image: np.ndarray | None = None  # a new model is tried on it first
         reconstructor = self._reconstructor(self.config)  # a bad model at start is fatal
         self.outputs = OutputFrames()
         # A collector finds this instance's output channel only after its first frame
@@ -149,6 +161,12 @@ class PtychoNNProcessor(AdImageProcessor):
 
     def process(self, pvObject):  # noqa: N803
         unique_id = pvObject["uniqueId"]
+        if unique_id <= 0:
+            # areaDetector counts frames from 1; a frame without an id would be taken for
+            # a detector restart downstream (and every id since for missed)
+            self.logger.warning("frame refused: uniqueId %s is not a frame count", unique_id)
+            self.batcher.reject("unique_id")
+            return None
         try:
             image = decode_frame(pvObject)
         except FrameError as error:
@@ -159,12 +177,14 @@ class PtychoNNProcessor(AdImageProcessor):
             self.logger.warning("frame %s refused: %s", unique_id, error)
             self.batcher.reject("decode")
             return None
+        self._last_image = image
         context = (pvObject["timeStamp"], pvObject["dataTimeStamp"], _frame_attributes(pvObject))
         self.batcher.submit(Frame(image, unique_id, context=context))
         return None
 
     def configure(self, configDict):  # noqa: N803
         change = dict(configDict or {})
+        self.config_error = ""  # an old refusal must not pass for this change's
         threading.Thread(target=self._apply, args=(change,), daemon=True).start()
 
     def stop(self):
@@ -201,6 +221,20 @@ class PtychoNNProcessor(AdImageProcessor):
     def _publish(self, result: Result) -> None:
         self.updateOutputChannel(self.outputs.fill(result, self.config["model"]))
 
+    def _tried(self, reconstructor: Reconstructor, config: dict) -> Reconstructor:
+        """`reconstructor`, once it reconstructed the latest frame: a model that does not fit
+        the detector's frames is refused before it could lose one."""
+        image = self._last_image
+        if image is None:
+            return reconstructor
+        try:
+            reconstructor([image])
+        except Exception as error:
+            ny, nx = image.shape
+            raise ModelError(f"model {config['model']!r} does not fit the {nx}x{ny} frames: "
+                             f"{error}") from error
+        return reconstructor
+
     def _apply(self, change: dict) -> None:
         """Apply a configuration change; a bad one is refused and what runs stays."""
         with self._config_lock:
@@ -212,8 +246,8 @@ class PtychoNNProcessor(AdImageProcessor):
                                      "out of range")
                 if any(config[k] != self.config[k] for k in
                        ("model", "modelDir", "backend", "precision", "threads")):
-                    self.batcher.swap(self._reconstructor(config))
-            except (ModelError, BackendError, ValueError, KeyError) as error:
+                    self.batcher.swap(self._tried(self._reconstructor(config), config))
+            except Exception as error:  # whatever fails, what runs stays
                 self.config_error = str(error)
                 self.logger.error("configuration %s refused: %s", change, error)
                 return

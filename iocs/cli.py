@@ -11,6 +11,8 @@ SUBCOMMANDS = {
     "sim": ("ptychoedge.sim.beamline", "the simulated beamline: detector and stage IOCs"),
     "ioc": ("ptychoedge.iocs.pipeline_ioc",
             "the pipeline IOC: knobs, throughput, supervision and automatic scaling"),
+    "node": ("ptychoedge.iocs.node_agent",
+             "a node agent: runs a pipeline's inference instances on one more host"),
     "demo": ("ptychoedge.iocs.demo",
              "the main job: simulated beamline, pipeline IOC and a live scan, end to end"),
     "train": ("ptychoedge.inference.training", "train PtychoNN on simulated scans"),

@@ -12,13 +12,16 @@ import argparse
 import logging
 import os
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 from softioc import alarm, asyncio_dispatcher, autosave, builder, softioc
 
-from ptychoedge.iocs.supervisor import ModelConfig, Settings, Status, Supervisor
+from ptychoedge.iocs import access
+from ptychoedge.iocs.instances import ModelConfig
+from ptychoedge.iocs.supervisor import Settings, Status, Supervisor
 from ptychoedge.pvdb import pipeline, records
 from ptychoedge.pvdb.spec import PvSpec
 
@@ -31,6 +34,7 @@ MESSAGE_LENGTH = records.LONG_STRING_LENGTH - 1
 KNOB_FIELDS = {
     "Run": ("run", bool),
     "InputChannel": ("input_channel", str),
+    "Nodes": ("nodes", int),
     "InstancesPerNode": ("instances", int),
     "BatchSize": ("batch_size", int),
     "Backend": ("backend", pipeline.BACKENDS.__getitem__),
@@ -48,7 +52,8 @@ def default_state_dir(prefix: str) -> Path:
 
 
 class PipelineIOC:
-    def __init__(self, prefix: str, state_dir: Path, model_dir: Path | None = None):
+    def __init__(self, prefix: str, state_dir: Path, model_dir: Path | None = None,
+                 local_node: bool = True):
         self.prefix = prefix
         state_dir.mkdir(parents=True, exist_ok=True)
         autosave.configure(state_dir, prefix.rstrip(":"), save_period=AUTOSAVE_PERIOD,
@@ -61,7 +66,8 @@ class PipelineIOC:
                           for spec in pipeline.KNOBS}
         records.output_record(pipeline.RESET_STATS, self._reset, self._refused)
         self.status = {spec.name: records.input_record(spec) for spec in pipeline.STATUS_PVS}
-        self.supervisor = Supervisor(prefix, state_dir / "logs", self.publish, model_dir)
+        self.supervisor = Supervisor(prefix, state_dir / "logs", self.publish, model_dir,
+                                     local_node)
 
     def settings(self) -> Settings:
         """The knobs' values (after autosave restored them) as supervisor settings."""
@@ -95,7 +101,8 @@ class PipelineIOC:
         """Show what the supervisor measured and applied."""
         settings = self.supervisor.settings
         applied = {"Run": int(settings.run), "InputChannel": settings.input_channel,
-                   "Nodes": 1, "InstancesPerNode": status.wanted_instances,
+                   "Nodes": settings.nodes,
+                   "InstancesPerNode": -(-status.wanted_instances // settings.nodes),
                    "BatchSize": status.config.batch_size,
                    "Backend": pipeline.BACKENDS.index(status.config.backend),
                    "Precision": pipeline.PRECISIONS.index(status.config.precision),
@@ -111,7 +118,8 @@ class PipelineIOC:
             "Backlog_RBV": status.backlog, "FrameErrors_RBV": status.frame_errors,
             "LatencyP50_RBV": status.latency_p50, "LatencyP99_RBV": status.latency_p99,
             "InferenceTime_RBV": status.inference_time, "Residual_RBV": status.residual,
-            "Instances_RBV": status.instances, "Restarts_RBV": status.restarts,
+            "Instances_RBV": status.instances, "NodesUp_RBV": status.nodes_up,
+            "Restarts_RBV": status.restarts,
             "State_RBV": pipeline.STATES.index(status.state),
             "Message_RBV": status.message[:MESSAGE_LENGTH],
         }
@@ -142,6 +150,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "$XDG_STATE_HOME/ptychoedge/PREFIX)")
     parser.add_argument("--model-dir", type=Path, default=None, metavar="DIR",
                         help="directory of models (default: the shipped models)")
+    parser.add_argument("--no-local-node", dest="local_node", action="store_false",
+                        help="run no inference instances on this host: node 1 is then the "
+                             "host whose agent serves $(P)Node1: (see `ptychoedge node`)")
+    parser.add_argument("--acf", type=Path, default=None, metavar="FILE",
+                        help="EPICS access security file: knobs are in ASG KNOBS, status in "
+                             "DEFAULT; hosts are matched by client address (example: "
+                             f"{access.EXAMPLE_ACF})")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -150,9 +165,22 @@ def run(args: argparse.Namespace) -> int:
     if args.model_dir is not None and not args.model_dir.is_dir():
         raise SystemExit(f"ptychoedge ioc: error: no model directory {args.model_dir}")
     dispatcher = asyncio_dispatcher.AsyncioDispatcher()
-    ioc = PipelineIOC(args.prefix, state_dir, args.model_dir)
+    ioc = PipelineIOC(args.prefix, state_dir, args.model_dir, args.local_node)
     builder.LoadDatabase()
+    if args.acf is not None:
+        try:
+            access.configure(args.acf)
+        except access.AccessSecurityError as error:
+            raise SystemExit(f"ptychoedge ioc: error: {error}") from None
     softioc.iocInit(dispatcher)
+    if args.acf is not None:
+        try:
+            access.check_loaded(args.acf)
+        except access.AccessSecurityError as error:
+            # iocInit stopped half-way: EPICS' exit handlers would wait for ever
+            print(f"ptychoedge ioc: error: {error}", file=sys.stderr, flush=True)
+            os._exit(1)
+        log.info("access security from %s", args.acf)
     if args.input_channel:
         ioc.knobs["InputChannel"].set(args.input_channel)
     ioc.start()

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -27,46 +26,38 @@ from p4p.client.thread import Context
 
 import ptychoedge.inference as inference_package
 from ptychoedge.iocs.autoscaler import Autoscaler, Observation
-from ptychoedge.iocs.processes import Child, stop_all
+from ptychoedge.iocs.instances import (
+    FIRST_DELAY,
+    REPORT_PERIOD,
+    SERVER_QUEUE,
+    STOP_TIMEOUT,
+    Deaths,
+    Instance,
+    InstancePool,
+    InstanceSpec,
+    ModelConfig,
+    Supervised,
+)
+from ptychoedge.iocs.processes import stop_all
+from ptychoedge.iocs.remote_node import RemoteNode
 from ptychoedge.pvdb import pipeline
 
 log = logging.getLogger(__name__)
 
 PERIOD = 1.0  # s between status updates
-REPORT_PERIOD = 0.5  # s between the children's own status updates
-SERVER_QUEUE = 100  # frames pvAccess may hold for a slow instance
-STOP_TIMEOUT = 10.0  # s an instance gets to finish its frames on SIGINT
-CRASH_WINDOW = 60.0  # s: more than CRASH_LIMIT deaths in it and a child is left down
-CRASH_LIMIT = 3
 RESEND_AFTER = 5.0  # s before an unconfirmed configuration is sent again
-FIRST_DELAY = 1.0  # s a new instance holds its outputs, while the collector finds it
-DISTRIBUTION_GRACE = 5.0  # s for an instance's monitor to get the input's first value
+DISTRIBUTION_GRACE = 5.0  # s from an instance's first report to the input's first value
 SETTLE = FIRST_DELAY + 3.0  # s after a scaling step before the autoscaler looks again
 FAULT_HOLD = 5.0  # s a restart keeps the state at Fault
-INFERENCE_DIR = Path(inference_package.__file__).parent
-PROCESSOR_FILE = INFERENCE_DIR / "processor.py"
-MOSAIC_FILE = INFERENCE_DIR / "mosaic_processor.py"
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """What an instance runs; changed live through its control channel."""
-
-    model: str = "ptychonn-default"
-    backend: str = "onnxruntime"
-    precision: str = "fp32"
-    batch_size: int = 8
-
-    def processor_args(self) -> dict:
-        return {"model": self.model, "backend": self.backend, "precision": self.precision,
-                "batchSize": self.batch_size}
+MOSAIC_FILE = Path(inference_package.__file__).with_name("mosaic_processor.py")
 
 
 @dataclass(frozen=True)
 class Settings:
     run: bool = False
     input_channel: str = "SIM1:Pva1:Image"
-    instances: int = 1
+    nodes: int = 1
+    instances: int = 1  # on each node
     config: ModelConfig = ModelConfig()
     auto_scale: bool = False
     target_rate: float = 0.0
@@ -89,6 +80,7 @@ class Status:
     inference_time: float = 0.0  # ms per frame
     residual: float = 0.0
     instances: int = 0
+    nodes_up: int = 0
     instance_rates: list[float] = field(default_factory=list)
     restarts: int = 0
     wanted_instances: int = 0
@@ -114,49 +106,27 @@ class Counter:
         self.total = 0
 
 
-class Supervised:
-    """One child of the pipeline: an inference instance or the collector."""
-
-    def __init__(self, name: str, command: list[str], log_path: Path, status: str,
-                 control: str):
-        self.name = name
-        self.command = command
-        self.log_path = log_path
-        self.status_channel = status
-        self.control_channel = control
-        self.child = Child(name, command, log_path)
-        self.started = time.monotonic()
-        self.ready = False
-        self.stats: dict = {}
-
-    @property
-    def input_channel(self) -> str:
-        return self.command[self.command.index("--input-channel") + 1]
-
-    def log_tail(self, lines: int = 3) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return ""
-        return " | ".join(line.strip() for line in text[-lines:])
-
-
-def group_name(prefix: str) -> str:
-    """The distributor group of this pipeline: its instances share frames, others don't."""
-    return "ptychoedge" + re.sub(r"[^A-Za-z0-9]", "", prefix)
-
-
 class Supervisor:
+    """Keeps the pipeline the knobs ask for: instances on every node, the collector, a mirror.
+
+    Node 1 is this host (unless `local_node` is False); any other node `n` is the
+    host whose agent serves `$(P)Node<n>:`. Instances are numbered across nodes
+    (node n runs consumer ids n, n + Nodes, ...), so changing the count of one
+    node never renumbers another's.
+    """
+
     def __init__(self, prefix: str, log_dir: Path, publish: Callable[[Status], None],
-                 model_dir: Path | None = None):
+                 model_dir: Path | None = None, local_node: bool = True):
         self.prefix = prefix
         self.log_dir = log_dir
         self.publish = publish
         self.model_dir = model_dir
+        self.local_node = local_node
         self.settings = Settings()
         self.status = Status()
         self.autoscaler = Autoscaler()
-        self.instances: dict[int, Supervised] = {}
+        self.pool = InstancePool(log_dir, model_dir)
+        self.nodes: dict[int, RemoteNode] = {}
         self.collector: Supervised | None = None
         self.mirror: Supervised | None = None
         self._mirrored: str | None = None  # the input channel a mirror serves again
@@ -164,9 +134,8 @@ class Supervisor:
         # then get the knobs' configuration, so a bad one is refused, not fatal.
         self.config = ModelConfig()
         self._refused: ModelConfig | None = None  # a configuration the instances refused
-        self._wanted = 1  # instances to run
-        self._deaths: dict[str, list[float]] = {}
-        self._faulted: set[str] = set()
+        self._wanted = 1  # instances to run, over all nodes
+        self._deaths = Deaths()  # of the collector and the mirror
         self._fault_until = 0.0
         self._settle_until = 0.0
         self._last_input: tuple[float, int] | None = None
@@ -179,6 +148,7 @@ class Supervisor:
         self._missed = Counter()
         self._late = Counter()
         self._errors = Counter()
+        self._node_restarts = Counter()
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._quit = threading.Event()
@@ -186,11 +156,19 @@ class Supervisor:
         self._ctx = Context("pva", nt=False)
         self._thread = threading.Thread(target=self._run, name="supervisor", daemon=True)
 
+    @property
+    def instances(self) -> dict[int, Instance]:
+        """Every instance of the pipeline by consumer id, on whatever node."""
+        found: dict[int, Instance] = dict(self.pool.instances)
+        for remote in self.nodes.values():
+            found.update(remote.instances)
+        return found
+
     # -- what the IOC calls --------------------------------------------------------
 
     def start(self, settings: Settings) -> None:
         self.settings = settings
-        self._wanted = settings.instances
+        self._wanted = settings.instances * settings.nodes
         self._thread.start()
 
     def change(self, **changes) -> None:
@@ -202,12 +180,10 @@ class Supervisor:
             if config_fields:
                 settings = replace(settings, config=replace(settings.config, **config_fields))
                 self._refused = None
-            if "instances" in changes and not settings.auto_scale:
-                self._wanted = settings.instances
             if "auto_scale" in changes:
                 self.autoscaler.reset()
-                if not settings.auto_scale:
-                    self._wanted = settings.instances
+            if changes.keys() & {"instances", "nodes", "auto_scale"} and not settings.auto_scale:
+                self._wanted = settings.instances * settings.nodes
             self.settings = settings
         self._wake.set()
 
@@ -245,6 +221,7 @@ class Supervisor:
         self.autoscaler.target_rate = settings.target_rate
         if reset:
             self._reset()
+        self._poll_nodes(settings)
         if not settings.run:
             if self.instances or self.collector:
                 self._stop_everything()
@@ -274,21 +251,6 @@ class Supervisor:
 
     # -- children ------------------------------------------------------------------
 
-    def _instance_command(self, index: int, settings: Settings) -> list[str]:
-        channels = pipeline.instance_channels(self.prefix, index)
-        args = {**self.config.processor_args(), "firstDelay": FIRST_DELAY}
-        if self.model_dir is not None:
-            args["modelDir"] = str(self.model_dir)
-        return ["pvapy-hpc-consumer", "--input-channel", self._source(settings),
-                "--consumer-id", str(index), "--output-channel", channels["output"],
-                "--status-channel", channels["status"], "--control-channel", channels["control"],
-                "--processor-file", str(PROCESSOR_FILE), "--processor-class", "PtychoNNProcessor",
-                "--processor-args", json.dumps(args),
-                "--distributor-group", group_name(self.prefix), "--distributor-updates", "1",
-                "--distributor-trigger", "uniqueId", "--oid-offset", str(self._wanted),
-                "--server-queue-size", str(SERVER_QUEUE),
-                "--report-period", str(REPORT_PERIOD), "--disable-curses"]
-
     def _collector_command(self, settings: Settings) -> list[str]:
         channels = pipeline.collector_channels(self.prefix)
         args = {"prefix": self.prefix, "model": self.config.model}
@@ -302,30 +264,14 @@ class Supervisor:
                 "--server-queue-size", str(SERVER_QUEUE),
                 "--report-period", str(REPORT_PERIOD), "--disable-curses"]
 
-    def _spawn(self, name: str, command: list[str], channels: dict[str, str]) -> Supervised:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        return Supervised(name, command, self.log_dir / f"{name}.log", channels["status"],
-                          channels["control"])
-
-    def _died(self, child: Supervised) -> bool:
-        """Count a death; whether the child may be started again."""
-        now = time.monotonic()
-        deaths = [t for t in self._deaths.get(child.name, []) if now - t < CRASH_WINDOW]
-        deaths.append(now)
-        self._deaths[child.name] = deaths
-        code = child.child.returncode
-        if len(deaths) > CRASH_LIMIT:
-            self._faulted.add(child.name)
-            self.status.message = (f"{child.name} died {len(deaths)} times in "
-                                   f"{CRASH_WINDOW:.0f} s (code {code}); left stopped: "
-                                   f"{child.log_tail(1)}")
-            log.error(self.status.message)
-            return False
-        self.status.restarts += 1
-        self._fault_until = now + FAULT_HOLD
-        self.status.message = f"{child.name} died (code {code}) and was restarted"
-        log.warning(self.status.message)
-        return True
+    def _died(self, child: Supervised, deaths: Deaths) -> bool:
+        """Count a death (in `deaths`) and show it; whether the child may start again."""
+        restart = deaths.died(child)
+        self.status.message = deaths.message
+        if restart:
+            self.status.restarts += 1
+            self._fault_until = time.monotonic() + FAULT_HOLD
+        return restart
 
     def _keep(self, child: Supervised | None, name: str, command: list[str],
               channels: dict[str, str]) -> Supervised | None:
@@ -335,12 +281,14 @@ class Supervisor:
             child = None
         if child is not None and not child.child.alive():
             child.child.close()
-            restart = self._died(child)
+            restart = self._died(child, self._deaths)
             child = None
             if not restart:
                 return None
-        if child is None and name not in self._faulted:
-            child = self._spawn(name, command, channels)
+        if child is None and name not in self._deaths.faulted:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            child = Supervised(name, command, self.log_dir / f"{name}.log", channels["status"],
+                               channels["control"])
         return child
 
     def _keep_mirror(self, settings: Settings) -> None:
@@ -363,47 +311,64 @@ class Supervisor:
             return pipeline.mirror_channel(self.prefix)
         return settings.input_channel
 
-    def _keep_instances(self, settings: Settings) -> None:
-        for index, instance in list(self.instances.items()):
-            if not instance.child.alive():
-                instance.child.close()
-                del self.instances[index]
-                if not self._died(instance):
-                    continue
-        source = self._source(settings)
-        if any(instance.input_channel != source for instance in self.instances.values()):
-            self.status.message = f"instances now read {source}: restarting them"
-            log.info(self.status.message)
-            self._stop_instances(list(self.instances))
-        surplus = sorted(i for i in self.instances if i > self._wanted)
-        if surplus:
-            self._stop_instances(surplus)
-        for index in range(1, self._wanted + 1):
-            name = f"instance-{index}"
-            if index not in self.instances and name not in self._faulted:
-                # a new instance holds its first outputs: judge the pipeline after that
-                self._settle_until = time.monotonic() + SETTLE
-                self.instances[index] = self._spawn(
-                    name, self._instance_command(index, settings),
-                    pipeline.instance_channels(self.prefix, index))
+    def _node_spec(self, number: int, settings: Settings) -> InstanceSpec:
+        """The instances node `number` runs: its share of the pipeline's, ids interleaved."""
+        nodes = settings.nodes
+        count = self._wanted // nodes + (1 if number <= self._wanted % nodes else 0)
+        return InstanceSpec(prefix=self.prefix, source=self._source(settings), first=number,
+                            step=nodes, count=count, oid_offset=self._wanted,
+                            config=self.config)
 
-    def _stop_instances(self, indexes: list[int]) -> None:
-        """Stop instances gracefully: each finishes and publishes what it holds."""
-        children = [self.instances.pop(i).child for i in indexes]
-        stop_all(children, STOP_TIMEOUT)
+    def _remote_numbers(self, settings: Settings) -> range:
+        return range(2 if self.local_node else 1, settings.nodes + 1)
+
+    def _poll_nodes(self, settings: Settings) -> None:
+        """Read every node agent in use (and those still to be told to stop)."""
+        for number in self._remote_numbers(settings):
+            if number not in self.nodes:
+                self.nodes[number] = RemoteNode(number, self.prefix, self._ctx)
+        for remote in self.nodes.values():
+            remote.poll()
+            restarted = self._node_restarts.add(remote.prefix, remote.restarts)
+            if restarted > 0:
+                self.status.restarts += restarted
+                self._fault_until = time.monotonic() + FAULT_HOLD
+                self.status.message = f"node {remote.number}: {remote.message}"
+        for number, remote in list(self.nodes.items()):
+            if number not in self._remote_numbers(settings) or not settings.run:
+                remote.keep(None)
+                if number not in self._remote_numbers(settings) and remote.up:
+                    del self.nodes[number]
+        self.status.nodes_up = int(self.local_node) + sum(
+            self.nodes[n].up for n in self._remote_numbers(settings))
+
+    def _keep_instances(self, settings: Settings) -> None:
+        started = []
+        if self.local_node:
+            started = self.pool.keep(self._node_spec(1, settings))
+            self.status.restarts += self._node_restarts.add("local", self.pool.deaths.restarts)
+            if self.pool.deaths.message:
+                self.status.message = self.pool.deaths.message
+                self._fault_until = time.monotonic() + FAULT_HOLD
+                self.pool.deaths.message = ""
+        for number in self._remote_numbers(settings):
+            if self.nodes[number].keep(self._node_spec(number, settings)):
+                started.append(number)
+        if started:
+            # a new instance holds its first outputs: judge the pipeline after that
+            self._settle_until = time.monotonic() + SETTLE
 
     def _stop_everything(self) -> None:
-        children = [instance.child for instance in self.instances.values()]
-        stop_all(children, STOP_TIMEOUT)
-        self.instances.clear()
+        self.pool.stop_all()
+        for remote in self.nodes.values():
+            remote.keep(None)
         for child in (self.collector, self.mirror):
             if child is not None:
                 stop_all([child.child], STOP_TIMEOUT)
         self.collector = self.mirror = None
-        self._faulted.clear()
         self._deaths.clear()
 
-    def _control(self, child: Supervised, command: str, args: dict | None = None) -> None:
+    def _control(self, child: Instance, command: str, args: dict | None = None) -> None:
         request = {"command": command, "args": json.dumps(args or {})}
         try:
             self._ctx.put(child.control_channel, request, timeout=2.0)
@@ -422,8 +387,9 @@ class Supervisor:
                 # ever more rarely: search afresh while the child comes up.
                 self._ctx.disconnect(child.status_channel)
                 continue
-            child.ready = True
             child.stats = reply.todict()
+            if child.reporting_since is None:
+                child.reporting_since = time.monotonic()
 
     def _input_id(self, channel: str) -> int | None:
         try:
@@ -451,10 +417,11 @@ class Supervisor:
                 status.input_rate = 0.0
             self._last_input = (now, unique_id)
 
-        ready = [i for i in self.instances.values() if i.stats]
+        instances = self.instances
+        ready = [i for i in instances.values() if i.stats]
         rates, busy, processed_now, last_taken, queued = [], 0.0, 0, 0, 0
-        for index in range(1, max(self.instances, default=0) + 1):
-            instance = self.instances.get(index)
+        for index in range(1, max(instances, default=0) + 1):
+            instance = instances.get(index)
             user = instance.stats.get("userStats", {}) if instance else {}
             if not user:
                 rates.append(0.0)
@@ -507,8 +474,11 @@ class Supervisor:
         """
         if self._mirrored == settings.input_channel:
             return
-        refused = [i for i in self.instances.values() if i.stats
-                   and time.monotonic() - i.started > DISTRIBUTION_GRACE
+        for instance in self.instances.values():  # a restarted input reads 0 again
+            if instance.stats and int(instance.stats["receiverStats"]["nReceived"]) > 0:
+                instance.received = True
+        refused = [i for i in self.instances.values() if i.stats and not i.received
+                   and time.monotonic() - i.reporting_since > DISTRIBUTION_GRACE
                    and int(i.stats["receiverStats"]["nReceived"]) == 0]
         if refused and len(refused) == len(self.instances):
             self._mirrored = settings.input_channel
@@ -572,16 +542,22 @@ class Supervisor:
 
     def _state(self) -> str:
         now = time.monotonic()
-        if self._faulted or now < self._fault_until or self._input_missing:
-            if self._input_missing and not self._faulted:
-                self.status.message = (f"input channel {self.settings.input_channel} "
-                                       "not answering")
+        faulted = self._deaths.faulted | self.pool.deaths.faulted
+        lost = [self.nodes[n] for n in self._remote_numbers(self.settings)
+                if not self.nodes[n].up]
+        if lost:
+            self.status.message = (f"{'; '.join(node.describe() for node in lost)}: its "
+                                   f"frames are lost; {self.status.nodes_up} of "
+                                   f"{self.settings.nodes} nodes carry on")
+        elif self._input_missing and not faulted:
+            self.status.message = f"input channel {self.settings.input_channel} not answering"
+        if faulted or lost or now < self._fault_until or self._input_missing:
             return "Fault"
-        ready = len([i for i in self.instances.values() if i.stats])
+        instances = self.instances
+        ready = len([i for i in instances.values() if i.stats])
         source = self._source(self.settings)
-        if not ready or any(i.input_channel != source for i in self.instances.values()):
+        if not ready or any(i.input_channel != source for i in instances.values()):
             return "Starting"
-        if ready != self._wanted or len(self.instances) != self._wanted:
+        if ready != self._wanted or len(instances) != self._wanted:
             return "Scaling"
         return "Running"
-

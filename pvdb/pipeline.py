@@ -5,6 +5,7 @@ applied; status PVs are read-only and refreshed once a second. The images
 (`Recon:*`, `Mosaic:*`) are NTNDArrays served by the mosaic collector.
 """
 
+from ptychoedge.pvdb.node import MAX_NODES
 from ptychoedge.pvdb.spec import Kind, PvSpec
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
@@ -19,8 +20,8 @@ KNOBS = (
     PvSpec("Run", Kind.ENUM, "Run or stop the pipeline", initial=0, choices=("Stop", "Run"),
            readback=True),
     PvSpec("InputChannel", Kind.STRING, "Detector image PV (NTNDArray)",
-           initial="SIM1:Pva1:Image", readback=True),
-    PvSpec("Nodes", Kind.INT, "Inference nodes (hosts)", initial=1, low=1, high=1,
+           initial="SIM1:Pva1:Image", readback=True, allow_empty=False),
+    PvSpec("Nodes", Kind.INT, "Inference nodes (hosts)", initial=1, low=1, high=MAX_NODES,
            readback=True),
     PvSpec("InstancesPerNode", Kind.INT, "Inference instances on each node", initial=1,
            low=1, high=MAX_INSTANCES, readback=True),
@@ -31,7 +32,7 @@ KNOBS = (
     PvSpec("Precision", Kind.ENUM, "Inference precision", initial=0, choices=PRECISIONS,
            readback=True),
     PvSpec("Model", Kind.STRING, "Model name in the model directory",
-           initial="ptychonn-default", readback=True),
+           initial="ptychonn-default", readback=True, allow_empty=False),
     PvSpec("AutoScale", Kind.ENUM, "Scale instances to the input rate", initial=0,
            choices=("Off", "On"), readback=True),
     PvSpec("TargetRate", Kind.FLOAT, "Rate to be ready for before frames come", initial=0.0,
@@ -64,6 +65,7 @@ STATUS_PVS = (
     PvSpec("Residual_RBV", Kind.FLOAT, "Mean diffraction residual (0 = perfect)",
            precision=3, writable=False),
     PvSpec("Instances_RBV", Kind.INT, "Inference instances running", writable=False),
+    PvSpec("NodesUp_RBV", Kind.INT, "Inference nodes answering", writable=False),
     PvSpec("InstanceRates_RBV", Kind.FLOAT_ARRAY, "Published rate of each instance",
            units="Hz", precision=1, writable=False, length=MAX_INSTANCES),
     PvSpec("Restarts_RBV", Kind.INT, "Instances restarted after dying", writable=False),

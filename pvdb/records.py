@@ -3,6 +3,9 @@
 Settings refuse values outside their spec: the put is not applied, the
 setting goes into MINOR/HW_LIMIT alarm, and `on_refused` gets the reason, so
 the IOC can show it to the user. The next accepted put clears the alarm.
+
+Settings are in the access security group `KNOBS`, everything read-only in
+`DEFAULT`, so an ACF file can limit who changes an IOC while anyone reads it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from ptychoedge.pvdb.spec import Kind, PvSpec
 log = logging.getLogger(__name__)
 
 LONG_STRING_LENGTH = 256
+SETTINGS_ASG = "KNOBS"  # access security group of every writable record
 
 OnChange = Callable[[PvSpec, Any], None]
 OnRefused = Callable[[PvSpec, str], None]
@@ -91,7 +95,8 @@ def output_record(spec: PvSpec, on_change: OnChange, on_refused: OnRefused,
             record.set_alarm(alarm.NO_ALARM, alarm.NO_ALARM)
         on_change(spec, value)
 
-    common = {"validate": validate, "on_update": update, "autosave": autosave, **fields}
+    common = {"validate": validate, "on_update": update, "autosave": autosave,
+              "ASG": SETTINGS_ASG, **fields}
     if spec.every_put:
         common["always_update"] = True
         if spec.kind in (Kind.FLOAT, Kind.INT):

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+MAX_STRING_LENGTH = 255  # characters a STRING setting holds (its records have one more, for NUL)
+
 
 class Kind(Enum):
     FLOAT = "float"
@@ -35,6 +37,7 @@ class PvSpec:
     readback: bool = False
     length: int = 0  # element count of a FLOAT_ARRAY
     every_put: bool = False  # act on (and post) every put, even of the value it holds
+    allow_empty: bool = True  # whether a STRING setting may be set to ""
 
     @property
     def readback_name(self) -> str:
@@ -52,6 +55,13 @@ class PvSpec:
                 return f"{self.name}: {value} refused, below the minimum {self.low} {self.units}"
             if self.high is not None and value > self.high:
                 return f"{self.name}: {value} refused, above the maximum {self.high} {self.units}"
+        elif self.kind is Kind.STRING:
+            text = str(value)
+            if not text.strip() and not self.allow_empty:
+                return f"{self.name}: an empty value refused"
+            if len(text) > MAX_STRING_LENGTH:
+                return (f"{self.name}: {len(text)} characters refused, longer than "
+                        f"{MAX_STRING_LENGTH}")
         return None
 
 

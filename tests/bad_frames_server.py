@@ -1,15 +1,16 @@
 """Serves good and malformed NTNDArray frames on one channel, for the processor tests.
 
-    python bad_frames_server.py CHANNEL GO_FILE
+    python bad_frames_server.py CHANNEL GO_FILE [basic|faults]
 
 Waits for GO_FILE to exist (the consumer is connected), publishes the sequence
-of `FRAMES`, waits a little for them to be taken, and exits.
+of `FRAMES` (or of `FAULT_FRAMES`), waits a little for them to be taken, and exits.
 """
 
 import sys
 import time
 from pathlib import Path
 
+import lz4.block
 import numpy as np
 import pvaccess as pva
 
@@ -19,6 +20,18 @@ from ptychoedge.sim.ntndarray import make_frame
 # (kind of fault or "good", how to make the frame) in publishing order
 FRAMES = ["good", "rank", "too_small", "pixel_type", "empty", "good", "no_colormode_3d",
           "signed_ok", "good"]
+
+# Every malformed kind the reliability suite tries, between good frames. A name ending
+# in "_ok" is a frame a detector may legitimately send: it must be reconstructed.
+FAULT_FRAMES = {
+    "rank_1d": "rank", "rank": "rank", "zero_size": "empty", "empty": "empty",
+    "huge_ok": None, "huge_claimed": "too_large", "pixel_type": "pixel_type",
+    "double_pixels": "pixel_type", "signed_ok": None, "signed16_ok": None,
+    "lz4_garbage": "decode", "unknown_codec": "decode", "lz4_bomb": "too_large",
+    "size_mismatch": "decode", "no_unique_id": "unique_id", "no_attributes_ok": None,
+    "too_small": "too_small",
+}
+HUGE = 8192  # px: a real 8192x8192 frame, 64 MB of uint8
 
 
 def frame(kind: str, unique_id: int, good: np.ndarray) -> pva.NtNdArray:
@@ -31,6 +44,23 @@ def frame(kind: str, unique_id: int, good: np.ndarray) -> pva.NtNdArray:
         return make_frame(good[:32, :32].copy(), unique_id, position)
     if kind == "pixel_type":
         return make_frame(good.astype(np.float32), unique_id, position)
+    if kind == "double_pixels":
+        return make_frame(good.astype(np.float64), unique_id, position)
+    if kind == "signed16_ok":
+        return make_frame(good.astype(np.int16), unique_id, position)
+    if kind == "huge_ok":  # valid, if large: the model takes its centre
+        big = np.zeros((HUGE, HUGE), np.uint8)
+        top = (HUGE - good.shape[0]) // 2
+        big[top:top + good.shape[0], top:top + good.shape[1]] = np.minimum(good, 255)
+        return make_frame(big, unique_id, position)
+    if kind == "no_attributes_ok":  # no ColorMode, no scan position: reconstructed, not placed
+        f = make_frame(good, unique_id)
+        f["attribute"] = []
+        return f
+    if kind == "no_unique_id":  # never stamped: uniqueId keeps its default, 0
+        f = make_frame(good, 0, position)
+        f["uniqueId"] = 0
+        return f
     f = make_frame(good, unique_id, position)
     if kind == "empty":
         f["dimension"] = []
@@ -39,16 +69,40 @@ def frame(kind: str, unique_id: int, good: np.ndarray) -> pva.NtNdArray:
         n = good.shape[0]
         f["dimension"] = [pva.PvDimension(n // 2, 0, n // 2, 1, False),
                           pva.PvDimension(n, 0, n, 1, False), pva.PvDimension(2, 0, 2, 1, False)]
+    elif kind == "rank_1d":
+        f["dimension"] = [pva.PvDimension(good.size, 0, good.size, 1, False)]
+    elif kind == "zero_size":
+        f["dimension"] = [pva.PvDimension(128, 0, 128, 1, False),
+                          pva.PvDimension(0, 0, 0, 1, False)]
+        f["value"] = {"ushortValue": np.zeros(0, np.uint16)}
+    elif kind == "huge_claimed":  # a header claiming 100,000 x 100,000 pixels
+        f["dimension"] = [pva.PvDimension(100_000, 0, 100_000, 1, False),
+                          pva.PvDimension(100_000, 0, 100_000, 1, False)]
+    elif kind == "size_mismatch":  # 128 x 128 pixels under a 128 x 100 header
+        f["dimension"] = [pva.PvDimension(128, 0, 128, 1, False),
+                          pva.PvDimension(100, 0, 100, 1, False)]
+    elif kind in ("lz4_garbage", "unknown_codec", "lz4_bomb"):
+        payload = np.frombuffer(lz4.block.compress(good.tobytes(), store_size=False), np.uint8)
+        if kind == "lz4_garbage":
+            payload = np.random.default_rng(unique_id).integers(0, 256, payload.size, np.uint8)
+        f["value"] = {"ubyteValue": payload}
+        f["codec"] = {"name": "no-such-codec" if kind == "unknown_codec" else "lz4",
+                      "parameters": pva.PvInt(int(pva.USHORT))}
+        f["compressedSize"] = payload.size
+        f["uncompressedSize"] = 2**40 if kind == "lz4_bomb" else good.nbytes
     return f
 
 
 def main() -> None:
     channel, go_file = sys.argv[1], Path(sys.argv[2])
+    sequence = FRAMES
+    if sys.argv[3:] == ["faults"]:
+        sequence = [kind for bad in FAULT_FRAMES for kind in ("good", bad)] + ["good"]
     good = physics.PtychographySimulator(128, seed=1).frames(np.zeros((1, 2)))[0][0]
     server = pva.PvaServer(channel, pva.NtNdArray())
     while not go_file.exists():
         time.sleep(0.05)
-    for unique_id, kind in enumerate(FRAMES, start=1):
+    for unique_id, kind in enumerate(sequence, start=1):
         server.update(channel, frame(kind, unique_id, good))
         time.sleep(0.05)
     time.sleep(3)

@@ -15,7 +15,8 @@ from conftest import ptychoedge, pva_ready, wait_until
 from ptychoedge.inference.manifest import Manifest, save_model
 from ptychoedge.inference.model import ModelShape, PtychoNN
 from ptychoedge.inference.preprocess import Preprocessing
-from ptychoedge.iocs.supervisor import MOSAIC_FILE, PROCESSOR_FILE  # no pvaccess here
+from ptychoedge.iocs.instances import PROCESSOR_FILE  # no pvaccess here
+from ptychoedge.iocs.supervisor import MOSAIC_FILE
 from ptychoedge.sim import physics
 
 PROBE = {"size": 128, "diameter_px": 64, "defocus": 6.0}

@@ -1,0 +1,215 @@
+"""Inference instances on one host: `pvapy-hpc-consumer` processes kept as a spec asks.
+
+The pipeline IOC keeps the instances of its own host with an `InstancePool`;
+a node agent (`ptychoedge node`) keeps those of another host with one. Every
+instance of a pipeline, on whatever host, joins one pvapy distributor group,
+so the detector's server deals the frames out over all of them; the consumer
+id of each is unique across hosts and names its channels.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import ptychoedge.inference as inference_package
+from ptychoedge.iocs.processes import Child, stop_all
+from ptychoedge.pvdb import pipeline
+
+log = logging.getLogger(__name__)
+
+REPORT_PERIOD = 0.5  # s between the children's own status updates
+SERVER_QUEUE = 100  # frames pvAccess may hold for a slow instance
+STOP_TIMEOUT = 10.0  # s an instance gets to finish its frames on SIGINT
+CRASH_WINDOW = 60.0  # s: more than CRASH_LIMIT deaths in it and a child is left down
+CRASH_LIMIT = 3
+FIRST_DELAY = 1.0  # s a new instance holds its outputs, while the collector finds it
+PROCESSOR_FILE = Path(inference_package.__file__).with_name("processor.py")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """What an instance runs; changed live through its control channel."""
+
+    model: str = "ptychonn-default"
+    backend: str = "onnxruntime"
+    precision: str = "fp32"
+    batch_size: int = 8
+
+    def processor_args(self) -> dict:
+        return {"model": self.model, "backend": self.backend, "precision": self.precision,
+                "batchSize": self.batch_size}
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """The instances one host runs: consumer ids `first`, `first + step`, ... (`count` of them)."""
+
+    prefix: str  # the pipeline's: it names the instances' channels
+    source: str  # the channel the frames come from
+    first: int = 1
+    step: int = 1
+    count: int = 0
+    oid_offset: int = 1  # instances of the whole pipeline, for pvapy's own missed count
+    config: ModelConfig = ModelConfig()
+
+    @property
+    def ids(self) -> range:
+        return range(self.first, self.first + self.step * self.count, self.step)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> InstanceSpec:
+        """The spec in `text`; ValueError saying what is wrong with it."""
+        try:
+            data = json.loads(text)
+            config = ModelConfig(**data.pop("config"))
+            spec = cls(config=config, **data)
+        except (ValueError, TypeError, KeyError, AttributeError) as error:
+            raise ValueError(f"not an instance spec: {error}") from error
+        numbers = (spec.first, spec.step, spec.count, spec.oid_offset, config.batch_size)
+        if not all(isinstance(n, int) and n >= 0 for n in numbers) or spec.step < 1:
+            raise ValueError("instance spec: ids, counts and batch size must be counts")
+        if spec.count > pipeline.MAX_INSTANCES:
+            raise ValueError(f"instance spec: at most {pipeline.MAX_INSTANCES} instances")
+        texts = (spec.prefix, spec.source, config.model, config.backend, config.precision)
+        if not all(isinstance(t, str) and t for t in texts):
+            raise ValueError("instance spec: names must be non-empty strings")
+        return spec
+
+
+def group_name(prefix: str) -> str:
+    """The distributor group of this pipeline: its instances share frames, others don't."""
+    return "ptychoedge" + re.sub(r"[^A-Za-z0-9]", "", prefix)
+
+
+class Instance:
+    """What the supervisor knows of one instance, wherever it runs."""
+
+    def __init__(self, name: str, status: str, control: str, source: str):
+        self.name = name
+        self.status_channel = status
+        self.control_channel = control
+        self.input_channel = source
+        self.reporting_since: float | None = None  # when its status first answered
+        self.stats: dict = {}
+        self.received = False  # whether its input ever sent it a frame
+
+
+class Supervised(Instance):
+    """A child process of this host: an inference instance, the collector or a mirror."""
+
+    def __init__(self, name: str, command: list[str], log_path: Path, status: str,
+                 control: str, source: str = ""):
+        super().__init__(name, status, control, source)
+        self.command = command
+        self.log_path = log_path
+        self.child = Child(name, command, log_path)
+
+    def log_tail(self, lines: int = 3) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return " | ".join(line.strip() for line in text[-lines:])
+
+
+@dataclass
+class Deaths:
+    """Deaths of children by name; a child dying too often is left down."""
+
+    restarts: int = 0
+    faulted: set[str] = field(default_factory=set)
+    message: str = ""
+    _times: dict[str, list[float]] = field(default_factory=dict)
+
+    def died(self, child: Supervised) -> bool:
+        """Count a death; whether the child may be started again."""
+        now = time.monotonic()
+        times = [t for t in self._times.get(child.name, []) if now - t < CRASH_WINDOW]
+        times.append(now)
+        self._times[child.name] = times
+        code = child.child.returncode
+        if len(times) > CRASH_LIMIT:
+            self.faulted.add(child.name)
+            self.message = (f"{child.name} died {len(times)} times in {CRASH_WINDOW:.0f} s "
+                            f"(code {code}); left stopped: {child.log_tail(1)}")
+            log.error(self.message)
+            return False
+        self.restarts += 1
+        self.message = f"{child.name} died (code {code}) and was restarted"
+        log.warning(self.message)
+        return True
+
+    def clear(self) -> None:
+        self.faulted.clear()
+        self._times.clear()
+
+
+def instance_command(spec: InstanceSpec, consumer_id: int,
+                     model_dir: Path | None) -> list[str]:
+    channels = pipeline.instance_channels(spec.prefix, consumer_id)
+    args = {**spec.config.processor_args(), "firstDelay": FIRST_DELAY}
+    if model_dir is not None:
+        args["modelDir"] = str(model_dir)
+    return ["pvapy-hpc-consumer", "--input-channel", spec.source,
+            "--consumer-id", str(consumer_id), "--output-channel", channels["output"],
+            "--status-channel", channels["status"], "--control-channel", channels["control"],
+            "--processor-file", str(PROCESSOR_FILE), "--processor-class", "PtychoNNProcessor",
+            "--processor-args", json.dumps(args),
+            "--distributor-group", group_name(spec.prefix), "--distributor-updates", "1",
+            "--distributor-trigger", "uniqueId", "--oid-offset", str(spec.oid_offset),
+            "--server-queue-size", str(SERVER_QUEUE),
+            "--report-period", str(REPORT_PERIOD), "--disable-curses"]
+
+
+class InstancePool:
+    """The instances of one host. Call `keep` from one thread only: children die with it."""
+
+    def __init__(self, log_dir: Path, model_dir: Path | None = None):
+        self.log_dir = log_dir
+        self.model_dir = model_dir
+        self.instances: dict[int, Supervised] = {}
+        self.deaths = Deaths()
+
+    def keep(self, spec: InstanceSpec) -> list[int]:
+        """Bring the running instances to `spec`; the consumer ids started anew."""
+        for consumer_id, instance in list(self.instances.items()):
+            if not instance.child.alive():
+                instance.child.close()
+                del self.instances[consumer_id]
+                self.deaths.died(instance)
+        moved = [i for i, instance in self.instances.items()
+                 if instance.input_channel != spec.source]
+        if moved:
+            log.info("instances now read %s: restarting them", spec.source)
+        wanted = set(spec.ids) if spec.count else set()
+        self.stop([i for i in self.instances if i not in wanted] + moved)
+        started = []
+        for consumer_id in spec.ids:
+            name = f"instance-{consumer_id}"
+            if consumer_id in self.instances or name in self.deaths.faulted:
+                continue
+            channels = pipeline.instance_channels(spec.prefix, consumer_id)
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            self.instances[consumer_id] = Supervised(
+                name, instance_command(spec, consumer_id, self.model_dir),
+                self.log_dir / f"{name}.log", channels["status"], channels["control"],
+                spec.source)
+            started.append(consumer_id)
+        return started
+
+    def stop(self, consumer_ids: list[int]) -> None:
+        """Stop instances gracefully: each finishes and publishes what it holds."""
+        children = [self.instances.pop(i).child for i in consumer_ids if i in self.instances]
+        stop_all(children, STOP_TIMEOUT)
+
+    def stop_all(self) -> None:
+        self.stop(list(self.instances))
+        self.deaths.clear()
