@@ -17,12 +17,17 @@ when the file loads.
 from __future__ import annotations
 
 import ctypes
+import logging
+import os
+import sys
 from pathlib import Path
 
 from epicscorelibs.ioc import dbCore
-from softioc import imports
+from softioc import imports, softioc
 
 from ptychoedge.pvdb.records import SETTINGS_ASG
+
+log = logging.getLogger(__name__)
 
 KNOBS_ASG = SETTINGS_ASG
 EXAMPLE_ACF = Path(__file__).with_name("ptychoedge.acf")
@@ -56,3 +61,22 @@ def check_loaded(acf: Path) -> None:
         raise AccessSecurityError(
             f"access security file {acf} could not be loaded (the ERROR lines above say "
             "why); the IOC does not serve without it")
+
+
+def init_ioc(dispatcher, acf: Path | None, program: str) -> None:
+    """iocInit, with the access security file `acf` if given; exits with the reason if the
+    file cannot be used (a user's mistake: no traceback)."""
+    if acf is not None:
+        try:
+            configure(acf)
+        except AccessSecurityError as error:
+            raise SystemExit(f"{program}: error: {error}") from None
+    softioc.iocInit(dispatcher)
+    if acf is not None:
+        try:
+            check_loaded(acf)
+        except AccessSecurityError as error:
+            # iocInit stopped half-way: EPICS' exit handlers would wait for ever
+            print(f"{program}: error: {error}", file=sys.stderr, flush=True)
+            os._exit(1)
+        log.info("access security from %s", acf)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from softioc import asyncio_dispatcher, builder, softioc
 
+from ptychoedge.iocs import access
 from ptychoedge.iocs.instances import InstancePool, InstanceSpec
 from ptychoedge.pvdb import node, records
 from ptychoedge.pvdb.spec import PvSpec
@@ -108,6 +109,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "./ptychoedge-node-logs)")
     parser.add_argument("--model-dir", type=Path, default=None, metavar="DIR",
                         help="directory of models on this host (default: the shipped models)")
+    parser.add_argument("--acf", type=Path, default=None, metavar="FILE",
+                        help="EPICS access security file: Spec is in ASG KNOBS (list the "
+                             "pipeline IOC's host there), status in DEFAULT")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -120,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
     dispatcher = asyncio_dispatcher.AsyncioDispatcher()
     agent = NodeAgent(prefix, args.log_dir, args.model_dir)
     builder.LoadDatabase()
-    softioc.iocInit(dispatcher)
+    access.init_ioc(dispatcher, args.acf, "ptychoedge node")
     agent.start()
     log.info("node agent %s on %s ready; Ctrl-C stops", prefix, socket.gethostname())
 

@@ -12,7 +12,6 @@ import argparse
 import logging
 import os
 import signal
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -167,20 +166,7 @@ def run(args: argparse.Namespace) -> int:
     dispatcher = asyncio_dispatcher.AsyncioDispatcher()
     ioc = PipelineIOC(args.prefix, state_dir, args.model_dir, args.local_node)
     builder.LoadDatabase()
-    if args.acf is not None:
-        try:
-            access.configure(args.acf)
-        except access.AccessSecurityError as error:
-            raise SystemExit(f"ptychoedge ioc: error: {error}") from None
-    softioc.iocInit(dispatcher)
-    if args.acf is not None:
-        try:
-            access.check_loaded(args.acf)
-        except access.AccessSecurityError as error:
-            # iocInit stopped half-way: EPICS' exit handlers would wait for ever
-            print(f"ptychoedge ioc: error: {error}", file=sys.stderr, flush=True)
-            os._exit(1)
-        log.info("access security from %s", args.acf)
+    access.init_ioc(dispatcher, args.acf, "ptychoedge ioc")
     if args.input_channel:
         ioc.knobs["InputChannel"].set(args.input_channel)
     ioc.start()

@@ -47,7 +47,8 @@ class RemoteNode:
                 added = True
         if self.up and self._spec != wanted:
             try:
-                self._ctx.put(self.prefix + node.SPEC.name, wanted, timeout=2.0)
+                # as a field: p4p would read a bare string of JSON as the structure's fields
+                self._ctx.put(self.prefix + node.SPEC.name, {"value": wanted}, timeout=2.0)
             except Exception as error:
                 log.warning("%s: spec not taken: %s", self.prefix, error)
         return added

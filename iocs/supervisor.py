@@ -49,6 +49,7 @@ RESEND_AFTER = 5.0  # s before an unconfirmed configuration is sent again
 DISTRIBUTION_GRACE = 5.0  # s from an instance's first report to the input's first value
 SETTLE = FIRST_DELAY + 3.0  # s after a scaling step before the autoscaler looks again
 FAULT_HOLD = 5.0  # s a restart keeps the state at Fault
+REFUSAL_PATIENCE = 300.0  # s a refused frame's gap may take to show (5 s per gap before it)
 MOSAIC_FILE = Path(inference_package.__file__).with_name("mosaic_processor.py")
 
 
@@ -148,6 +149,9 @@ class Supervisor:
         self._missed = Counter()
         self._late = Counter()
         self._errors = Counter()
+        self._received = Counter()  # outputs the collector received
+        self._refused_gaps = 0  # gaps the collector counted that were refused frames
+        self._refusals: list[list] = []  # [when, input id then, refused frames not yet a gap]
         self._node_restarts = Counter()
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -419,7 +423,7 @@ class Supervisor:
 
         instances = self.instances
         ready = [i for i in instances.values() if i.stats]
-        rates, busy, processed_now, last_taken, queued = [], 0.0, 0, 0, 0
+        rates, busy, processed_now, last_taken, queued, refused_now = [], 0.0, 0, 0, 0, 0
         for index in range(1, max(instances, default=0) + 1):
             instance = instances.get(index)
             user = instance.stats.get("userStats", {}) if instance else {}
@@ -432,7 +436,7 @@ class Supervisor:
             processed_now += added
             busy += rate * float(user["inferenceTime"])
             queued += int(user["queued"])
-            self._errors.add(instance.name, int(user["errors"]))
+            refused_now += self._errors.add(instance.name, int(user["errors"]))
             # The status is up to a report period old: what the instance would have
             # taken by now, had it kept up, is compared with the detector's count.
             taken = instance.stats["processorStats"]
@@ -442,7 +446,6 @@ class Supervisor:
         status.instance_rates = rates
         status.instances = len(ready)
         status.processed_rate = processed_now / period
-        status.frames_processed = self._processed.total
         status.frame_errors = self._errors.total
         users = [i.stats["userStats"] for i in ready]
         if users:
@@ -452,17 +455,41 @@ class Supervisor:
             status.residual = sum(float(u["residualMean"]) for u in users) / len(users)
         waiting = max(0, unique_id - last_taken) if unique_id and last_taken else 0
         status.backlog = waiting + queued
-        missed_now = 0
+        missed_now, collected_to = 0, None
         if self.collector is not None and self.collector.stats:
             counts = self.collector.stats["collectorStats"]
             # frames the collector gave up waiting for, less those that came late after all
             missed_now = (self._missed.add("collector", int(counts["nMissed"]))
                           - self._late.add("collector", int(counts["nRejected"])))
-        status.frames_missed = max(0, self._missed.total - self._late.total)
-        status.missed_rate = max(0, missed_now) / period
+            self._received.add("collector",
+                               int(self.collector.stats["userStats"].get("received", 0)))
+            collected_to = int(self.collector.stats["processorStats"]["lastObjectId"])
+        # An instance that dies takes the count of its last outputs with it: a frame is
+        # delivered when its instance reported it published or the collector received it.
+        status.frames_processed = max(self._processed.total, self._received.total)
+        # A frame an instance refused is an error, not a lost frame, though it leaves a
+        # gap the collector counts as missed: later (it waits 5 s at each gap), so the
+        # refusals wait here for their gaps. Those still waiting once the collector has
+        # passed the input id of their time will never show (no id, the scan's end).
+        if refused_now > 0:
+            known = self._last_input[1] if self._last_input else 1 << 62
+            self._refusals.append([now, unique_id or known, refused_now])
+        explained = 0
+        for refusal in self._refusals:
+            taken = min(refusal[2], max(0, missed_now - explained))
+            refusal[2] -= taken
+            explained += taken
+        self._refused_gaps += explained
+        self._refusals = [r for r in self._refusals if r[2] > 0
+                          and now - r[0] < REFUSAL_PATIENCE
+                          and (collected_to is None or collected_to < r[1])]
+        lost_now = max(0, missed_now - explained)
+        status.frames_missed = max(0, self._missed.total - self._late.total
+                                   - self._refused_gaps)
+        status.missed_rate = lost_now / period
         self._observation = Observation(
             input_rate=status.input_rate, processed_rate=status.processed_rate,
-            missed=max(0, missed_now), backlog=status.backlog, instances=status.instances,
+            missed=lost_now, backlog=status.backlog, instances=status.instances,
             busy=busy, frame_time=status.inference_time / 1e3)
 
     def _check_distribution(self, settings: Settings) -> None:
@@ -488,8 +515,10 @@ class Supervisor:
             log.warning(self.status.message)
 
     def _reset(self) -> None:
-        for counter in (self._processed, self._missed, self._late, self._errors):
+        for counter in (self._processed, self._missed, self._late, self._errors,
+                        self._received):
             counter.reset()
+        self._refused_gaps, self._refusals = 0, []
         self.status.restarts = 0
         self.status.frames_missed = self.status.frames_processed = 0
         for child in [*self.instances.values(), *([self.collector] if self.collector else [])]:

@@ -66,6 +66,10 @@ class Network:
         """`args` run on `host`."""
         return ["ip", "netns", "exec", self.namespaces[host], *args]
 
+    def sysctl(self, host: str, key: str, value: object) -> None:
+        """Set a kernel setting of `host`'s network stack (its own, as on a real host)."""
+        subprocess.run(self.command(host, ["sysctl", "-q", "-w", f"{key}={value}"]), check=True)
+
     def cut(self, host: str) -> None:
         """Take the host off the network: its processes run on, unreachable."""
         _ip("link", "set", self._links[host], "down")
