@@ -5,7 +5,7 @@
 
 from __future__ import annotations
 
-from ptychoedge.pvdb import detector, pipeline, stage
+from ptychoedge.pvdb import detector, node, pipeline, stage
 from ptychoedge.pvdb.spec import Kind, PvSpec
 
 
@@ -39,6 +39,7 @@ def markdown() -> str:
                   "Amplitude of the latest patch", "Phase of the latest patch (rad)",
                   "Stitched amplitude of the sample", "Stitched phase of the sample (rad)"),
                   strict=True)]
+    lines += [_row("$(P)Node<n>:", spec) for spec in node.PVS]
     return "\n".join(lines)
 
 

@@ -7,13 +7,15 @@ them as they would between machines.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
 import netns
 import pytest
-from conftest import ptychoedge, pva_ready, wait_until
+from conftest import ptychoedge, pva_ready, start_ioc, start_sim, wait_until
 
 from ptychoedge.inference.manifest import DEFAULT_MODEL, MODEL_DIR
 from ptychoedge.iocs.instances import InstanceSpec
@@ -189,3 +191,40 @@ def test_a_node_agent_runs_what_its_spec_says_and_refuses_nonsense(spawn, pva, p
                    90, f"instance {consumer_id}", agent)
     pva.put(p + "Spec", {"value": ""}, timeout=5)
     wait_until(lambda: get("Instances_RBV") == 0, 30, "the instances stopped", agent)
+
+
+@pytest.mark.timeout(300)
+def test_a_restarted_pipeline_ioc_adopts_the_running_instances_of_its_nodes(
+        spawn, pva, prefix, tmp_path):
+    d, p, state = prefix, prefix.replace(":", "E:"), tmp_path / "state"
+    start_sim(spawn, d, tmp_path, "--no-stage")
+    agent = spawn(*ptychoedge("node", "--pipeline", p, "--node", "1", "--log-dir",
+                              str(tmp_path / "node1")), name="agent")
+    wait_until(pva_ready(pva, node.node_prefix(p, 1) + "Spec_RBV"), 60, "the agent", agent)
+    ioc = start_ioc(spawn, pva, p, d + "Pva1:Image", state, "--no-local-node")
+
+    def get(name: str, where: str = p):
+        return plain(pva.get(where + name, timeout=5))
+
+    pva.put(p + "Run", "Run", timeout=5)
+    wait_until(lambda: get("State_RBV") == "Running" and get("Instances_RBV") == 1, 120,
+               "the pipeline running on node 1", ioc)
+    for name, value in (("cam1:ImageMode", "Multiple"), ("cam1:NumImages", 600),
+                        ("cam1:AcquirePeriod", 1 / 40), ("cam1:Acquire", 1)):
+        pva.put(d + name, value, timeout=5)
+    wait_until(lambda: get("FramesProcessed_RBV") > 100, 60, "frames flowing", ioc)
+    status = pipeline.instance_channels(p, 1)["status"]
+    began = pva.get(status, timeout=5)["processorStats"]["startTime"]  # of its first frame
+
+    os.kill(ioc.pid, signal.SIGKILL)  # no goodbye: the agent keeps what it was told
+    ioc.popen.wait(10)
+    wait_until(lambda: get("cam1:ArrayCounter_RBV", d) > 300, 30, "frames while no IOC runs")
+    ioc = start_ioc(spawn, pva, p, d + "Pva1:Image", state, "--no-local-node")
+    wait_until(lambda: get("State_RBV") == "Running", 60, "the pipeline running again", ioc)
+    wait_until(lambda: get("cam1:Acquire_RBV", d) == "Done", 60, "the end of the scan")
+    wait_until(lambda: get("FramesProcessed_RBV") >= 600, 60, "every frame counted", ioc)
+    # the same instance all along: adopted, not restarted, and no frame of it lost
+    assert pva.get(status, timeout=5)["processorStats"]["startTime"] == began
+    assert agent.log().count("started instance(s)") == 1
+    assert get("Restarts_RBV", node.node_prefix(p, 1)) == 0
+    assert get("FramesProcessed_RBV") == 600
