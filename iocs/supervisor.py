@@ -183,7 +183,7 @@ class Supervisor:
             settings = replace(self.settings, **changes)
             if config_fields:
                 settings = replace(settings, config=replace(settings.config, **config_fields))
-                self._refused = None
+                self._refused = self._pending = None  # sent afresh, even if refused before
             if "auto_scale" in changes:
                 self.autoscaler.reset()
             if changes.keys() & {"instances", "nodes", "auto_scale"} and not settings.auto_scale:

@@ -31,8 +31,9 @@ KNOBS = (
            readback=True),
     PvSpec("Precision", Kind.ENUM, "Inference precision", initial=0, choices=PRECISIONS,
            readback=True),
+    # every put acts: a model refused, once mended, is tried again at a put of its name
     PvSpec("Model", Kind.STRING, "Model name in the model directory",
-           initial="ptychonn-default", readback=True, allow_empty=False),
+           initial="ptychonn-default", readback=True, allow_empty=False, every_put=True),
     PvSpec("AutoScale", Kind.ENUM, "Scale instances to the input rate", initial=0,
            choices=("Off", "On"), readback=True),
     PvSpec("TargetRate", Kind.FLOAT, "Rate to be ready for before frames come", initial=0.0,

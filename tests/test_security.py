@@ -215,6 +215,11 @@ def test_bad_models_are_refused_while_frames_keep_flowing(spawn, pva, prefix, tm
         wait(lambda b=before: get(pva, p + "FramesProcessed_RBV") >= b + 40,
              f"frames still reconstructed after {name!r}")
 
+    # a refused model, once mended, is taken at the next put of the same name
+    copy_model(DEFAULT_MODEL, models, "mismatched")
+    pva.put(p + "Model", "mismatched", timeout=5)
+    wait(lambda: get(pva, p + "Model_RBV") == "mismatched", "the mended model taken")
+
     pva.put(d + "cam1:Acquire", 0, timeout=5)
     wait(lambda: get(pva, d + "cam1:Acquire_RBV") == "Done", "the acquisition stopped")
     taken = get(pva, d + "cam1:ArrayCounter_RBV")
