@@ -24,9 +24,7 @@ import uuid
 from pathlib import Path
 
 from p4p.client.thread import Context
-from waiting import wait
-
-from ptychoedge.sim.beamline import plain
+from waiting import read, wait
 
 
 class Bench:
@@ -48,11 +46,7 @@ class Bench:
         self.put(self.p + "Run", "Run")
 
     def get(self, name: str):
-        try:
-            return plain(self.ctx.get(name, timeout=2))
-        except TimeoutError:
-            self.ctx.disconnect(name)
-            return None
+        return read(self.ctx, name)
 
     def put(self, name: str, value) -> None:
         self.ctx.put(name, value, timeout=5)

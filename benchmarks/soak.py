@@ -28,9 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from p4p.client.thread import Context
-from waiting import wait
-
-from ptychoedge.sim.beamline import plain
+from waiting import read, wait
 
 WARM_UP = 60.0  # s left out of the RSS slope: caches and allocators settle first
 
@@ -107,11 +105,7 @@ class Soak:
              and self.get(self.p + "Instances_RBV") == instances, 180, f"{instances} instances")
 
     def get(self, name: str):
-        try:
-            return plain(self.ctx.get(name, timeout=2))
-        except TimeoutError:
-            self.ctx.disconnect(name)
-            return None
+        return read(self.ctx, name)
 
     def put(self, name: str, value) -> None:
         self.ctx.put(name, value, timeout=5)

@@ -1,6 +1,8 @@
-"""Waiting for processes under benchmark, shared by the benchmark scripts."""
+"""Waiting for processes under benchmark and reading their PVs, shared by the benchmarks."""
 
 import time
+
+from ptychoedge.sim.beamline import plain
 
 
 def wait(condition, timeout: float, what: str):
@@ -15,3 +17,12 @@ def wait(condition, timeout: float, what: str):
             return result
         time.sleep(0.1)
     raise SystemExit(f"benchmark: timed out waiting for {what}")
+
+
+def read(ctx, name: str):
+    """The plain value of `name` (p4p), or None if it does not answer (searched afresh)."""
+    try:
+        return plain(ctx.get(name, timeout=2))
+    except TimeoutError:
+        ctx.disconnect(name)
+        return None
