@@ -84,6 +84,13 @@ class InstanceSpec:
         return spec
 
 
+def node_ids(total: int, nodes: int, number: int) -> range:
+    """Consumer ids node `number` (1-based) of `nodes` runs, of the pipeline's `total`:
+    interleaved (n, n + nodes, ...), so together the nodes run exactly 1..total and a
+    node's count changes without renumbering another's."""
+    return range(number, total + 1, nodes)
+
+
 def group_name(prefix: str) -> str:
     """The distributor group of this pipeline: its instances share frames, others don't."""
     return "ptychoedge" + re.sub(r"[^A-Za-z0-9]", "", prefix)

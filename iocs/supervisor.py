@@ -37,6 +37,7 @@ from ptychoedge.iocs.instances import (
     InstanceSpec,
     ModelConfig,
     Supervised,
+    node_ids,
 )
 from ptychoedge.iocs.processes import stop_all
 from ptychoedge.iocs.remote_node import RemoteNode
@@ -317,10 +318,9 @@ class Supervisor:
 
     def _node_spec(self, number: int, settings: Settings) -> InstanceSpec:
         """The instances node `number` runs: its share of the pipeline's, ids interleaved."""
-        nodes = settings.nodes
-        count = self._wanted // nodes + (1 if number <= self._wanted % nodes else 0)
+        ids = node_ids(self._wanted, settings.nodes, number)
         return InstanceSpec(prefix=self.prefix, source=self._source(settings), first=number,
-                            step=nodes, count=count, oid_offset=self._wanted,
+                            step=settings.nodes, count=len(ids), oid_offset=self._wanted,
                             config=self.config)
 
     def _remote_numbers(self, settings: Settings) -> range:

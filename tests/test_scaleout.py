@@ -18,7 +18,7 @@ import pytest
 from conftest import ptychoedge, pva_ready, start_ioc, start_sim, wait_until
 
 from ptychoedge.inference.manifest import DEFAULT_MODEL, MODEL_DIR
-from ptychoedge.iocs.instances import InstanceSpec
+from ptychoedge.iocs.instances import InstanceSpec, ModelConfig, node_ids
 from ptychoedge.pvdb import node, pipeline
 from ptychoedge.sim.beamline import plain
 
@@ -84,6 +84,30 @@ class Beamline:
     def instance_stats(self, consumer_id: int) -> dict:
         channel = pipeline.instance_channels(self.p, consumer_id)["status"]
         return self.ctx.get(channel, timeout=2).todict()
+
+
+@pytest.mark.parametrize("nodes", [1, 2, 3, 5])
+def test_nodes_share_the_consumer_ids_without_renumbering(nodes):
+    for total in range(1, 13):
+        shares = [list(node_ids(total, nodes, n)) for n in range(1, nodes + 1)]
+        assert sorted(i for share in shares for i in share) == list(range(1, total + 1))
+        assert max(map(len, shares)) - min(map(len, shares)) <= 1  # spread evenly
+        grown = [list(node_ids(total + 1, nodes, n)) for n in range(1, nodes + 1)]
+        assert sum(old != new for old, new in zip(shares, grown, strict=True)) == 1
+
+
+def test_an_instance_spec_survives_json_and_refuses_what_it_is_not():
+    spec = InstanceSpec(prefix="P:", source="D:Pva1:Image", first=2, step=3, count=4,
+                        oid_offset=12, config=ModelConfig(batch_size=16))
+    assert InstanceSpec.from_json(spec.to_json()) == spec
+    assert list(spec.ids) == [2, 5, 8, 11]
+    for bad in ('{"prefix": "P:", "source": "S", "step": 0, "config": {}}',
+                '{"prefix": "", "source": "S", "config": {}}',
+                '{"prefix": "P:", "source": "S", "count": 1000, "config": {}}',
+                '{"prefix": "P:", "source": "S", "config": {"batch_size": "8; rm -rf /"}}',
+                '{"prefix": "P:", "source": "S", "config": {}, "shell": "sh"}'):
+        with pytest.raises(ValueError, match="instance spec"):
+            InstanceSpec.from_json(bad)
 
 
 @needs_namespaces
