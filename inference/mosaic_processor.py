@@ -3,7 +3,8 @@
     FILE=$(python -c 'import ptychoedge.inference.mosaic_processor as m; print(m.__file__)')
     pvapy-hpc-collector --input-channel 'EDGE1:recon:*' --producer-id-list 1,2 \\
         --processor-file $FILE \\
-        --processor-class MosaicProcessor --processor-args '{"prefix": "EDGE1:"}'
+        --processor-class MosaicProcessor --processor-args '{"prefix": "EDGE1:"}' \\
+        --skip-initial-updates 0
 
 It places every patch at its scan position and publishes, at a display rate,
 `$(P)Recon:Amplitude` and `$(P)Recon:Phase` (the latest patch) and
@@ -17,7 +18,9 @@ within its cache timeout (5 s) of the last frame, every new frame would be
 rejected, lost and counted as a late one. `follow_detector_restarts` teaches it
 what a restart looks like: an id at or below the last one on a frame taken
 after it (`dataTimeStamp`); such frames wait until the old scan's tail has gone
-through, then start the new sequence.
+through, then start the new sequence. It also keeps what a producer channel sends
+on connecting (see `Receipts`) out of the id sequence; the collector therefore
+runs with `--skip-initial-updates 0`.
 """
 
 from __future__ import annotations
@@ -70,6 +73,43 @@ def taken_at(pv_object) -> float:
         return 0.0
 
 
+class Receipts:
+    """Outputs the collector received, each counted once, late ones included.
+
+    An instance reports how many outputs it published only every report period, so
+    the last ones of an instance that is killed reach the collector without ever
+    being reported: the supervisor counts a frame delivered when either side saw it.
+    What a monitor sends when it connects is no new output: a new instance's empty
+    value (uniqueId 0), or, to a collector started again, the last output a channel
+    published (taken before this collector started), or a repeat on a reconnection.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.started = time.time()
+        self._last: dict[int, tuple[int, float]] = {}  # producer: (id, taken at) last seen
+        self._lock = threading.Lock()
+
+    def take(self, producer_id: int, object_id: int, when: float) -> bool:
+        """Count an object from `producer_id`; whether it is a new output."""
+        if object_id <= 0:
+            return False
+        with self._lock:
+            last = self._last.get(producer_id)
+            self._last[producer_id] = (object_id, when)
+            if last == (object_id, when) or (last is None and when < self.started):
+                return False
+            self.count += 1
+            return True
+
+    def reset(self) -> None:
+        with self._lock:
+            self.count = 0
+
+
+RECEIPTS = Receipts()  # one collector per process
+
+
 def follow_detector_restarts(collector_class=DataCollector) -> None:
     """Make pvapy's collector start a new id sequence when the detector starts again."""
     if getattr(collector_class, "_follows_restarts", False):
@@ -77,10 +117,15 @@ def follow_detector_restarts(collector_class=DataCollector) -> None:
     add, take = collector_class.addObjectToCache, collector_class.getObjectsFromCache
 
     def add_object(self, producerId, objectId, pvObject):  # noqa: N803 - pvapy's names
+        when = taken_at(pvObject)
+        if not RECEIPTS.take(producerId, objectId, when):
+            # No new output (see Receipts). In the id sequence it would pass for a late
+            # frame (rejected, taken off the missed count) or start a new sequence
+            # (every id between it and the next frame counted missed).
+            return
         with self.cacheLock:
             held = self.__dict__.setdefault("_next_scan", [])
             last = self.__dict__.get("_last_taken_at", 0.0)
-            when = taken_at(pvObject)
             restarted = (last > 0 and when > last and self.collectorCacheMap
                          and self.lastObjectId is not None and objectId <= self.lastObjectId)
             if restarted or (held and when >= min(entry[0] for entry in held)):
@@ -172,14 +217,15 @@ class MosaicProcessor(AdImageProcessor):
 
     def resetStats(self):
         self.placed = self.errors = 0
+        RECEIPTS.reset()
 
     def getStats(self):
         return {"placed": self.placed, "scans": self.scans, "errors": self.errors,
-                "patches": self.mosaic.patches}
+                "patches": self.mosaic.patches, "received": RECEIPTS.count}
 
     def getStatsPvaTypes(self):
         return {"placed": pva.ULONG, "scans": pva.UINT, "errors": pva.UINT,
-                "patches": pva.ULONG}
+                "patches": pva.ULONG, "received": pva.ULONG}
 
     def getOutputPvObjectType(self, pvObject):  # noqa: N803
         return None

@@ -65,6 +65,7 @@ class PipelineIOC:
                           for spec in pipeline.KNOBS}
         records.output_record(pipeline.RESET_STATS, self._reset, self._refused)
         self.status = {spec.name: records.input_record(spec) for spec in pipeline.STATUS_PVS}
+        self._said: str | None = None  # the supervisor's message last shown
         self.supervisor = Supervisor(prefix, state_dir / "logs", self.publish, model_dir,
                                      local_node)
 
@@ -120,8 +121,11 @@ class PipelineIOC:
             "Instances_RBV": status.instances, "NodesUp_RBV": status.nodes_up,
             "Restarts_RBV": status.restarts,
             "State_RBV": pipeline.STATES.index(status.state),
-            "Message_RBV": status.message[:MESSAGE_LENGTH],
         }
+        # shown when it changes: a refused put's reason stays until there is news
+        if status.message != self._said:
+            self._said = status.message
+            values["Message_RBV"] = status.message[:MESSAGE_LENGTH]
         severities = {
             "MissedRate_RBV": alarm.MAJOR_ALARM if lost else alarm.NO_ALARM,
             "FramesMissed_RBV": alarm.MINOR_ALARM if status.frames_missed else alarm.NO_ALARM,

@@ -25,6 +25,7 @@ from pathlib import Path
 from p4p.client.thread import Context
 
 import ptychoedge.inference as inference_package
+from ptychoedge.iocs.accounting import Counter, RefusedFrames
 from ptychoedge.iocs.autoscaler import Autoscaler, Observation
 from ptychoedge.iocs.instances import (
     FIRST_DELAY,
@@ -50,7 +51,6 @@ RESEND_AFTER = 5.0  # s before an unconfirmed configuration is sent again
 DISTRIBUTION_GRACE = 5.0  # s from an instance's first report to the input's first value
 SETTLE = FIRST_DELAY + 3.0  # s after a scaling step before the autoscaler looks again
 FAULT_HOLD = 5.0  # s a restart keeps the state at Fault
-REFUSAL_PATIENCE = 300.0  # s a refused frame's gap may take to show (5 s per gap before it)
 MOSAIC_FILE = Path(inference_package.__file__).with_name("mosaic_processor.py")
 
 
@@ -87,25 +87,6 @@ class Status:
     restarts: int = 0
     wanted_instances: int = 0
     config: ModelConfig = ModelConfig()  # what the instances run
-
-
-class Counter:
-    """A running total of a child's counter, across the child's restarts."""
-
-    def __init__(self) -> None:
-        self.total = 0
-        self._last: dict[str, int] = {}
-
-    def add(self, source: str, value: int) -> int:
-        """Take `source`'s counter reading; what it added since the last one."""
-        last = self._last.get(source, 0)
-        delta = value - last if value >= last else value  # a restarted child counts from 0
-        self._last[source] = value
-        self.total += delta
-        return delta
-
-    def reset(self) -> None:
-        self.total = 0
 
 
 class Supervisor:
@@ -151,8 +132,7 @@ class Supervisor:
         self._late = Counter()
         self._errors = Counter()
         self._received = Counter()  # outputs the collector received
-        self._refused_gaps = 0  # gaps the collector counted that were refused frames
-        self._refusals: list[list] = []  # [when, input id then, refused frames not yet a gap]
+        self._refused_frames = RefusedFrames()
         self._node_restarts = Counter()
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -267,6 +247,9 @@ class Supervisor:
                 "--processor-file", str(MOSAIC_FILE), "--processor-class", "MosaicProcessor",
                 "--processor-args", json.dumps(args),
                 "--server-queue-size", str(SERVER_QUEUE),
+                # what a channel sends on connecting never gets to the processor
+                # (mosaic_processor.Receipts): nothing initial to skip
+                "--skip-initial-updates", "0",
                 "--report-period", str(REPORT_PERIOD), "--disable-curses"]
 
     def _died(self, child: Supervised, deaths: Deaths) -> bool:
@@ -467,25 +450,12 @@ class Supervisor:
         # An instance that dies takes the count of its last outputs with it: a frame is
         # delivered when its instance reported it published or the collector received it.
         status.frames_processed = max(self._processed.total, self._received.total)
-        # A frame an instance refused is an error, not a lost frame, though it leaves a
-        # gap the collector counts as missed: later (it waits 5 s at each gap), so the
-        # refusals wait here for their gaps. Those still waiting once the collector has
-        # passed the input id of their time will never show (no id, the scan's end).
-        if refused_now > 0:
-            known = self._last_input[1] if self._last_input else 1 << 62
-            self._refusals.append([now, unique_id or known, refused_now])
-        explained = 0
-        for refusal in self._refusals:
-            taken = min(refusal[2], max(0, missed_now - explained))
-            refusal[2] -= taken
-            explained += taken
-        self._refused_gaps += explained
-        self._refusals = [r for r in self._refusals if r[2] > 0
-                          and now - r[0] < REFUSAL_PATIENCE
-                          and (collected_to is None or collected_to < r[1])]
-        lost_now = max(0, missed_now - explained)
+        # a frame an instance refused is an error, not a lost frame, though it leaves a gap
+        known = self._last_input[1] if self._last_input else 1 << 62
+        self._refused_frames.refused(now, unique_id or known, refused_now)
+        lost_now = self._refused_frames.lost(now, max(0, missed_now), collected_to)
         status.frames_missed = max(0, self._missed.total - self._late.total
-                                   - self._refused_gaps)
+                                   - self._refused_frames.gaps)
         status.missed_rate = lost_now / period
         self._observation = Observation(
             input_rate=status.input_rate, processed_rate=status.processed_rate,
@@ -518,7 +488,7 @@ class Supervisor:
         for counter in (self._processed, self._missed, self._late, self._errors,
                         self._received):
             counter.reset()
-        self._refused_gaps, self._refusals = 0, []
+        self._refused_frames.reset()
         self.status.restarts = 0
         self.status.frames_missed = self.status.frames_processed = 0
         for child in [*self.instances.values(), *([self.collector] if self.collector else [])]:

@@ -236,7 +236,8 @@ def test_collector_stitches_two_instances_and_starts_again_with_a_new_scan(
         str(MOSAIC_FILE), "--processor-class", "MosaicProcessor", "--processor-args",
         json.dumps({"prefix": prefix, "model": "small-a", "modelDir": str(model_dir),
                     "displayRate": 10}),
-        "--report-period", "0.5", "--disable-curses", name="collector")
+        "--skip-initial-updates", "0", "--report-period", "0.5", "--disable-curses",
+        name="collector")
     for consumer_id, child in enumerate(instances, start=1):
         wait_until(pva_ready(pva, f"{prefix}recon:{consumer_id}:status"), 60, "an instance",
                    child)

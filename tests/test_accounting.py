@@ -1,0 +1,34 @@
+"""Frame accounting: counters across restarts, refused frames told from lost ones."""
+
+from ptychoedge.iocs.accounting import REFUSAL_PATIENCE, Counter, RefusedFrames
+
+
+def test_a_counter_keeps_its_total_across_a_childs_restart():
+    counter = Counter()
+    assert counter.add("a", 10) == 10
+    assert counter.add("a", 15) == 5
+    assert counter.add("a", 3) == 3  # restarted: counts from 0 again
+    assert counter.add("b", 4) == 4
+    assert counter.total == 22
+    counter.reset()
+    assert counter.add("a", 5) == 2 and counter.total == 2
+
+
+def test_refused_frames_explain_the_gaps_they_leave_later_and_only_those():
+    refused = RefusedFrames()
+    refused.refused(0.0, input_id=100, frames=3)
+    assert refused.lost(1.0, gaps=0, collected_to=90) == 0  # the gaps come 5 s later
+    assert refused.lost(6.0, gaps=2, collected_to=98) == 0
+    assert refused.lost(7.0, gaps=4, collected_to=99) == 3  # one refusal left, three lost
+    assert refused.gaps == 3
+    assert refused.lost(8.0, gaps=1, collected_to=99) == 1  # nothing waits any more
+
+
+def test_a_refusal_whose_gap_never_comes_stops_waiting():
+    passed, expired = RefusedFrames(), RefusedFrames()
+    passed.refused(0.0, input_id=50, frames=1)
+    assert passed.lost(1.0, gaps=0, collected_to=60) == 0  # the collector is past its id
+    assert passed.lost(2.0, gaps=1, collected_to=61) == 1
+    expired.refused(0.0, input_id=50, frames=1)
+    assert expired.lost(REFUSAL_PATIENCE + 1, gaps=0, collected_to=None) == 0
+    assert expired.lost(REFUSAL_PATIENCE + 2, gaps=1, collected_to=None) == 1
