@@ -34,7 +34,7 @@ import pvaccess as pva
 from pvapy.hpc.adImageProcessor import AdImageProcessor
 from pvapy.hpc.dataCollector import DataCollector
 
-from ptychoedge.inference.manifest import MODEL_DIR, load_manifest
+from ptychoedge.inference.manifest import MODEL_DIR, ModelError, load_manifest
 from ptychoedge.inference.mosaic import Mosaic
 
 IMAGES = ("Recon:Amplitude", "Recon:Phase", "Mosaic:Amplitude", "Mosaic:Phase")
@@ -171,6 +171,22 @@ class MosaicProcessor(AdImageProcessor):
         self._quit = threading.Event()
         self._server: pva.PvaServer | None = None
 
+    def configure(self, configDict):  # noqa: N803
+        """A new model (its pixel size and probe) starts a new mosaic."""
+        if "model" not in configDict or configDict["model"] == self.config["model"]:
+            return
+        try:
+            manifest = load_manifest(configDict["model"], Path(self.config["modelDir"]))
+        except ModelError as error:
+            self.logger.warning("model refused: %s", error)
+            self.errors += 1
+            return
+        with self._lock:
+            self.mosaic = Mosaic(manifest.object_pixel_size,
+                                 np.abs(manifest.probe_window()) ** 2)
+            self.config["model"] = configDict["model"]
+            self.scans += 1
+
     def start(self):
         self._server = self.pvaServer or pva.PvaServer()
         for name in self.names.values():
@@ -221,11 +237,12 @@ class MosaicProcessor(AdImageProcessor):
 
     def getStats(self):
         return {"placed": self.placed, "scans": self.scans, "errors": self.errors,
-                "patches": self.mosaic.patches, "received": RECEIPTS.count}
+                "patches": self.mosaic.patches, "received": RECEIPTS.count,
+                "model": self.config["model"]}
 
     def getStatsPvaTypes(self):
         return {"placed": pva.ULONG, "scans": pva.UINT, "errors": pva.UINT,
-                "patches": pva.ULONG, "received": pva.ULONG}
+                "patches": pva.ULONG, "received": pva.ULONG, "model": pva.STRING}
 
     def getOutputPvObjectType(self, pvObject):  # noqa: N803
         return None

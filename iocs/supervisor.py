@@ -132,6 +132,11 @@ class Supervisor:
         self._late = Counter()
         self._errors = Counter()
         self._received = Counter()  # outputs the collector received
+        self.collector_model = ""  # the model on the running collector's command line
+        self._collector_told_at = 0.0  # when it was last told another model
+        self._collected_to = 0  # the last id the collector took
+        self._restart_gap_from: int | None = None  # its last id, when it died
+        self._restart_gaps = 0  # ids between a dead collector's last and its successor's first
         self._refused_frames = RefusedFrames()
         self._node_restarts = Counter()
         self._lock = threading.Lock()
@@ -220,9 +225,7 @@ class Supervisor:
             self.publish(self.status)
             return
         self._wanted = max(1, min(self._wanted, settings.max_instances))
-        self.collector = self._keep(self.collector, "collector",
-                                    self._collector_command(settings),
-                                    pipeline.collector_channels(self.prefix))
+        self._keep_collector(settings)
         self._keep_mirror(settings)
         self._keep_instances(settings)
         self._measure(settings)
@@ -236,9 +239,30 @@ class Supervisor:
 
     # -- children ------------------------------------------------------------------
 
-    def _collector_command(self, settings: Settings) -> list[str]:
+    def _keep_collector(self, settings: Settings) -> None:
+        """The collector: restarted when it dies (its gap in the ids then counts as missed)
+        or the instances' count range grows; told a new model through its control channel,
+        so a model change starts a new mosaic and loses nothing."""
+        running = self.collector
+        alive = running is not None and running.child.alive()
+        model = self.collector_model if alive else self.config.model
+        self.collector = self._keep(running, "collector",
+                                    self._collector_command(settings, model),
+                                    pipeline.collector_channels(self.prefix))
+        if self.collector is not running:
+            self.collector_model = model
+            if running is not None:
+                self._restart_gap_from = self._collected_to
+        stats = self.collector.stats.get("userStats", {}) if self.collector else {}
+        now = time.monotonic()
+        if (stats and stats["model"] != self.config.model
+                and now - self._collector_told_at > RESEND_AFTER):
+            self._control(self.collector, "configure", {"model": self.config.model})
+            self._collector_told_at = now
+
+    def _collector_command(self, settings: Settings, model: str) -> list[str]:
         channels = pipeline.collector_channels(self.prefix)
-        args = {"prefix": self.prefix, "model": self.config.model}
+        args = {"prefix": self.prefix, "model": model}
         if self.model_dir is not None:
             args["modelDir"] = str(self.model_dir)
         return ["pvapy-hpc-collector", "--input-channel", channels["input"],
@@ -264,15 +288,15 @@ class Supervisor:
     def _keep(self, child: Supervised | None, name: str, command: list[str],
               channels: dict[str, str]) -> Supervised | None:
         """The running child `name`: restarted if it died or its command line changed."""
-        if child is not None and child.command != command:
-            stop_all([child.child], STOP_TIMEOUT)
-            child = None
         if child is not None and not child.child.alive():
             child.child.close()
             restart = self._died(child, self._deaths)
             child = None
             if not restart:
                 return None
+        if child is not None and child.command != command:
+            stop_all([child.child], STOP_TIMEOUT)
+            child = None
         if child is None and name not in self._deaths.faulted:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             child = Supervised(name, command, self.log_dir / f"{name}.log", channels["status"],
@@ -446,7 +470,12 @@ class Supervisor:
                           - self._late.add("collector", int(counts["nRejected"])))
             self._received.add("collector",
                                int(self.collector.stats["userStats"].get("received", 0)))
-            collected_to = int(self.collector.stats["processorStats"]["lastObjectId"])
+            processed = self.collector.stats["processorStats"]
+            collected_to = self._collected_to = int(processed["lastObjectId"])
+            first = int(processed["firstObjectId"])
+            if self._restart_gap_from is not None and first:
+                self._restart_gaps += max(0, first - self._restart_gap_from - 1)
+                self._restart_gap_from = None
         # An instance that dies takes the count of its last outputs with it: a frame is
         # delivered when its instance reported it published or the collector received it.
         status.frames_processed = max(self._processed.total, self._received.total)
@@ -455,7 +484,7 @@ class Supervisor:
         self._refused_frames.refused(now, unique_id or known, refused_now)
         lost_now = self._refused_frames.lost(now, max(0, missed_now), collected_to)
         status.frames_missed = max(0, self._missed.total - self._late.total
-                                   - self._refused_frames.gaps)
+                                   - self._refused_frames.gaps) + self._restart_gaps
         status.missed_rate = lost_now / period
         self._observation = Observation(
             input_rate=status.input_rate, processed_rate=status.processed_rate,
@@ -489,6 +518,7 @@ class Supervisor:
                         self._received):
             counter.reset()
         self._refused_frames.reset()
+        self._restart_gaps = 0
         self.status.restarts = 0
         self.status.frames_missed = self.status.frames_processed = 0
         for child in [*self.instances.values(), *([self.collector] if self.collector else [])]:
