@@ -40,6 +40,8 @@ PIXEL_FIELDS = {"byteValue", "ubyteValue", "shortValue", "ushortValue", "intValu
 DEFAULTS = {"model": "ptychonn-default", "modelDir": str(MODEL_DIR), "backend": "torch",
             "precision": "fp32", "batchSize": 8, "maxWait": 0.005, "threads": 1,
             "firstDelay": 0.0}
+# What the control channel may change; the model directory, for one, is fixed at start.
+RUNTIME_KEYS = ("model", "backend", "precision", "batchSize", "maxWait")
 # The largest frame taken (8192 x 8192): a header claiming more, or compressed data that
 # would inflate to more, is refused before anything is allocated for it.
 MAX_PIXELS = 8192 * 8192
@@ -140,7 +142,8 @@ class PtychoNNProcessor(AdImageProcessor):
     def __init__(self, configDict: dict | None = None):  # noqa: N803 - pvapy's names
         super().__init__(configDict or {})
         self.config = {**DEFAULTS, **(configDict or {})}
-        self.config_error = ""
+        # (request, error): the last configuration request answered, and why it was refused
+        self.answer: tuple[int, str] = (0, "")
         self._config_lock = threading.Lock()
         self._last_image: np.ndarray | None = None  # a new model is tried on it first
         reconstructor = self._reconstructor(self.config)  # a bad model at start is fatal
@@ -184,7 +187,6 @@ class PtychoNNProcessor(AdImageProcessor):
 
     def configure(self, configDict):  # noqa: N803
         change = dict(configDict or {})
-        self.config_error = ""  # an old refusal must not pass for this change's
         threading.Thread(target=self._apply, args=(change,), daemon=True).start()
 
     def stop(self):
@@ -201,7 +203,7 @@ class PtychoNNProcessor(AdImageProcessor):
         result.update({f"errors_{kind}": stats.get(f"errors_{kind}", 0) for kind in ERROR_KINDS})
         result.update(model=self.config["model"], backend=self.config["backend"],
                       precision=self.config["precision"], batchSize=self.batcher.batch_size,
-                      configError=self.config_error)
+                      answered=self.answer[0], configError=self.answer[1])
         return result
 
     def getStatsPvaTypes(self):
@@ -209,7 +211,8 @@ class PtychoNNProcessor(AdImageProcessor):
                  "latencyP50": pva.DOUBLE, "latencyP99": pva.DOUBLE,
                  "inferenceTime": pva.DOUBLE, "residualMean": pva.DOUBLE, "queued": pva.UINT,
                  "errors": pva.UINT, "model": pva.STRING, "backend": pva.STRING,
-                 "precision": pva.STRING, "batchSize": pva.UINT, "configError": pva.STRING}
+                 "precision": pva.STRING, "batchSize": pva.UINT, "answered": pva.UINT,
+                 "configError": pva.STRING}
         types.update({f"errors_{kind}": pva.UINT for kind in ERROR_KINDS})
         return types
 
@@ -236,22 +239,26 @@ class PtychoNNProcessor(AdImageProcessor):
         return reconstructor
 
     def _apply(self, change: dict) -> None:
-        """Apply a configuration change; a bad one is refused and what runs stays."""
+        """Apply a configuration change; a bad one is refused and what runs stays. The
+        answer names the change's `request` number, so no old refusal passes for it."""
+        request = change.pop("request", 0)
         with self._config_lock:
-            config = {**self.config, **{k: v for k, v in change.items() if k in DEFAULTS}}
+            config = {**self.config, **change}
             try:
+                fixed = sorted(set(change) - set(RUNTIME_KEYS))
+                if fixed:
+                    raise ValueError(f"{', '.join(fixed)} cannot be changed while running")
                 batch_size, max_wait = int(config["batchSize"]), float(config["maxWait"])
                 if not 1 <= batch_size <= 1024 or not 0 <= max_wait <= 10:
                     raise ValueError(f"batchSize {batch_size} or maxWait {max_wait} "
                                      "out of range")
-                if any(config[k] != self.config[k] for k in
-                       ("model", "modelDir", "backend", "precision", "threads")):
+                if any(config[k] != self.config[k] for k in ("model", "backend", "precision")):
                     self.batcher.swap(self._tried(self._reconstructor(config), config))
             except Exception as error:  # whatever fails, what runs stays
-                self.config_error = str(error)
+                self.answer = (request, str(error))
                 self.logger.error("configuration %s refused: %s", change, error)
                 return
             self.batcher.batch_size, self.batcher.max_wait = batch_size, max_wait
             self.config = config
-            self.config_error = ""
+            self.answer = (request, "")
             self.logger.info("configuration now %s", config)

@@ -125,6 +125,7 @@ class Supervisor:
         self._input_missing = False
         self._last_measured = 0.0
         self._pending: ModelConfig | None = None  # sent to the instances, not yet confirmed
+        self._request = 0  # number of the last configuration request sent
         self._pending_since = 0.0
         self._observation: Observation | None = None
         self._processed = Counter()
@@ -542,7 +543,9 @@ class Supervisor:
                                    f"{wanted.precision}, batch {wanted.batch_size}")
             log.info(self.status.message)
             return
-        errors = {r["configError"] for r in reports if r["configError"]}
+        # only the instances' answers to the latest request count: no earlier refusal
+        errors = {r["configError"] for r in reports
+                  if int(r["answered"]) == self._request and r["configError"]}
         if self._pending == wanted and errors:
             self._refused = wanted
             self.status.message = f"refused: {sorted(errors)[0]}"
@@ -550,9 +553,11 @@ class Supervisor:
             return
         # Sent again after a while: an instance still starting up may not have heard it.
         if self._pending != wanted or time.monotonic() - self._pending_since > RESEND_AFTER:
+            self._request += 1
             for instance, config in zip(instances, applied, strict=True):
                 if config != wanted:
-                    self._control(instance, "configure", wanted.processor_args())
+                    self._control(instance, "configure",
+                                  {**wanted.processor_args(), "request": self._request})
             self._pending, self._pending_since = wanted, time.monotonic()
 
     def _autoscale(self) -> None:

@@ -184,7 +184,7 @@ def test_hot_swap_loses_no_frame(detector, spawn, prefix, pva, model_dir):
 
 @pytest.mark.parametrize("bad", [{"model": "missing"}, {"model": "corrupt"},
                                  {"model": "../small-a"}, {"backend": "no-such-backend"},
-                                 {"batchSize": 0}])
+                                 {"batchSize": 0}, {"modelDir": "/tmp"}])
 def test_bad_configuration_is_refused_and_the_model_stays(detector, spawn, prefix, pva,
                                                          model_dir, bad):
     instance = start_instance(spawn, pva, prefix, model_dir)
