@@ -13,24 +13,11 @@ from pathlib import Path
 import lz4.block
 import numpy as np
 import pvaccess as pva
+from bad_frames import FAULT_FRAMES, FRAMES
 
 from ptychoedge.sim import physics
 from ptychoedge.sim.ntndarray import make_frame
 
-# (kind of fault or "good", how to make the frame) in publishing order
-FRAMES = ["good", "rank", "too_small", "pixel_type", "empty", "good", "no_colormode_3d",
-          "signed_ok", "good"]
-
-# Every malformed kind the reliability suite tries, between good frames. A name ending
-# in "_ok" is a frame a detector may legitimately send: it must be reconstructed.
-FAULT_FRAMES = {
-    "rank_1d": "rank", "rank": "rank", "zero_size": "empty", "empty": "empty",
-    "huge_ok": None, "huge_claimed": "too_large", "pixel_type": "pixel_type",
-    "double_pixels": "pixel_type", "signed_ok": None, "signed16_ok": None,
-    "lz4_garbage": "decode", "unknown_codec": "decode", "lz4_bomb": "too_large",
-    "size_mismatch": "decode", "no_unique_id": "unique_id", "no_attributes_ok": None,
-    "too_small": "too_small",
-}
 HUGE = 8192  # px: a real 8192x8192 frame, 64 MB of uint8
 
 

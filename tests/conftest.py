@@ -151,3 +151,12 @@ def pva_ready(ctx, name: str) -> Callable[[], bool]:
             ctx.disconnect(name)
             return False
     return connected
+
+
+@pytest.fixture(autouse=True)
+def no_pvaccess_here():
+    """pvapy stays in the processes it runs in: its own EPICS libraries beside softioc's,
+    p4p's and pyepics' in the test process were seen to break CA monitors and crash the
+    interpreter at exit."""
+    yield
+    assert "pvaccess" not in sys.modules, "this test imported pvaccess (pvapy) into pytest"
