@@ -257,10 +257,11 @@ def test_collector_stitches_two_instances_and_starts_again_with_a_new_scan(
     assert rows.max() - rows.min() + 1 == pytest.approx(extent[1], abs=2)
     assert image(pva, prefix + "Recon:Amplitude").shape == (64, 64)
     assert image(pva, prefix + "Recon:Phase").shape == (64, 64)
-    # Each instance did half the work.
-    for consumer_id in (1, 2):
-        status = pva.get(f"{prefix}recon:{consumer_id}:status", timeout=5)
-        assert status["userStats"]["published"] == points // 2
+    # Each instance did half the work (as its next report, up to 0.5 s on, says).
+    for consumer_id, child in enumerate(instances, start=1):
+        channel = f"{prefix}recon:{consumer_id}:status"
+        wait_until(lambda c=channel: pva.get(c, timeout=5)["userStats"]["published"]
+                   == points // 2, 10, f"instance {consumer_id} reporting half", child)
 
     # The detector starting again (uniqueId back to 1) starts a new mosaic.
     put(pva, prefix + "cam1:ArrayCounter", 0)
