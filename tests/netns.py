@@ -19,11 +19,16 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def available() -> bool:
+    """Whether this machine lets us make namespaces and bridges (root, iproute2)."""
     probe = f"pe{secrets.token_hex(3)}"
-    if _ip("netns", "add", probe, check=False).returncode != 0:
+    try:
+        made = [_ip("netns", "add", probe, check=False).returncode == 0,
+                _ip("link", "add", probe, "type", "bridge", check=False).returncode == 0]
+    except FileNotFoundError:  # no `ip` command
         return False
     _ip("netns", "del", probe, check=False)
-    return True
+    _ip("link", "del", probe, check=False)
+    return all(made)
 
 
 class Network:
