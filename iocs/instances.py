@@ -154,6 +154,11 @@ class Deaths:
         log.warning(self.message)
         return True
 
+    def news(self) -> str:
+        """The message of the deaths since the last call ("" if none)."""
+        message, self.message = self.message, ""
+        return message
+
     def clear(self) -> None:
         self.faulted.clear()
         self._times.clear()

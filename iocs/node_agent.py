@@ -83,9 +83,8 @@ class NodeAgent:
             messages.append("stopped")
         elif spec is not None:
             started = self.pool.keep(spec)
-            if self.pool.deaths.message:
-                messages.append(self.pool.deaths.message)
-                self.pool.deaths.message = ""
+            if deaths := self.pool.deaths.news():
+                messages.append(deaths)
             if started:
                 messages.append(f"started instance(s) {', '.join(map(str, started))}")
                 log.info(messages[-1])

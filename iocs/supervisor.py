@@ -133,7 +133,7 @@ class Supervisor:
         self._late = Counter()
         self._errors = Counter()
         self._received = Counter()  # outputs the collector received
-        self.collector_model = ""  # the model on the running collector's command line
+        self._collector_model = ""  # the model on the running collector's command line
         self._collector_told_at = 0.0  # when it was last told another model
         self._collected_to = 0  # the last id the collector took
         self._restart_gap_from: int | None = None  # its last id, when it died
@@ -246,12 +246,12 @@ class Supervisor:
         so a model change starts a new mosaic and loses nothing."""
         running = self.collector
         alive = running is not None and running.child.alive()
-        model = self.collector_model if alive else self.config.model
+        model = self._collector_model if alive else self.config.model
         self.collector = self._keep(running, "collector",
                                     self._collector_command(settings, model),
                                     pipeline.collector_channels(self.prefix))
         if self.collector is not running:
-            self.collector_model = model
+            self._collector_model = model
             if running is not None:
                 self._restart_gap_from = self._collected_to
         stats = self.collector.stats.get("userStats", {}) if self.collector else {}
@@ -277,10 +277,10 @@ class Supervisor:
                 "--skip-initial-updates", "0",
                 "--report-period", str(REPORT_PERIOD), "--disable-curses"]
 
-    def _died(self, child: Supervised, deaths: Deaths) -> bool:
-        """Count a death (in `deaths`) and show it; whether the child may start again."""
-        restart = deaths.died(child)
-        self.status.message = deaths.message
+    def _died(self, child: Supervised) -> bool:
+        """Count the death of the collector or mirror and show it; whether it may start again."""
+        restart = self._deaths.died(child)
+        self.status.message = self._deaths.news()
         if restart:
             self.status.restarts += 1
             self._fault_until = time.monotonic() + FAULT_HOLD
@@ -291,7 +291,7 @@ class Supervisor:
         """The running child `name`: restarted if it died or its command line changed."""
         if child is not None and not child.child.alive():
             child.child.close()
-            restart = self._died(child, self._deaths)
+            restart = self._died(child)
             child = None
             if not restart:
                 return None
@@ -359,10 +359,9 @@ class Supervisor:
         if self.local_node:
             started = self.pool.keep(self._node_spec(1, settings))
             self.status.restarts += self._node_restarts.add("local", self.pool.deaths.restarts)
-            if self.pool.deaths.message:
-                self.status.message = self.pool.deaths.message
+            if deaths := self.pool.deaths.news():
+                self.status.message = deaths
                 self._fault_until = time.monotonic() + FAULT_HOLD
-                self.pool.deaths.message = ""
         for number in self._remote_numbers(settings):
             if self.nodes[number].keep(self._node_spec(number, settings)):
                 started.append(number)

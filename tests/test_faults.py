@@ -112,13 +112,18 @@ def accounted(line: Pipeline, frames: int, what: str, timeout: float = 60) -> No
         raise AssertionError(f"{what} of {frames}: {counts}") from error
 
 
-def test_an_instance_killed_mid_stream(line, record):
+def two_instances_streaming(line: Pipeline, frames: int, processed: int) -> None:
+    """Two instances running, an acquisition of `frames` under way, `processed` done."""
     line.put("InstancesPerNode", 2)
     line.put("Run", "Run")
     line.wait_running(2)
-    frames = 600
     line.acquire(frames, RATE)
-    line.wait_processed(100)
+    line.wait_processed(processed)
+
+
+def test_an_instance_killed_mid_stream(line, record):
+    frames = 600
+    two_instances_streaming(line, frames, 100)
     victim = instance_pid(line, 1)
     held = int(line.instance_status(1)["userStats"]["queued"])
     batch = int(line.instance_status(1)["userStats"]["batchSize"])
@@ -143,12 +148,8 @@ def test_an_instance_killed_mid_stream(line, record):
 
 
 def test_the_collector_killed_mid_stream(line, record):
-    line.put("InstancesPerNode", 2)
-    line.put("Run", "Run")
-    line.wait_running(2)
     frames = 600
-    line.acquire(frames, RATE)
-    line.wait_processed(150)
+    two_instances_streaming(line, frames, 150)
     (victim,) = child_pids(line, "pvapy-hpc-collector")
     placed_before = collector_stats(line)["placed"]
     os.kill(victim, signal.SIGKILL)
