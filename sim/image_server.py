@@ -119,6 +119,7 @@ class ImageServer:
         self._publish_times: deque[float] = deque()
         self._acquire = threading.Event()
         self._quit = threading.Event()
+        self._pacing_changed = threading.Event()  # Stop or a new period: wakes a frame's wait
         self._sources: dict[SourceSettings, Any] = {}
         self.stage = StagePosition(prefix)
         self.settings = RemoteSettings(prefix, self._on_setting)
@@ -131,6 +132,9 @@ class ImageServer:
                 self._acquire.set()
             else:
                 self._acquire.clear()
+            self._pacing_changed.set()
+        elif name == "cam1:AcquirePeriod":
+            self._pacing_changed.set()
         elif name == "cam1:ArrayCounter":
             self.array_counter = int(value)
             self._post_status()
@@ -195,24 +199,26 @@ class ImageServer:
         self._post_status(state="Acquire", acquiring=True, imagesInAcquisition=0,
                           sizeX=source.size_x, sizeY=source.size_y, message="acquiring")
         published = 0
-        start = time.monotonic()
-        scheduled = 0  # frames published since `start`
-        last_status = start
+        last_due: float | None = None  # when the last frame was due
+        last_status = time.monotonic()
         while self._acquire.is_set() and not self._quit.is_set():
             if total is not None and published >= total:
                 break
-            period = values["cam1:AcquirePeriod"]
-            delay = start + scheduled * period - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            elif delay < -MAX_LAG:  # fell behind: restart the pacing, do not burst
-                start, scheduled = time.monotonic(), 0
+            now = time.monotonic()
+            # A new period counts from the last frame, not from the acquisition's start.
+            due = now if last_due is None else last_due + values["cam1:AcquirePeriod"]
+            if due > now:
+                self._pacing_changed.wait(due - now)  # Stop or a new period ends it early
+                self._pacing_changed.clear()
+                continue
+            if now - due > MAX_LAG:  # fell behind: restart the pacing, do not burst
+                due = now
             frame = source.next_frame()
             self.array_counter += 1
             stamp(frame, self.array_counter)
             self.server.updateUnchecked(self.image_channel, frame)
             published += 1
-            scheduled += 1
+            last_due = due
             now = time.monotonic()
             self._publish_times.append(now)
             if now - last_status >= STATUS_PERIOD:
@@ -230,6 +236,7 @@ class ImageServer:
     def stop(self) -> None:
         self._quit.set()
         self._acquire.clear()
+        self._pacing_changed.set()
 
     def close(self) -> None:
         self.settings.stop()

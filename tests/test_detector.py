@@ -345,3 +345,19 @@ def _descendants(pid: int) -> list[int]:
 
 if sys.platform != "linux":  # /proc and prctl
     pytest.skip("Linux only", allow_module_level=True)
+
+
+def test_longer_period_during_acquisition_applies_from_the_next_frame(detector):
+    detector.put("cam1:AcquirePeriod", 0.001)
+    detector.put("cam1:Acquire", 1)
+    detector.wait_counting(1000)
+    detector.put("cam1:AcquirePeriod", 2.0)
+    detector.wait_for(lambda: detector.value("cam1:AcquirePeriod_RBV") == pytest.approx(2.0),
+                      "AcquirePeriod_RBV")
+    changed = detector.counter()
+    # The next frame comes one new period after the last; not after the new period
+    # applied to every frame already sent (over half an hour here).
+    detector.wait_counting(changed + 1)
+    detector.put("cam1:Acquire", 0)
+    # Stop acts within one period.
+    detector.wait_for(lambda: detector.state() == "Idle", "detector idle after Stop", 2.0)
