@@ -17,7 +17,6 @@ downstream of the focus.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -44,45 +43,23 @@ def wavelength(energy_ev: float) -> float:
     return HC_EV_M / energy_ev
 
 
-@dataclass(frozen=True)
-class Geometry:
-    """A far-field ptychography geometry: photon energy and a square detector window."""
-
-    energy_ev: float
-    distance: float  # m, sample to detector
-    detector_pixel: float  # m
-    n: int  # detector pixels on a side of the frame
-
-    @property
-    def wavelength(self) -> float:
-        return wavelength(self.energy_ev)
-
-    @property
-    def dx(self) -> float:
-        """Object pixel size in metres."""
-        return self.wavelength * self.distance / (self.n * self.detector_pixel)
-
-    @classmethod
-    def for_pixel_size(cls, dx: float, n: int, energy_ev: float,
-                       detector_pixel: float) -> Geometry:
-        """The geometry whose detector distance gives object pixel `dx` (m)."""
-        return cls(energy_ev, dx * n * detector_pixel / wavelength(energy_ev),
-                   detector_pixel, n)
+def object_pixel_size(energy_ev: float, distance: float, detector_pixel: float,
+                      n: int) -> float:
+    """Object pixel (m) of an n-pixel far-field window: wavelength x distance / (n x pixel)."""
+    return wavelength(energy_ev) * distance / (n * detector_pixel)
 
 
-# The simulated nanoprobe: 12.4 keV (1.0 A), a 128 x 128 window of 75 um pixels; at
-# 0.96 m this samples the object at the simulator's 10 nm pixel.
-NANOPROBE_ENERGY_EV = 12_400.0
+def distance_for_pixel_size(dx: float, energy_ev: float, detector_pixel: float,
+                            n: int) -> float:
+    """Sample-detector distance (m) at which an n-pixel window samples the object at dx."""
+    return dx * n * detector_pixel / wavelength(energy_ev)
+
+
+# The simulated nanoprobe, as the simulator's instrument: 10 keV photons, 75 um
+# detector pixels, the detector placed so that the object pixel is 10 nm (0.774 m for
+# 128 x 128 frames).
+NANOPROBE_ENERGY_EV = 10_000.0
 NANOPROBE_DETECTOR_PIXEL = 75e-6
-NANOPROBE_DETECTOR_PIXELS = 128
-NANOPROBE_DISTANCE = Geometry.for_pixel_size(
-    physics.OBJECT_PIXEL_SIZE, NANOPROBE_DETECTOR_PIXELS, NANOPROBE_ENERGY_EV,
-    NANOPROBE_DETECTOR_PIXEL).distance
-
-
-def nanoprobe_geometry(n: int = NANOPROBE_DETECTOR_PIXELS) -> Geometry:
-    """The simulated nanoprobe's geometry for an n x n frame."""
-    return Geometry(NANOPROBE_ENERGY_EV, NANOPROBE_DISTANCE, NANOPROBE_DETECTOR_PIXEL, n)
 
 
 def zone_plate_probe(n: int, dx: float, *, energy_ev: float, diameter: float,
@@ -274,20 +251,20 @@ def encircled_diameter(probe: np.ndarray, dx: float, fraction: float = 0.9) -> f
     return 2 * float(radius[order][np.searchsorted(inside, fraction)]) * dx
 
 
-# Presets of the simulated nanoprobe (12.4 keV): a 160 um zone plate with 30 nm outer
-# zones (f = 48 mm, NA 1.7 mrad) and a 60 um central stop.
+# Presets of the simulated nanoprobe (10 keV): a 160 um zone plate with 30 nm outer
+# zones (f = 38.7 mm, NA 2.1 mrad) and a 60 um central stop.
 ZONE_PLATE = {"energy_ev": NANOPROBE_ENERGY_EV, "diameter": 160e-6, "outer_zone": 30e-9,
               "stop_diameter": 60e-6}
-ZONE_PLATE_DEFOCUS = 180e-6  # m: a beam about 0.6 um across at the sample
+ZONE_PLATE_DEFOCUS = 150e-6  # m: a cone 2 NA x 150 um = 0.62 um across at the sample
 # Fresnel number (radius^2 / (wavelength x distance)) 3: near field, a bright axis.
-PINHOLE = {"energy_ev": NANOPROBE_ENERGY_EV, "diameter": 0.6e-6, "distance": 300e-6}
+PINHOLE = {"energy_ev": NANOPROBE_ENERGY_EV, "diameter": 0.6e-6, "distance": 240e-6}
 PROBE_KINDS = {
     "default": "the simulator's own probe: a defocused ideal lens, half the window across",
     "zoneplate": "a 160 um zone plate, 30 nm outer zones, 60 um central stop, in focus "
-                 "(12.4 keV)",
-    "zoneplate-defocus": "the same zone plate 0.18 mm out of focus: an annular beam about "
+                 "(10 keV)",
+    "zoneplate-defocus": "the same zone plate 0.15 mm out of focus: an annular beam about "
                          "0.6 um across",
-    "pinhole": "a 0.6 um pinhole 0.3 mm upstream of the sample (12.4 keV)",
+    "pinhole": "a 0.6 um pinhole 0.24 mm upstream of the sample (10 keV)",
 }
 PRESET_SOURCE_RMS = 10e-9  # m, the source's image at the focus when modes > 1
 PRESET_SOURCE_ANGLE_RMS = 10e-6  # rad, the source seen from the pinhole when modes > 1

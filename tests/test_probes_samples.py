@@ -6,9 +6,10 @@ import h5py
 import numpy as np
 import pytest
 
-from ptychoedge.sim import physics, probes, samples
+from ptychoedge.sim import make_scan, physics, probes, samples
+from ptychoedge.sim.replay import load_scan
 
-ENERGY = 12_400.0  # eV
+ENERGY = 10_000.0  # eV
 DX = 10e-9  # m
 N = 128
 ZONE_PLATE = {"energy_ev": ENERGY, "diameter": 160e-6, "outer_zone": 30e-9}
@@ -63,7 +64,7 @@ def test_focused_zone_plate_first_dark_ring_is_the_annular_airy_one(obscuration)
     assert row[int(round(measured / dx))] < 0.01 * row[0]
 
 
-@pytest.mark.parametrize("defocus", [180e-6, -180e-6])
+@pytest.mark.parametrize("defocus", [150e-6, -150e-6])
 def test_defocused_zone_plate_is_the_geometric_annulus_with_its_stop_hole(defocus):
     stop = 0.375
     probe = probes.zone_plate_probe(N, DX, **ZONE_PLATE, defocus=defocus,
@@ -71,7 +72,7 @@ def test_defocused_zone_plate_is_the_geometric_annulus_with_its_stop_hole(defocu
     intensity = np.abs(probe[0]) ** 2
     r = radii(N) * DX
     numerical_aperture = probes.wavelength(ENERGY) / (2 * ZONE_PLATE["outer_zone"])
-    outer = numerical_aperture * abs(defocus)  # the cone's radius at the sample: 0.3 um
+    outer = numerical_aperture * abs(defocus)  # the cone's radius at the sample: 0.31 um
     assert intensity[r < 1.1 * outer].sum() > 0.9
     assert intensity[r < 0.8 * stop * outer].sum() < 0.06  # the stop's shadow
     # In the far field the pupil itself: dark inside the stop, lit in the annulus.
@@ -180,10 +181,10 @@ def test_probe_files_without_a_probe_are_refused(tmp_path):
 
 
 def test_nanoprobe_geometry_samples_the_object_at_10_nm():
-    geometry = probes.nanoprobe_geometry()
-    assert geometry.wavelength == pytest.approx(1.2398419843320026e-6 / 12_400)
-    assert geometry.dx == pytest.approx(physics.OBJECT_PIXEL_SIZE, rel=1e-12)
-    assert geometry.distance == pytest.approx(0.960, abs=1e-3)
+    assert probes.wavelength(10_000) == pytest.approx(1.2398419843320026e-10)
+    distance = probes.distance_for_pixel_size(DX, 10_000, 75e-6, 128)
+    assert distance == pytest.approx(0.7743, abs=1e-4)
+    assert probes.object_pixel_size(10_000, distance, 75e-6, 128) == pytest.approx(DX)
 
 
 # -- samples -----------------------------------------------------------------------
@@ -283,3 +284,31 @@ def test_thickness_scale_multiplies_phase_and_absorption():
     assert np.allclose(tripled, default**3, atol=1e-5)
     with pytest.raises(samples.SampleError, match="unknown sample"):
         samples.named_sample("cheese", SHAPE)
+
+
+# -- scans with their instrument ---------------------------------------------------
+
+def test_make_scan_writes_a_cxi_scan_with_its_instrument(tmp_path):
+    out = tmp_path / "scan.cxi"
+    assert make_scan.main(["--probe", "pinhole", "--probe-modes", "2", "--sample", "fibres",
+                           "--points", "7", "--photons", "1e5", "--out", str(out)]) == 0
+    frames, positions = load_scan(out)  # what `ptychoedge sim --replay` reads
+    assert frames.shape == (7, N, N) and positions.shape == (7, 2)
+    with h5py.File(out, "r") as f:
+        source, detector = "entry_1/instrument_1/source_1", "entry_1/instrument_1/detector_1"
+        assert f[f"{source}/energy"][()] == pytest.approx(ENERGY * 1.602176634e-19)
+        assert f[f"{source}/energy"].attrs["units"] == "J"
+        distance = f[f"{detector}/distance"][()]
+        pixel = f[f"{detector}/x_pixel_size"][()]
+        assert pixel == f[f"{detector}/y_pixel_size"][()] == 75e-6
+        assert probes.object_pixel_size(ENERGY, distance, pixel, N) == pytest.approx(DX)
+        probe = f[f"{source}/illumination"][()]
+        assert probe.shape == (2, N, N) and np.iscomplexobj(probe)
+        assert np.sum(np.abs(probe.astype(complex)) ** 2) == pytest.approx(1e5, rel=1e-4)
+        translation = f["entry_1/sample_1/geometry_1/translation"][()]
+        assert np.allclose(translation[:, :2], positions) and np.all(translation[:, 2] == 0)
+        image = f["entry_1/image_1/data"][()]
+        assert f["entry_1/image_1/x_pixel_size"][()] == pytest.approx(DX)
+    assert np.array_equal(image, samples.named_sample("fibres", image.shape, 0))
+    # The frames are the true object under the stored probe: counts as expected.
+    assert frames.sum(axis=(1, 2)).mean() == pytest.approx(1e5, rel=0.05)
