@@ -20,6 +20,7 @@ from p4p.client.thread import Context
 from ptychoedge.iocs.processes import Child, python_module, stop_all
 from ptychoedge.pvdb import detector
 from ptychoedge.pvdb.spec import find
+from ptychoedge.sim import probes, samples
 
 log = logging.getLogger("ptychoedge.sim")
 
@@ -47,8 +48,21 @@ def _existing_file(text: str) -> Path:
     return path
 
 
+def _probe(text: str) -> str:
+    """A probe preset's name, or a probe file (checked now) as an absolute path."""
+    if text in probes.PROBE_KINDS:
+        return text
+    try:
+        probes.load_probe(text)
+    except probes.ProbeError as error:
+        raise argparse.ArgumentTypeError(
+            f"{error} (or use one of {', '.join(probes.PROBE_KINDS)})") from None
+    return str(Path(text).resolve())
+
+
 _SIZE = find(detector.SETTINGS, "cam1:SizeX")
 _PERIOD = find(detector.SETTINGS, "cam1:AcquirePeriod")
+_PHOTONS = find(detector.SETTINGS, "cam1:Photons")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -68,6 +82,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--replay", type=_existing_file, default=None, metavar="FILE",
                         help="CXI (.cxi/.h5) or NumPy (.npz) scan to replay (implies "
                              "--source Replay)")
+    parser.add_argument("--probe", type=_probe, default="default", metavar="KIND|FILE",
+                        help=f"the probe: {', '.join(probes.PROBE_KINDS)} (see "
+                             "sim/probes.py), or a measured probe (.npy, or CXI at "
+                             "entry_1/instrument_1/source_1/illumination) sampled at the "
+                             "10 nm object pixel, the frames' size (default: default)")
+    parser.add_argument("--probe-modes", type=_bounded(int, 1, 16), default=1, metavar="K",
+                        help="incoherent modes of a probe preset (default 1)")
+    parser.add_argument("--sample", choices=list(samples.SAMPLE_KINDS), default="default",
+                        help="the sample family (default: default)")
+    parser.add_argument("--photons", type=_bounded(float, _PHOTONS.low, _PHOTONS.high),
+                        default=None, metavar="N",
+                        help="photons per frame with no sample (cam1:Photons)")
     parser.add_argument("--duration", type=float, default=0.0, metavar="S",
                         help="stop after S seconds (default: run until Ctrl-C)")
     parser.add_argument("--no-stage", action="store_true", help="do not start the stage IOC")
@@ -104,9 +130,12 @@ class Beamline:
         }
         if not self.args.no_stage:
             programs["stage-ioc"] = "ptychoedge.sim.stage_ioc"
+        scene = ["--probe", self.args.probe, "--probe-modes", str(self.args.probe_modes),
+                 "--sample", self.args.sample]
         for name, module in programs.items():
-            self.children.append(Child(name, python_module(module, "--prefix", self.prefix),
-                                       self._log_path(name)))
+            extra = scene if name == "image-server" else []
+            self.children.append(Child(name, python_module(module, "--prefix", self.prefix,
+                                                           *extra), self._log_path(name)))
 
     def _check_children(self) -> None:
         for child in self.children:
@@ -138,6 +167,8 @@ class Beamline:
             puts["cam1:SizeX"] = puts["cam1:SizeY"] = args.size
         if args.data_type:
             puts["cam1:DataType"] = args.data_type
+        if args.photons:
+            puts["cam1:Photons"] = args.photons
         if args.replay:
             puts["cam1:ReplayFile"] = str(args.replay.resolve())
             puts["cam1:ScanSource"] = "Replay"

@@ -21,6 +21,7 @@ import pvaccess as pva
 
 from ptychoedge.pvdb import detector
 from ptychoedge.pvdb.spec import Kind
+from ptychoedge.sim import probes, samples
 from ptychoedge.sim.ntndarray import stamp
 from ptychoedge.sim.replay import ScanFileError
 from ptychoedge.sim.sources import (
@@ -52,9 +53,10 @@ MAX_LAG = 0.05  # s behind schedule after which pacing restarts instead of burst
 class RemoteSettings:
     """The control IOC's settings, followed over pvAccess monitors."""
 
-    def __init__(self, prefix: str, on_change):
+    def __init__(self, prefix: str, on_change, fixed: dict[str, Any] | None = None):
         self.values: dict[str, Any] = {}
         self._on_change = on_change
+        self._fixed = fixed or {}  # SourceSettings fields set on the command line
         self._channels = []
         for spec in detector.SETTINGS:
             channel = pva.Channel(prefix + spec.name, pva.PVA)
@@ -78,7 +80,7 @@ class RemoteSettings:
             source=v["cam1:ScanSource"], size_x=v["cam1:SizeX"], size_y=v["cam1:SizeY"],
             data_type=v["cam1:DataType"], pattern=v["cam1:ScanPattern"],
             step_um=v["cam1:ScanStep"], points=v["cam1:ScanPoints"], photons=v["cam1:Photons"],
-            seed=v["cam1:Seed"], replay_file=v["cam1:ReplayFile"],
+            seed=v["cam1:Seed"], replay_file=v["cam1:ReplayFile"], **self._fixed,
         )
 
     def stop(self) -> None:
@@ -105,7 +107,7 @@ class StagePosition:
 
 
 class ImageServer:
-    def __init__(self, prefix: str):
+    def __init__(self, prefix: str, fixed_settings: dict[str, Any] | None = None):
         self.prefix = prefix
         self.image_channel = prefix + detector.IMAGE
         self.status_channel = prefix + detector.STATUS
@@ -122,7 +124,7 @@ class ImageServer:
         self._pacing_changed = threading.Event()  # Stop or a new period: wakes a frame's wait
         self._sources: dict[SourceSettings, Any] = {}
         self.stage = StagePosition(prefix)
-        self.settings = RemoteSettings(prefix, self._on_setting)
+        self.settings = RemoteSettings(prefix, self._on_setting, fixed_settings)
 
     # -- settings -------------------------------------------------------------
 
@@ -184,7 +186,10 @@ class ImageServer:
     def _prepare_default_source(self) -> None:
         settings = self.settings.source_settings()
         if settings.source == "Pattern":
-            self._source(settings)
+            try:
+                self._source(settings)
+            except ValueError as error:  # e.g. a probe file for another frame size
+                log.warning("frames not prepared: %s", error)
 
     def _acquire_once(self) -> None:
         values = self.settings.values
@@ -249,9 +254,14 @@ def main(argv: list[str] | None = None) -> int:
         prog="ptychoedge-image-server",
         description="Serve simulated detector frames on $(prefix)Pva1:Image (pvapy).")
     parser.add_argument("--prefix", default="SIM1:", help="detector PV prefix (default SIM1:)")
+    parser.add_argument("--probe", default="default", help="probe kind or file (sim/probes.py)")
+    parser.add_argument("--probe-modes", type=int, default=1, help="modes of a probe preset")
+    parser.add_argument("--sample", default="default", help="sample kind (sim/samples.py)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s image-server %(message)s")
-    server = ImageServer(args.prefix)
+    log.info("probe %s; sample %s", probes.describe(args.probe), samples.describe(args.sample))
+    server = ImageServer(args.prefix, {"probe": args.probe, "probe_modes": args.probe_modes,
+                                       "sample": args.sample})
     signal.signal(signal.SIGINT, lambda *_: server.stop())
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     try:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pvaccess as pva
 
-from ptychoedge.sim import physics
+from ptychoedge.sim import physics, probes, samples
 from ptychoedge.sim.ntndarray import make_frame
 from ptychoedge.sim.replay import load_scan
 
@@ -43,14 +43,27 @@ class SourceSettings:
     photons: float = 1e6
     seed: int = 0
     replay_file: str = ""
+    # Fixed when the image server starts (`ptychoedge sim --probe/--sample`), not PVs.
+    probe: str = "default"  # a probes.PROBE_KINDS name or a probe file
+    probe_modes: int = 1
+    sample: str = "default"  # a samples.SAMPLE_KINDS name
 
     @property
     def dtype(self) -> type:
         return PIXEL_TYPES[self.data_type]
 
     def simulator(self) -> physics.PtychographySimulator:
-        return physics.PtychographySimulator(
-            max(self.size_x, self.size_y), photons=self.photons, dtype=self.dtype, seed=self.seed)
+        n = max(self.size_x, self.size_y)
+        probe = sample = None  # the simulator's own
+        if self.probe != "default" or self.probe_modes != 1:
+            probe = probes.named_probe(self.probe, n, physics.OBJECT_PIXEL_SIZE,
+                                       self.probe_modes)
+        if self.sample != "default":
+            # The size the simulator gives its own sample: room for the default scan.
+            side = max(1024, n + 768)
+            sample = samples.named_sample(self.sample, (side, side), self.seed)
+        return physics.PtychographySimulator(n, photons=self.photons, dtype=self.dtype,
+                                             seed=self.seed, probe=probe, sample=sample)
 
     def scan_positions(self) -> np.ndarray:
         step = self.step_um * MICROMETRE

@@ -1,0 +1,46 @@
+"""`ptychoedge sim --probe --sample --photons`: the live detector serves that instrument."""
+
+from __future__ import annotations
+
+import queue
+
+import numpy as np
+from conftest import start_sim
+
+from ptychoedge.sim import physics, probes, samples
+
+N = 128
+
+
+def next_frames(ctx, channel: str, count: int) -> list:
+    """The next `count` frames published on `channel` (p4p monitor)."""
+    frames: queue.Queue = queue.Queue()
+    subscription = ctx.monitor(channel, frames.put)
+    received = []
+    try:
+        while len(received) < count:
+            frame = frames.get(timeout=30.0)
+            if frame["uniqueId"] > 0:  # the record's initial, empty value is not a frame
+                received.append(frame)
+    finally:
+        subscription.close()
+    return received
+
+
+def test_sim_serves_the_chosen_probe_and_sample(spawn, prefix, pva, tmp_path):
+    start_sim(spawn, prefix, tmp_path, "--no-stage", "--probe", "zoneplate-defocus",
+              "--sample", "labyrinth", "--photons", "1e7", "--rate", "100", "--acquire")
+    frames = next_frames(pva, prefix + "Pva1:Image", 3)
+
+    probe = probes.named_probe("zoneplate-defocus", N, physics.OBJECT_PIXEL_SIZE)
+    sample = samples.named_sample("labyrinth", (1024, 1024), seed=0)
+    chosen = physics.PtychographySimulator(N, photons=1e7, probe=probe, sample=sample)
+    default = physics.PtychographySimulator(N, photons=1e7)
+    for frame in frames:
+        attributes = {a["name"]: a["value"] for a in frame["attribute"]}
+        position = np.array([[attributes["PosX"], attributes["PosY"]]])
+        received = frame["value"].reshape(N, N)
+        # Noise is seeded by the position: the very frame the simulator computes here.
+        np.testing.assert_array_equal(received, chosen.frames(position)[0][0])
+        assert np.abs(received.astype(float) - default.frames(position)[0][0]).sum() \
+            > 0.5 * received.sum()
