@@ -91,6 +91,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="incoherent modes of a probe preset (default 1)")
     parser.add_argument("--sample", choices=list(samples.SAMPLE_KINDS), default="default",
                         help="the sample family (default: default)")
+    parser.add_argument("--sample-thickness", type=_bounded(float, 0.01, 100), default=1.0,
+                        metavar="S", help="S times the family's usual thickness: phase and "
+                                          "absorption (default 1)")
     parser.add_argument("--photons", type=_bounded(float, _PHOTONS.low, _PHOTONS.high),
                         default=None, metavar="N",
                         help="photons per frame with no sample (cam1:Photons)")
@@ -131,7 +134,8 @@ class Beamline:
         if not self.args.no_stage:
             programs["stage-ioc"] = "ptychoedge.sim.stage_ioc"
         scene = ["--probe", self.args.probe, "--probe-modes", str(self.args.probe_modes),
-                 "--sample", self.args.sample]
+                 "--sample", self.args.sample, "--sample-thickness",
+                 str(self.args.sample_thickness)]
         for name, module in programs.items():
             extra = scene if name == "image-server" else []
             self.children.append(Child(name, python_module(module, "--prefix", self.prefix,

@@ -257,11 +257,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe", default="default", help="probe kind or file (sim/probes.py)")
     parser.add_argument("--probe-modes", type=int, default=1, help="modes of a probe preset")
     parser.add_argument("--sample", default="default", help="sample kind (sim/samples.py)")
+    parser.add_argument("--sample-thickness", type=float, default=1.0,
+                        help="times the sample's usual thickness")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s image-server %(message)s")
-    log.info("probe %s; sample %s", probes.describe(args.probe), samples.describe(args.sample))
+    log.info("probe %s; sample %s", probes.describe(args.probe),
+             samples.describe(args.sample, args.sample_thickness))
     server = ImageServer(args.prefix, {"probe": args.probe, "probe_modes": args.probe_modes,
-                                       "sample": args.sample})
+                                       "sample": args.sample,
+                                       "sample_thickness": args.sample_thickness})
     signal.signal(signal.SIGINT, lambda *_: server.stop())
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     try:

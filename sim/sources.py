@@ -47,6 +47,7 @@ class SourceSettings:
     probe: str = "default"  # a probes.PROBE_KINDS name or a probe file
     probe_modes: int = 1
     sample: str = "default"  # a samples.SAMPLE_KINDS name
+    sample_thickness: float = 1.0  # times the family's usual thickness
 
     @property
     def dtype(self) -> type:
@@ -58,10 +59,11 @@ class SourceSettings:
         if self.probe != "default" or self.probe_modes != 1:
             probe = probes.named_probe(self.probe, n, physics.OBJECT_PIXEL_SIZE,
                                        self.probe_modes)
-        if self.sample != "default":
+        if self.sample != "default" or self.sample_thickness != 1.0:
             # The size the simulator gives its own sample: room for the default scan.
             side = max(1024, n + 768)
-            sample = samples.named_sample(self.sample, (side, side), self.seed)
+            sample = samples.named_sample(self.sample, (side, side), self.seed,
+                                          self.sample_thickness)
         return physics.PtychographySimulator(n, photons=self.photons, dtype=self.dtype,
                                              seed=self.seed, probe=probe, sample=sample)
 

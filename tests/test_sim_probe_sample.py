@@ -29,11 +29,12 @@ def next_frames(ctx, channel: str, count: int) -> list:
 
 def test_sim_serves_the_chosen_probe_and_sample(spawn, prefix, pva, tmp_path):
     start_sim(spawn, prefix, tmp_path, "--no-stage", "--probe", "zoneplate-defocus",
-              "--sample", "labyrinth", "--photons", "1e7", "--rate", "100", "--acquire")
+              "--sample", "labyrinth", "--sample-thickness", "2", "--photons", "1e7",
+              "--rate", "100", "--acquire")
     frames = next_frames(pva, prefix + "Pva1:Image", 3)
 
     probe = probes.named_probe("zoneplate-defocus", N, physics.OBJECT_PIXEL_SIZE)
-    sample = samples.named_sample("labyrinth", (1024, 1024), seed=0)
+    sample = samples.named_sample("labyrinth", (1024, 1024), seed=0, thickness=2.0)
     chosen = physics.PtychographySimulator(N, photons=1e7, probe=probe, sample=sample)
     default = physics.PtychographySimulator(N, photons=1e7)
     for frame in frames:
