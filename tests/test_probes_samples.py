@@ -228,6 +228,14 @@ def test_samples_are_deterministic_for_a_seed_and_differ_between_seeds(kind):
     assert np.all(np.isfinite(first)) and np.all(np.abs(first) > 0)
 
 
+@pytest.mark.parametrize("kind", list(samples.SAMPLE_KINDS))
+@pytest.mark.parametrize("shape", [(8, 8), (9, 300), (300, 9)])
+def test_samples_come_in_any_shape(kind, shape):
+    sample = samples.named_sample(kind, shape, seed=1)
+    assert sample.shape == shape and np.all(np.isfinite(sample))
+    assert np.all(np.abs(sample) > 0) and np.all(np.abs(sample) <= 1 + 1e-6)
+
+
 def test_default_kind_is_make_sample_unchanged():
     assert np.array_equal(samples.named_sample("default", SHAPE, 3),
                           physics.make_sample(SHAPE, 3))
