@@ -48,9 +48,9 @@ def model_to_run(name: str, directory: Path) -> tuple[PtychoNN, Manifest, str]:
         return model, manifest, f"{name} (width {manifest.shape.width})"
     except ModelError as error:
         shape = ModelShape()
-        manifest = Manifest("untrained", "", shape, Preprocessing(input_size=shape.input_size),
-                            physics.OBJECT_PIXEL_SIZE,
-                            probe={"size": 128, "diameter_px": 64, "defocus": 6.0})
+        manifest = Manifest.for_instrument(
+            "untrained", shape, Preprocessing(128, shape.input_size),
+            physics.default_instrument())
         return PtychoNN(shape).eval(), manifest, (
             f"an untrained PtychoNN of the default shape (width {shape.width}): {error}")
 
@@ -66,12 +66,11 @@ def frames_per_second(backend, inputs: np.ndarray, seconds: float) -> float:
 
 
 def scored_scan(manifest: Manifest, points: int) -> tuple[np.ndarray, np.ndarray]:
-    probe = physics.make_probe(**manifest.probe) if manifest.probe else None
-    simulator = physics.PtychographySimulator(manifest.preprocessing.crop_size,
-                                              photons=manifest.photons, seed=0, probe=probe)
+    simulator = physics.simulator_for(manifest.instrument, seed=0)
     frames, truth = simulator.frames(
         physics.fermat_spiral_positions(points, onnx_export.SCAN_STEP))
-    return manifest.preprocessing.frames(frames), manifest.preprocessing.targets(truth)
+    return (manifest.preprocessing.canonical().frames(frames),
+            manifest.preprocessing.targets(truth))
 
 
 def accuracy(predicted: np.ndarray, targets: np.ndarray) -> tuple[float, float]:

@@ -123,7 +123,7 @@ def simulate(points: int):
     # (Not half the peak: this probe is a ring, dark in its centre, and where rings cross
     # the sum peaks at twice its typical value; that rule punches a hole at every point.)
     lit, placed = np.zeros(shape), np.zeros(shape, bool)
-    illumination = np.abs(simulator.probe) ** 2
+    illumination = simulator.illumination()
     start = (DETECTOR - SCORED_WINDOW) // 2
     for y, x in positions_px + half - DETECTOR // 2:
         lit[y:y + DETECTOR, x:x + DETECTOR] += illumination
@@ -175,10 +175,6 @@ def run_network(frames, positions, truth_shape, threads: int, model_name: str,
     except (ImportError, ValueError) as error:
         print(f"network: skipped, not ready in this checkout ({error})", flush=True)
         return None
-    if manifest.probe and manifest.probe != {"size": DETECTOR, "diameter_px": PROBE_DIAMETER,
-                                             "defocus": DEFOCUS}:
-        print(f"network: note: model trained on probe {manifest.probe}, scan uses "
-              f"{DETECTOR}/{PROBE_DIAMETER}/{DEFOCUS}", flush=True)
     backend = open_backend(backend_kind, precision, model, manifest, threads=threads)
     inputs = manifest.preprocessing.frames(frames[:BATCH])
     backend.infer(inputs)  # warm-up, as a running pipeline would be
@@ -310,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"simulating {args.points} frames of {DETECTOR}x{DETECTOR}", flush=True)
     simulator, positions, frames, positions_px, truth, mask = simulate(args.points)
     scan = args.work_dir / "scan.npz"
-    np.savez(scan, frames=frames, positions_px=positions_px, probe=simulator.probe,
+    np.savez(scan, frames=frames, positions_px=positions_px, probe=simulator.probe[0],
              photons=PHOTONS, pixel_size=simulator.pixel_size, object_shape=truth.shape,
              truth=truth, mask=mask)
 

@@ -47,7 +47,7 @@ def frames_per_second(model: PtychoNN, batch: int, seconds: float) -> float:
 def live_scan(points: int) -> tuple[np.ndarray, np.ndarray]:
     """Frames and central truth (n, 2, 64, 64) of a scan of the live simulator's sample."""
     simulator = physics.PtychographySimulator(128, photons=1e6, seed=0,
-                                              probe=physics.make_probe(**training.PROBE))
+                                              probe=physics.default_probe(128))
     frames, truth = simulator.frames(physics.fermat_spiral_positions(points, 0.25e-6),
                                      rng=np.random.default_rng(1))
     return frames, Preprocessing(128, COMMON_FIELD).targets(truth)

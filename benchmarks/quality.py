@@ -45,7 +45,7 @@ def main() -> int:
     reconstructor = Reconstructor(backend, manifest)
     positions = physics.fermat_spiral_positions(args.frames, 0.25e-6)
     size = manifest.preprocessing.crop_size
-    known_probe = physics.make_probe(**manifest.probe)
+    known_probe = manifest.instrument.probe
     cases = {
         "known (trained probe, unseen sample)":
             physics.PtychographySimulator(size, seed=0, probe=known_probe),

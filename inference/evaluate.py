@@ -46,16 +46,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def simulate(manifest, points: int, step_um: float, seed: int, photons: float):
-    probe = physics.make_probe(**manifest.probe) if manifest.probe else None
-    size = manifest.preprocessing.crop_size
-    simulator = physics.PtychographySimulator(size, photons=photons, seed=seed, probe=probe)
+    simulator = physics.simulator_for(manifest.instrument, photons=photons, seed=seed)
     positions = physics.fermat_spiral_positions(points, step_um * 1e-6)
     frames, truth = simulator.frames(positions)
     return frames, manifest.preprocessing.targets(truth), positions
 
 
 def mosaic_of(patches: np.ndarray, positions: np.ndarray, manifest) -> Mosaic:
-    mosaic = Mosaic(manifest.object_pixel_size, np.abs(manifest.probe_window()) ** 2)
+    mosaic = Mosaic(manifest.object_pixel_size, manifest.illumination())
     for (amplitude, phase), (x, y) in zip(patches, positions, strict=True):
         mosaic.add(amplitude, phase, x, y)
     return mosaic
@@ -124,7 +122,7 @@ def evaluate(model_name: str, model_dir: Path | None, backends: list[str], point
     model, manifest = load_model(model_name, model_dir or MODEL_DIR)
     frames, targets, positions = simulate(manifest, points, step, seed, photons)
     truth_mosaic = mosaic_of(targets, positions, manifest)
-    inputs = manifest.preprocessing.frames(frames)
+    inputs = manifest.preprocessing.canonical().frames(frames)
     out.mkdir(parents=True, exist_ok=True)
     report = []
     for choice in backends:

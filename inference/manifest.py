@@ -1,95 +1,148 @@
-"""Shipped models: weights beside a JSON manifest that says how to use them.
+"""Model bundles: weights, the probe over the network's field, and a JSON manifest.
 
-`<name>.pt` holds a PyTorch state dict (tensors only: loaded with
-`weights_only=True`, never unpickling objects); `<name>.json` holds its sha256,
-the model shape, the preprocessing, the physics it was trained on, the training
-recipe and the validation metrics. A model loads only when the sha256 matches.
+A bundle in the model directory is three files:
 
-Names are plain file names in the model directory: no paths, and no link to a
-file outside it. A model is known by its file name, whatever its manifest calls
-it (that name would otherwise reach file names, e.g. of the ONNX cache). The
-manifest must give the network the input size its preprocessing makes; it is
-JSON, nothing in it is executed.
+- `<name>.pt`: a PyTorch state dict (tensors only: loaded with `weights_only=True`,
+  never unpickling objects);
+- `<name>.probe.npy`: the instrument's probe, (modes, n, n) complex64 at the object
+  pixel of an n-pixel detector window (see instrument.py); the probe over the network's
+  field, which stitching and the diffraction residual use, follows from it and the
+  preprocessing (see preprocess.py);
+- `<name>.json`: the sha256 of both files, the network's shape, the preprocessing
+  (crop, binning, detector orientation), the instrument's geometry and flux, the
+  training recipe and lineage, and the validation figures (the residual's distribution
+  among them). A model loads only when both sha256 match.
+
+Names are plain file names in the model directory: no paths, and no link to a file
+outside it. A model is known by its file name, whatever its manifest calls it. The
+manifest is JSON; nothing in it is executed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ptychoedge.inference.instrument import Geometry, Instrument, checked_probe
 from ptychoedge.inference.model import ModelShape, PtychoNN
 from ptychoedge.inference.preprocess import Preprocessing
-from ptychoedge.sim.physics import make_probe
 
 MODEL_DIR = Path(__file__).with_name("models")
 DEFAULT_MODEL = "ptychonn-default"
 
 
 class ModelError(ValueError):
-    """A model that cannot be loaded, with the reason."""
+    """A model that cannot be loaded or saved, with the reason."""
 
 
 @dataclass
 class Manifest:
     name: str
-    sha256: str
     shape: ModelShape
-    preprocessing: Preprocessing
-    object_pixel_size: float  # m, of the output patches
-    probe: dict[str, float] = field(default_factory=dict)  # make_probe arguments
-    photons: float = 1e6
+    preprocessing: Preprocessing  # its orientation is the instrument's
+    instrument: Instrument
+    sha256: dict[str, str] = field(default_factory=dict)  # file kind -> digest
     training: dict[str, Any] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)
 
-    def probe_window(self) -> np.ndarray:
-        """The probe over the output patch: the central input_size pixels, complex64.
+    def __post_init__(self) -> None:
+        if self.preprocessing.orientation != self.instrument.orientation:
+            raise ValueError("the preprocessing must orient frames as the instrument says")
+        if self.shape.input_size != self.preprocessing.input_size:
+            raise ValueError(f"the network takes {self.shape.input_size} px, the "
+                             f"preprocessing makes {self.preprocessing.input_size} px")
 
-        The binned diffraction sees only this part of the field (see preprocess.py).
-        """
-        size = self.preprocessing.input_size
-        if not self.probe:
-            return np.ones((size, size), np.complex64)
-        probe = make_probe(**self.probe)
-        top = (probe.shape[0] - size) // 2
-        return probe[top:top + size, top:top + size].astype(np.complex64)
+    @classmethod
+    def for_instrument(cls, name: str, shape: ModelShape, preprocessing: Preprocessing,
+                       instrument: Instrument, **extra: Any) -> Manifest:
+        """A manifest for a network of `shape` that sees `instrument` through `preprocessing`
+        (whose orientation is taken from the instrument)."""
+        preprocessing = Preprocessing(preprocessing.crop_size, preprocessing.input_size,
+                                      preprocessing.scale, instrument.orientation)
+        return cls(name, shape, preprocessing, instrument, **extra)
+
+    @cached_property
+    def probe(self) -> np.ndarray:
+        """(modes, n, n) complex64: the probe over the network's output field."""
+        return self.instrument.model_probe(self.preprocessing.crop_size,
+                                           self.preprocessing.binning)
+
+    @property
+    def object_pixel_size(self) -> float:
+        """m per pixel of the output patches."""
+        return self.instrument.geometry.object_pixel_size(self.preprocessing.crop_size)
+
+    def illumination(self) -> np.ndarray:
+        """(n, n) probe intensity over the output field, summed over modes."""
+        return np.sum(np.abs(self.probe) ** 2, axis=0)
+
+    def residual_limits(self) -> tuple[float, float] | None:
+        """(minor, major) alarm limits of the diffraction residual, from the validation data:
+        None for a model validated without it."""
+        limits = self.validation.get("residual_alarm")
+        return (float(limits[0]), float(limits[1])) if limits else None
 
     def to_json(self) -> str:
-        data = asdict(self)
+        data = {key: value for key, value in asdict(self).items()
+                if key not in ("instrument", "probe")}
+        data["geometry"] = asdict(self.instrument.geometry)
+        data["photons"] = self.instrument.photons
+        data["probe_modes"] = self.instrument.modes
+        data["object_pixel_size"] = self.object_pixel_size  # for readers; derived
         return json.dumps(data, indent=2, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> Manifest:
+    def from_json(cls, text: str, probe: np.ndarray) -> Manifest:
+        """The manifest in `text`, with the instrument's `probe` (read from its own file)."""
         data = json.loads(text)
-        data["shape"] = ModelShape(**data["shape"])
-        data["preprocessing"] = Preprocessing(**data["preprocessing"])
-        return cls(**data)
+        for derived in ("object_pixel_size", "probe_modes"):
+            data.pop(derived, None)
+        preprocessing = Preprocessing(**data.pop("preprocessing"))
+        instrument = Instrument(Geometry(**data.pop("geometry")), probe, data.pop("photons"),
+                                preprocessing.orientation)
+        return cls(shape=ModelShape(**data.pop("shape")), preprocessing=preprocessing,
+                   instrument=instrument, **data)
 
 
 def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def model_paths(name: str, directory: Path = MODEL_DIR) -> tuple[Path, Path]:
-    """The weights and manifest of model `name`, which must be a plain name in `directory`."""
+def model_paths(name: str, directory: Path = MODEL_DIR) -> dict[str, Path]:
+    """The files of model `name`, which must be a plain name in `directory`."""
     if not name or Path(name).name != name or name.startswith("."):
         raise ModelError(f"model name {name!r} must be a plain name in {directory}")
-    return directory / f"{name}.pt", directory / f"{name}.json"
+    return {"weights": directory / f"{name}.pt", "probe": directory / f"{name}.probe.npy",
+            "manifest": directory / f"{name}.json"}
 
 
 def save_model(model: PtychoNN, manifest: Manifest, directory: Path = MODEL_DIR) -> Path:
-    """Write weights and manifest; the manifest's sha256 is filled in here."""
-    directory.mkdir(parents=True, exist_ok=True)
-    weights, manifest_path = model_paths(manifest.name, directory)
-    torch.save(model.state_dict(), weights)
-    manifest.sha256 = sha256_of(weights)
-    manifest_path.write_text(manifest.to_json() + "\n")
-    return manifest_path
+    """Write the bundle; the sha256 are filled in here. All files appear, or none changes."""
+    paths = model_paths(manifest.name, directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=directory, prefix=".saving-") as staging:
+            staged = {kind: Path(staging) / path.name for kind, path in paths.items()}
+            torch.save(model.state_dict(), staged["weights"])
+            np.save(staged["probe"], manifest.instrument.probe)
+            manifest.sha256 = {kind: sha256_of(staged[kind]) for kind in ("weights", "probe")}
+            staged["manifest"].write_text(manifest.to_json() + "\n")
+            # the manifest last: until it is replaced, the old one's digests refuse a mix
+            for kind in ("weights", "probe", "manifest"):
+                os.replace(staged[kind], paths[kind])
+    except OSError as error:
+        raise ModelError(f"cannot write model {manifest.name!r} to {directory}: "
+                         f"{error.strerror or error}") from error
+    return paths["manifest"]
 
 
 def _inside(path: Path, directory: Path) -> None:
@@ -98,33 +151,41 @@ def _inside(path: Path, directory: Path) -> None:
         raise ModelError(f"{path.name} leads outside the model directory {directory}")
 
 
+def _checked_file(name: str, kind: str, path: Path, directory: Path, digest: str | None) -> None:
+    if not path.is_file():
+        raise ModelError(f"model {name!r}: no {kind} file {path.name}")
+    _inside(path, directory)
+    if sha256_of(path) != digest:
+        raise ModelError(f"model {name!r}: {path.name} does not match the sha256 in its manifest")
+
+
 def load_manifest(name: str, directory: Path = MODEL_DIR) -> Manifest:
-    _, manifest_path = model_paths(name, directory)
+    """The manifest of model `name` with its probe, after checking the probe's sha256."""
+    paths = model_paths(name, directory)
+    manifest_path = paths["manifest"]
     if not manifest_path.is_file():
         raise ModelError(f"no model {name!r} in {directory} (no {manifest_path.name})")
     _inside(manifest_path, directory)
     try:
-        manifest = Manifest.from_json(manifest_path.read_text())
-    except (ValueError, TypeError, KeyError, AttributeError) as error:
-        raise ModelError(f"{manifest_path.name}: not a valid manifest ({error})") from error
-    if manifest.shape.input_size != manifest.preprocessing.input_size:
-        raise ModelError(f"{manifest_path.name}: the network takes "
-                         f"{manifest.shape.input_size} px, the preprocessing makes "
-                         f"{manifest.preprocessing.input_size} px")
+        text = manifest_path.read_text()
+        digests = json.loads(text).get("sha256", {})
+        _checked_file(name, "probe", paths["probe"], directory, digests.get("probe"))
+        probe = checked_probe(np.load(paths["probe"], allow_pickle=False), paths["probe"].name)
+        manifest = Manifest.from_json(text, probe)
+        manifest.probe  # noqa: B018 - a probe too small for the crop fails here, not later
+    except ModelError:
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError, OSError) as error:
+        raise ModelError(f"{manifest_path.name}: not a valid model bundle ({error})") from error
     manifest.name = name
     return manifest
 
 
 def load_model(name: str, directory: Path = MODEL_DIR) -> tuple[PtychoNN, Manifest]:
-    """The model `name` from `directory`, after checking its sha256 against its manifest."""
+    """The model `name` from `directory`, after checking its files against its manifest."""
     manifest = load_manifest(name, directory)
-    weights, _ = model_paths(name, directory)
-    if not weights.is_file():
-        raise ModelError(f"model {name!r}: no weights file {weights.name}")
-    _inside(weights, directory)
-    if sha256_of(weights) != manifest.sha256:
-        raise ModelError(f"model {name!r}: {weights.name} does not match the sha256 "
-                         "in its manifest")
+    weights = model_paths(name, directory)["weights"]
+    _checked_file(name, "weights", weights, directory, manifest.sha256.get("weights"))
     model = PtychoNN(manifest.shape)
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
@@ -132,3 +193,4 @@ def load_model(name: str, directory: Path = MODEL_DIR) -> tuple[PtychoNN, Manife
     except Exception as error:  # a corrupt file or a state of another shape
         raise ModelError(f"model {name!r}: cannot load {weights.name} ({error})") from error
     return model.eval(), manifest
+

@@ -159,7 +159,7 @@ class MosaicProcessor(AdImageProcessor):
         follow_detector_restarts()
         self.config = {**DEFAULTS, **(configDict or {})}
         manifest = load_manifest(self.config["model"], Path(self.config["modelDir"]))
-        self.mosaic = Mosaic(manifest.object_pixel_size, np.abs(manifest.probe_window()) ** 2)
+        self.mosaic = Mosaic(manifest.object_pixel_size, manifest.illumination())
         self.names = {image: self.config["prefix"] + image for image in IMAGES}
         self.latest: tuple[np.ndarray, np.ndarray] | None = None
         self.last_id = 0
@@ -183,7 +183,7 @@ class MosaicProcessor(AdImageProcessor):
             return
         with self._lock:
             self.mosaic = Mosaic(manifest.object_pixel_size,
-                                 np.abs(manifest.probe_window()) ** 2)
+                                 manifest.illumination())
             self.config["model"] = configDict["model"]
             self.scans += 1
 

@@ -4,8 +4,9 @@ Files are cached in a cache directory (never the package) under a key made of
 the weights' sha256 and the precision, so each is built once per model. The
 int8 files are calibrated on frames the simulator makes of a Fermat scan over a
 sample the model is not scored on (seed 7), through the model's own
-preprocessing. Two int8 flavours exist: "int8" (unsigned activations, fastest on
-x86 CPUs) and "int8-symmetric" (signed, zero point 0, what TensorRT accepts).
+preprocessing. Two int8 flavours exist: "int8" (unsigned activations and weights
+in 7 bits, fastest on x86 CPUs and exact on those without VNNI) and "int8-symmetric"
+(signed, zero point 0, what TensorRT accepts).
 """
 
 from __future__ import annotations
@@ -56,9 +57,11 @@ def weights_sha256(model: PtychoNN) -> str:
 def cache_key(model: PtychoNN, manifest: Manifest, flavour: str) -> str:
     recipe = {"opset": OPSET, "shape": manifest.shape.as_dict()}
     if flavour != "fp32":  # the calibration frames depend on the physics and preprocessing
-        recipe |= {"preprocessing": manifest.preprocessing.as_dict(), "probe": manifest.probe,
-                   "photons": manifest.photons, "seed": CALIBRATION_SEED,
-                   "frames": CALIBRATION_FRAMES}
+        recipe |= {"preprocessing": manifest.preprocessing.as_dict(),
+                   "probe": manifest.sha256.get("probe"), "photons": manifest.instrument.photons,
+                   "seed": CALIBRATION_SEED, "frames": CALIBRATION_FRAMES}
+    if flavour == "int8":  # 7-bit weights (see quantize_int8): files made before are rebuilt
+        recipe["weights"] = "reduce_range"
     digest = hashlib.sha256(weights_sha256(model).encode())
     digest.update(json.dumps(recipe, sort_keys=True).encode())
     return digest.hexdigest()[:20]
@@ -129,11 +132,9 @@ def export_fp32(model: PtychoNN, input_size: int, path: Path) -> None:
 
 def simulated_inputs(manifest: Manifest, points: int, seed: int) -> np.ndarray:
     """Preprocessed frames (points, 1, s, s) of a Fermat scan over the sample of `seed`."""
-    probe = physics.make_probe(**manifest.probe) if manifest.probe else None
-    simulator = physics.PtychographySimulator(manifest.preprocessing.crop_size,
-                                              photons=manifest.photons, seed=seed, probe=probe)
+    simulator = physics.simulator_for(manifest.instrument, seed=seed)
     frames, _ = simulator.frames(physics.fermat_spiral_positions(points, SCAN_STEP))
-    return manifest.preprocessing.frames(frames)
+    return manifest.preprocessing.canonical().frames(frames)
 
 
 def calibration_inputs(manifest: Manifest) -> np.ndarray:
@@ -145,6 +146,13 @@ def quantize_int8(fp32: Path, inputs: np.ndarray, path: Path, *, symmetric: bool
 
     Activations are uint8 (asymmetric: ReLU outputs use the whole range), or int8
     with zero point 0 and float biases where `symmetric`, as TensorRT requires.
+
+    The uint8 flavour keeps its weights in -64..64 (`reduce_range`): x86 CPUs without
+    VNNI (AVX2, AVX-512 before VNNI) multiply uint8 by int8 with VPMADDUBSW, which adds
+    two products into a saturating int16. With full-range weights, two bright pixels
+    (up to 255) under two large weights (127) overflow it and wreck the first
+    convolution (shipped model: int8 off fp32 by 0.33 amplitude); 2 x 255 x 64 cannot.
+    VNNI CPUs and TensorRT accumulate in int32, so the symmetric flavour keeps 8 bits.
     """
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -167,6 +175,7 @@ def quantize_int8(fp32: Path, inputs: np.ndarray, path: Path, *, symmetric: bool
         quant_pre_process(str(fp32), str(prepared))
         quantize_static(
             str(prepared), str(path), Frames(), quant_format=QuantFormat.QDQ, per_channel=True,
+            reduce_range=not symmetric,
             activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True,

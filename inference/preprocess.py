@@ -1,18 +1,29 @@
 """From a detector frame to the network's input, and from the truth to its target.
 
-The same steps in training and at the edge: crop the centre `crop_size` pixels
-of the diffraction (where the direct beam is), bin them down to the model's
-`input_size`, then log1p and a fixed scale. Binning the diffraction by b shrinks
-the real-space field of view by b, so the target is the central
-`input_size` x `input_size` object pixels under the probe, at the simulator's
-object pixel size.
+The same steps in training and at the edge: orient the frame (see instrument.py),
+take the `crop_size` pixels around the direct beam, bin them down to the model's
+`input_size`, then log1p and a fixed scale.
+
+What the network sees of the object follows from the forward model: cropping the
+detector to C of its N pixels keeps the field of view and makes the object pixel N/C
+times coarser; binning by b keeps that object pixel and shrinks the field b times. So
+the network's output is `input_size` object pixels of wavelength x distance /
+(crop_size x detector pixel) each, and the probe over that field is the instrument's
+probe Fourier-cropped to C, then cut to its central C / b pixels.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
+
+from ptychoedge.inference.instrument import Orientation
+
+# The direct beam's centroid may wander this fraction of the crop from where the
+# instrument says it is: a frame further off belongs to another geometry.
+BEAM_TOLERANCE = 0.25
+MIN_INSIDE = 0.25  # the crop holds at least this fraction of a frame's counts
 
 
 class FrameError(ValueError):
@@ -25,11 +36,14 @@ class FrameError(ValueError):
 
 @dataclass(frozen=True)
 class Preprocessing:
-    crop_size: int = 128
+    crop_size: int = 64
     input_size: int = 64
-    scale: float = 0.1  # log1p(counts) x scale is about 0..1 at 1e6 photons per frame
+    scale: float = 0.1  # log1p(counts) x scale is about 0..1
+    orientation: Orientation = field(default_factory=Orientation)
 
     def __post_init__(self) -> None:
+        if isinstance(self.orientation, dict):
+            object.__setattr__(self, "orientation", Orientation(**self.orientation))
         if self.crop_size % self.input_size:
             raise ValueError(f"crop size {self.crop_size} must be a multiple of the input "
                              f"size {self.input_size}")
@@ -41,11 +55,16 @@ class Preprocessing:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def canonical(self) -> Preprocessing:
+        """The same for frames already in the forward model's orientation, beam centred
+        (simulated ones)."""
+        return Preprocessing(self.crop_size, self.input_size, self.scale)
+
     def frames(self, frames: np.ndarray) -> np.ndarray:
         """(n, ny, nx) integer counts -> (n, 1, input, input) float32 network input."""
         return self.normalise(self.binned(frames))
 
-    def binned(self, frames: np.ndarray) -> np.ndarray:
+    def binned(self, frames: np.ndarray, check_beam: bool = True) -> np.ndarray:
         """(n, ny, nx) or (ny, nx) integer counts -> (n, input, input) float32 counts."""
         frames = np.asarray(frames)
         if frames.ndim == 2:
@@ -56,23 +75,71 @@ class Preprocessing:
             raise FrameError("empty", f"empty frame, shape {frames.shape}")
         if not np.issubdtype(frames.dtype, np.integer):
             raise FrameError("pixel_type", f"expected integer counts, got {frames.dtype}")
+        frames = self.orientation.apply(frames)
         ny, nx = frames.shape[1:]
         if min(ny, nx) < self.crop_size:
             raise FrameError("too_small", f"frame {nx}x{ny} is smaller than the model's "
                              f"{self.crop_size}x{self.crop_size} crop")
-        top, left = (ny - self.crop_size) // 2, (nx - self.crop_size) // 2
+        x, y = self.orientation.beam((ny, nx))
+        top, left = y - self.crop_size // 2, x - self.crop_size // 2
+        if top < 0 or left < 0 or top + self.crop_size > ny or left + self.crop_size > nx:
+            raise FrameError("beam", f"a {self.crop_size}-pixel crop around the direct beam at "
+                             f"({x}, {y}) does not fit the {nx}x{ny} frame")
         crop = frames[:, top:top + self.crop_size, left:left + self.crop_size]
         b = self.binning
-        return crop.astype(np.float32).reshape(
+        binned = crop.astype(np.float32).reshape(
             len(crop), self.input_size, b, self.input_size, b).sum(axis=(2, 4))
+        if check_beam:
+            _check_beam(binned, frames)
+        return binned
 
     def normalise(self, binned: np.ndarray) -> np.ndarray:
         """(n, input, input) counts -> (n, 1, input, input) network input."""
         return (np.log1p(binned) * self.scale)[:, None].astype(np.float32)
 
     def targets(self, patches: np.ndarray) -> np.ndarray:
-        """(n, N, N) complex object patches -> (n, 2, input, input) amplitude, phase."""
+        """(n, N, N) complex object patches under an N-pixel window -> (n, 2, input, input)
+        amplitude and phase at the network's object pixel, over its field."""
+        return split(self.object_patches(patches))
+
+    def object_patches(self, patches: np.ndarray) -> np.ndarray:
+        """(n, N, N) complex patches at an N-pixel window's object pixel -> (n, input,
+        input) complex at the network's: N / crop_size pixels averaged, the centre kept."""
         n = patches.shape[-1]
-        top = (n - self.input_size) // 2
-        centre = patches[:, top:top + self.input_size, top:top + self.input_size]
-        return np.stack([np.abs(centre), np.angle(centre)], axis=1).astype(np.float32)
+        if n % self.crop_size:
+            raise ValueError(f"patches of {n} pixels cannot be averaged down to a "
+                             f"{self.crop_size}-pixel crop's object pixel")
+        factor = n // self.crop_size
+        coarse = patches.reshape(len(patches), self.crop_size, factor, self.crop_size,
+                                 factor).mean(axis=(2, 4))
+        top = (self.crop_size - self.input_size) // 2
+        return coarse[:, top:top + self.input_size, top:top + self.input_size]
+
+
+def split(patches: np.ndarray) -> np.ndarray:
+    """(n, s, s) complex -> (n, 2, s, s) float32 amplitude, phase."""
+    return np.stack([np.abs(patches), np.angle(patches)], axis=1).astype(np.float32)
+
+
+def _check_beam(binned: np.ndarray, frames: np.ndarray) -> None:
+    """FrameError when a frame's direct beam is not where the instrument puts it: most of
+    its counts outside the crop, or their centroid far from the crop's centre."""
+    size = binned.shape[-1]
+    totals = binned.sum(axis=(1, 2))
+    outside = frames.sum(axis=(1, 2), dtype=np.float64) - totals
+    if np.any(outside > (1 - MIN_INSIDE) * (outside + totals)):
+        raise FrameError("beam", f"only {totals.min() / (outside + totals).max():.0%} of a "
+                         "frame's counts fall in the crop around where the model's instrument "
+                         "puts the direct beam: another geometry or orientation?")
+    lit = totals > 0
+    if not lit.any():
+        return
+    axis = np.arange(size) - size // 2
+    cy = (binned.sum(axis=2) @ axis)[lit] / totals[lit]
+    cx = (binned.sum(axis=1) @ axis)[lit] / totals[lit]
+    off = np.hypot(cx, cy)
+    worst = int(np.argmax(off))
+    if off[worst] > BEAM_TOLERANCE * size:
+        raise FrameError("beam", f"the frame's intensity is centred {off[worst]:.0f} binned pixels "
+                         f"from where the model's instrument puts the direct beam (tolerance "
+                         f"{BEAM_TOLERANCE * size:.0f}): another geometry or orientation?")

@@ -1,37 +1,62 @@
-"""`ptychoedge train`: PtychoNN on simulated scans, with ground truth from the physics.
+"""`ptychoedge train`: a PtychoNN model for an instrument, in one of three ways.
 
-Training frames come from procedural samples the live simulator never shows
-(its default sample is seed 0); validation uses another unseen sample. Loss is
-the mean absolute error of amplitude and phase, as in PtychoNN. The result is
-written as weights plus a manifest (see manifest.py).
+- simulated (the default, or `--instrument FILE.cxi`): frames the forward model makes
+  with the instrument's probe and geometry over procedural samples, the true patches
+  as labels (L1 of amplitude and of the wrapped phase difference);
+- `--scan FILE.cxi --reconstruction FILE`: a recorded scan, labelled with patches of
+  its iterative reconstruction at the scan positions (supervised);
+- `--scan FILE.cxi` alone: self-supervised through the physics: the predicted patch
+  behind the probe must explain the measured counts (physics_loss.py), and
+  neighbouring frames must agree where they overlap. Needs frames, positions, probe.
+
+`--from NAME` starts from a model's weights (and keeps its crop and binning). The
+bundle (manifest.py) records the instrument, the lineage (parent, data, recipe) and
+the validation figures, the residual's distribution among them.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
-from ptychoedge.inference.manifest import DEFAULT_MODEL, MODEL_DIR, Manifest, save_model
-from ptychoedge.inference.metrics import mean_psnr, mean_ssim
+from ptychoedge.inference import training_data
+from ptychoedge.inference.instrument import Geometry, Instrument, InstrumentError, Orientation
+from ptychoedge.inference.manifest import (
+    DEFAULT_MODEL,
+    MODEL_DIR,
+    Manifest,
+    ModelError,
+    load_model,
+    save_model,
+)
 from ptychoedge.inference.model import ModelShape, PtychoNN, count_parameters
+from ptychoedge.inference.physics_loss import (
+    complex_patches,
+    diffraction_loss,
+    neighbour_pairs,
+    overlap_loss,
+)
 from ptychoedge.inference.preprocess import Preprocessing
-from ptychoedge.sim import physics
+from ptychoedge.inference.quality import DiffractionResidual
+from ptychoedge.inference.scores import image_pair_scores
 
 log = logging.getLogger("ptychoedge.train")
 
-PROBE = {"size": 128, "diameter_px": 64, "defocus": 6.0}  # the simulator's default probe
 TRAINING_SEEDS = (101, 102, 103, 104)
 VALIDATION_SEED = 201
-CROP_SIZE = 128  # the simulator's detector
-SCAN_RADIUS = 3e-6  # m: positions drawn over the region the live scan covers
+HELD_OUT_EVERY = 10  # every tenth frame of a recorded scan validates, the rest trains
+# Residual alarm limits: MINOR at 3x the validation frames' 90th percentile (but not
+# below 1.5x their 99th), MAJOR at twice that; both within the residual's 0..2 scale.
+MINOR_OVER_P90, MINOR_OVER_P99, MAJOR_OVER_MINOR = 3.0, 1.5, 2.0
 
 
 def _positive(kind: type):
@@ -50,7 +75,6 @@ def _input_size(text: str) -> int:
     size = _positive(int)(text)
     try:
         ModelShape(size)
-        Preprocessing(CROP_SIZE, size)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
     return size
@@ -59,57 +83,129 @@ def _input_size(text: str) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default=DEFAULT_MODEL, help="model name (default %(default)s)")
     parser.add_argument("--out-dir", type=Path, default=MODEL_DIR,
-                        help="where to write <name>.pt and <name>.json (default: the shipped "
-                             "models)")
-    parser.add_argument("--input-size", type=_input_size, default=64,
-                        help=f"network input in pixels: the {CROP_SIZE}x{CROP_SIZE} centre of "
-                             "the frame binned down to it (default %(default)s)")
-    parser.add_argument("--width", type=_positive(int), default=16,
-                        help="channels of the first level (PtychoNN: 32; default %(default)s)")
-    parser.add_argument("--samples", type=_positive(int), default=8000,
-                        help="training frames (default %(default)s)")
-    parser.add_argument("--validation", type=_positive(int), default=400,
-                        help="validation frames, from a sample of its own (default %(default)s)")
-    parser.add_argument("--epochs", type=_positive(int), default=8,
+                        help="where to write the bundle (default: the shipped models)")
+    data = parser.add_argument_group("what to learn from")
+    data.add_argument("--instrument", type=Path, metavar="FILE.cxi",
+                      help="simulate frames of this instrument (probe, energy, distance, pixel)")
+    data.add_argument("--scan", type=Path, metavar="FILE.cxi",
+                      help="a recorded scan (frames, positions, probe, geometry); without "
+                           "--reconstruction, trained self-supervised through the physics")
+    data.add_argument("--reconstruction", type=Path, metavar="FILE",
+                      help="the scan's iterative reconstruction as labels: CXI "
+                           "(entry_1/image_1/data, x_pixel_size) or .npz (object, pixel_size); "
+                           "scan position (0, 0) is the object's centre pixel (shape // 2)")
+    data.add_argument("--from", dest="parent", metavar="NAME",
+                      help="start from this model's weights; keeps its crop and binning")
+    data.add_argument("--model-dir", type=Path, default=MODEL_DIR,
+                      help="where --from is found (default: the shipped models)")
+    instrument = parser.add_argument_group(
+        "the instrument from numbers (instead of a CXI file)")
+    instrument.add_argument("--probe", type=Path, metavar="FILE.npy",
+                            help="complex probe (n, n) or (modes, n, n) at the object pixel of "
+                                 "an n-pixel detector window")
+    instrument.add_argument("--energy", type=_positive(float), metavar="EV",
+                            help="photon energy (eV)")
+    instrument.add_argument("--distance", type=_positive(float), metavar="M",
+                            help="sample to detector (m)")
+    instrument.add_argument("--pixel-size", type=_positive(float), metavar="M",
+                            help="detector pixel (m)")
+    instrument.add_argument("--transpose", action="store_true",
+                            help="frames arrive transposed")
+    instrument.add_argument("--flip-x", action="store_true", help="frames arrive mirrored in x")
+    instrument.add_argument("--flip-y", action="store_true", help="frames arrive mirrored in y")
+    instrument.add_argument("--beam-center", type=float, nargs=2, metavar=("X", "Y"),
+                            help="direct beam pixel in the oriented frame (default: centre)")
+    network = parser.add_argument_group("the network")
+    network.add_argument("--input-size", type=_input_size, default=64,
+                         help="network input and output in pixels (default %(default)s)")
+    network.add_argument("--crop", type=_positive(int),
+                         help="detector pixels around the beam the network sees, binned down "
+                              "to --input-size (default: --input-size, no binning: the field "
+                              "is the whole probe window)")
+    network.add_argument("--width", type=_positive(int), default=16,
+                         help="channels of the first level (PtychoNN: 32; default %(default)s)")
+    recipe = parser.add_argument_group("the recipe")
+    recipe.add_argument("--samples", type=_positive(int), default=8000,
+                        help="simulated training frames (default %(default)s)")
+    recipe.add_argument("--validation", type=_positive(int), default=400,
+                        help="simulated validation frames, of a sample of its own "
+                             "(default %(default)s)")
+    recipe.add_argument("--sample-kinds", default=",".join(training_data.TRAINING_KINDS),
+                        help="sample families to simulate, comma-separated "
+                             "(default %(default)s)")
+    recipe.add_argument("--epochs", type=_positive(int), default=8,
                         help="passes over the training frames (default %(default)s)")
-    parser.add_argument("--batch-size", type=_positive(int), default=32,
+    recipe.add_argument("--batch-size", type=_positive(int), default=32,
                         help="frames per step (default %(default)s)")
-    parser.add_argument("--lr", type=_positive(float), default=1e-3,
+    recipe.add_argument("--lr", type=_positive(float), default=1e-3,
                         help="peak learning rate of the one-cycle schedule (default %(default)s)")
-    parser.add_argument("--photons", type=_positive(float), default=1e6,
-                        help="photons per frame (default %(default)g)")
-    parser.add_argument("--seed", type=int, default=0,
+    recipe.add_argument("--photons", type=_positive(float),
+                        help="counts per frame with no sample (default: the instrument's; 1e6 "
+                             "for the simulated one)")
+    recipe.add_argument("--overlap-weight", type=float, default=1.0,
+                        help="self-supervised: weight of the neighbours' agreement "
+                             "(default %(default)s)")
+    recipe.add_argument("--seed", type=int, default=0,
                         help="seed of positions, noise and weights (default %(default)s)")
 
 
-def make_dataset(preprocessing: Preprocessing, seeds: tuple[int, ...], count: int,
-                 photons: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Network inputs and targets of `count` frames at random positions over `seeds` samples."""
-    probe = physics.make_probe(**PROBE)
-    inputs, targets = [], []
-    per_sample = -(-count // len(seeds))
-    for seed in seeds:
-        simulator = physics.PtychographySimulator(preprocessing.crop_size, photons=photons,
-                                                  seed=seed, probe=probe)
-        positions = rng.uniform(-SCAN_RADIUS, SCAN_RADIUS, size=(per_sample, 2))
-        for start in range(0, per_sample, 256):
-            frames, truth = simulator.frames(positions[start:start + 256], rng=rng)
-            inputs.append(preprocessing.frames(frames))
-            targets.append(preprocessing.targets(truth))
-    return np.concatenate(inputs)[:count], np.concatenate(targets)[:count]
+@dataclass
+class Start:
+    """What a training run starts from: the network, its preprocessing, the instrument."""
+
+    model: PtychoNN
+    preprocessing: Preprocessing
+    instrument: Instrument
+    parent: dict | None
 
 
-def validation_metrics(model: PtychoNN, inputs: np.ndarray, targets: np.ndarray) -> dict:
-    with torch.inference_mode():
-        predicted = np.concatenate([model(torch.from_numpy(inputs[i:i + 64])).numpy()
-                                    for i in range(0, len(inputs), 64)])
-    metrics = {}
-    for channel, name, data_range in ((0, "amplitude", 1.0), (1, "phase", 2 * np.pi)):
-        got, want = predicted[:, channel], targets[:, channel]
-        metrics[f"{name}_mae"] = float(np.abs(got - want).mean())
-        metrics[f"{name}_ssim"] = mean_ssim(got, want, data_range)
-        metrics[f"{name}_psnr"] = mean_psnr(got, want, data_range)
-    return metrics
+def instrument_of(args: argparse.Namespace, parent: Manifest | None) -> Instrument:
+    """The instrument the options name: a scan's, an instrument file's, numbers, the
+    parent's, or the simulated one."""
+    orientation = Orientation(args.transpose, args.flip_y, args.flip_x,
+                              *(args.beam_center or (None, None)))
+    photons = args.photons
+    if args.scan or args.instrument:
+        from ptychoedge.inference.instrument import read_cxi
+        return read_cxi(args.scan or args.instrument, photons=photons, orientation=orientation)
+    if args.probe:
+        missing = [name for name in ("energy", "distance", "pixel_size")
+                   if getattr(args, name) is None]
+        if missing:
+            options = ", ".join("--" + name.replace("_", "-") for name in missing)
+            raise InstrumentError(f"--probe needs {options}")
+        probe = training_data.load_probe(args.probe)
+        n = probe.shape[-1]
+        return Instrument(Geometry(args.energy, args.distance, args.pixel_size, (n, n)), probe,
+                          photons or 1e6, orientation)
+    if parent is not None:
+        return Instrument(parent.instrument.geometry, parent.instrument.probe,
+                          photons or parent.instrument.photons, parent.instrument.orientation)
+    return training_data.simulated_instrument(photons or 1e6)
+
+
+def starting_point(args: argparse.Namespace) -> Start:
+    parent_info, parent_manifest = None, None
+    if args.parent:
+        model, parent_manifest = load_model(args.parent, args.model_dir)
+        parent_info = {"name": args.parent, "weights_sha256": parent_manifest.sha256["weights"]}
+    instrument = instrument_of(args, parent_manifest)
+    if parent_manifest is not None:
+        kept = parent_manifest.preprocessing
+        preprocessing = Preprocessing(kept.crop_size, kept.input_size, kept.scale,
+                                      instrument.orientation)
+    else:
+        crop = args.crop or args.input_size
+        try:
+            preprocessing = Preprocessing(crop, args.input_size,
+                                          1.0 / np.log1p(instrument.photons),
+                                          instrument.orientation)
+        except ValueError as error:
+            raise InstrumentError(str(error)) from None
+        torch.manual_seed(args.seed)
+        model = PtychoNN(ModelShape(args.input_size, args.width))
+    instrument.model_probe(preprocessing.crop_size, preprocessing.binning)  # fits, or says why
+    return Start(model, preprocessing, instrument, parent_info)
 
 
 class Progress:
@@ -132,66 +228,156 @@ class Progress:
         sys.stderr.flush()
 
 
-def train(args: argparse.Namespace) -> tuple[PtychoNN, Manifest]:
-    torch.manual_seed(args.seed)
-    rng = np.random.default_rng(args.seed)
-    shape = ModelShape(args.input_size, args.width)
-    preprocessing = Preprocessing(crop_size=CROP_SIZE, input_size=args.input_size)
-    started = time.monotonic()
-    log.info("simulating %d training and %d validation frames", args.samples, args.validation)
-    train_x, train_y = make_dataset(preprocessing, TRAINING_SEEDS, args.samples, args.photons,
-                                    rng)
-    valid_x, valid_y = make_dataset(preprocessing, (VALIDATION_SEED,), args.validation,
-                                    args.photons, rng)
-    model = PtychoNN(shape)
-    log.info("training %s: %d weights, %d epochs, %d threads", shape, count_parameters(model),
-             args.epochs, torch.get_num_threads())
+def supervised_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """L1 of amplitude plus L1 of the phase difference wrapped to (-pi, pi]."""
+    amplitude = (output[:, 0] - target[:, 0]).abs().mean()
+    difference = output[:, 1] - target[:, 1]
+    phase = torch.atan2(torch.sin(difference), torch.cos(difference)).abs().mean()
+    return amplitude + phase
+
+
+def optimise(model: PtychoNN, count: int, loss_of, args: argparse.Namespace) -> float:
+    """Adam with a one-cycle schedule over `count` frames; `loss_of(indices)` gives a batch's
+    loss. The last epoch's mean loss."""
     optimiser = torch.optim.Adam(model.parameters(), lr=args.lr)
-    batches = -(-len(train_x) // args.batch_size)
+    batches = -(-count // args.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, args.lr,
                                                    total_steps=args.epochs * batches)
-    loss_fn = nn.L1Loss()
-    progress = Progress(args.epochs, batches, len(train_x))
-    x_all, y_all = torch.from_numpy(train_x), torch.from_numpy(train_y)
+    progress = Progress(args.epochs, batches, count)
     epoch_loss = float("nan")
     for epoch in range(1, args.epochs + 1):
         model.train()
         total = 0.0
-        order = torch.randperm(len(x_all))
-        for batch, start in enumerate(range(0, len(order), args.batch_size), 1):
+        order = torch.randperm(count)
+        for batch, start in enumerate(range(0, count, args.batch_size), 1):
             index = order[start:start + args.batch_size]
-            loss = loss_fn(model(x_all[index]), y_all[index])
+            loss = loss_of(index)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
             schedule.step()
             total += loss.item() * len(index)
             progress.step(epoch, batch, loss.item(), len(index))
-        epoch_loss = total / len(order)
+        epoch_loss = total / count
     sys.stderr.write("\n")
     model.eval()
-    metrics = validation_metrics(model, valid_x, valid_y)
-    manifest = Manifest(
-        name=args.name, sha256="", shape=shape, preprocessing=preprocessing,
-        object_pixel_size=physics.OBJECT_PIXEL_SIZE, probe=dict(PROBE), photons=args.photons,
-        training={"samples": args.samples, "epochs": args.epochs,
-                  "batch_size": args.batch_size, "lr": args.lr, "optimiser": "Adam, one-cycle",
-                  "loss": "L1 of amplitude and phase", "seed": args.seed,
-                  "sample_seeds": list(TRAINING_SEEDS), "validation_seed": VALIDATION_SEED,
-                  "final_loss": epoch_loss, "seconds": round(time.monotonic() - started, 1)},
-        validation=metrics)
+    return epoch_loss
+
+
+def predict(model: PtychoNN, inputs: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        return np.concatenate([model(torch.from_numpy(inputs[i:i + 64])).numpy()
+                               for i in range(0, len(inputs), 64)])
+
+
+def residual_figures(manifest: Manifest, counts: np.ndarray, predicted: np.ndarray) -> dict:
+    """The residual's distribution on validation frames, and the alarm limits it sets."""
+    residuals = DiffractionResidual(manifest)(counts, predicted[:, 0], predicted[:, 1])
+    p50, p90, p99 = (float(np.percentile(residuals, q)) for q in (50, 90, 99))
+    minor = min(max(MINOR_OVER_P90 * p90, MINOR_OVER_P99 * p99), 1.0)
+    return {"residual_p50": p50, "residual_p90": p90, "residual_p99": p99,
+            "residual_alarm": [minor, min(MAJOR_OVER_MINOR * minor, 2.0)]}
+
+
+def train(args: argparse.Namespace) -> tuple[PtychoNN, Manifest]:
+    """Train as the options say; the model and its manifest (not yet saved)."""
+    started = time.monotonic()
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    start = starting_point(args)
+    model, preprocessing, instrument = start.model, start.preprocessing, start.instrument
+    manifest = Manifest.for_instrument(args.name, model.shape, preprocessing, instrument)
+    probe = torch.from_numpy(manifest.probe)
+    log.info("training %s: %d weights, %d threads; object pixel %.1f nm, field %d px",
+             model.shape, count_parameters(model), torch.get_num_threads(),
+             manifest.object_pixel_size * 1e9, preprocessing.input_size)
+    if args.scan:
+        scan = training_data.recorded_scan(args.scan, preprocessing, manifest.object_pixel_size,
+                                           args.reconstruction)
+        held_out = np.arange(len(scan.inputs)) % HELD_OUT_EVERY == 0
+        train_part, valid_part = scan.subset(~held_out), scan.subset(held_out)
+        data = {"scan": str(args.scan), "scan_sha256": _file_sha256(args.scan),
+                "frames": len(scan.inputs)}
+        if args.reconstruction:
+            data |= {"reconstruction": str(args.reconstruction),
+                     "reconstruction_sha256": _file_sha256(args.reconstruction)}
+    else:
+        kinds = training_data.sample_kinds(args.sample_kinds)
+        train_part = training_data.simulated(instrument, preprocessing, kinds, TRAINING_SEEDS,
+                                             args.samples, rng)
+        valid_part = training_data.simulated(instrument, preprocessing, kinds,
+                                             (VALIDATION_SEED,), args.validation, rng)
+        data = {"simulated": list(kinds), "sample_seeds": list(TRAINING_SEEDS),
+                "validation_seed": VALIDATION_SEED, "samples": args.samples,
+                "photons": instrument.photons}
+    x_all = torch.from_numpy(train_part.inputs)
+    if train_part.targets is not None:
+        mode = "supervised"
+        y_all = torch.from_numpy(train_part.targets)
+
+        def loss_of(index: torch.Tensor) -> torch.Tensor:
+            return supervised_loss(model(x_all[index]), y_all[index])
+    else:
+        mode = "self-supervised"
+        counts_all = torch.from_numpy(train_part.counts)
+        pairs = neighbour_pairs(train_part.pixels, preprocessing.input_size)
+        weight = torch.from_numpy(manifest.illumination())
+        log.info("self-supervised on %d frames, %d overlapping pairs", len(x_all), len(pairs))
+
+        def loss_of(index: torch.Tensor) -> torch.Tensor:
+            loss = diffraction_loss(model(x_all[index]), counts_all[index], probe,
+                                    instrument.photons)
+            if args.overlap_weight and len(pairs):
+                chosen = pairs[rng.integers(len(pairs), size=len(index))]
+                both = complex_patches(model(x_all[torch.from_numpy(chosen.ravel())]))
+                shifts = np.rint(train_part.pixels[chosen[:, 1]]
+                                 - train_part.pixels[chosen[:, 0]]).astype(int)
+                loss = loss + args.overlap_weight * overlap_loss(both[0::2], both[1::2], shifts,
+                                                                  weight)
+            return loss
+    log.info("%s training on %d frames, validating on %d", mode, len(x_all),
+             len(valid_part.inputs))
+    final_loss = optimise(model, len(x_all), loss_of, args)
+    predicted = predict(model, valid_part.inputs)
+    validation = residual_figures(manifest, valid_part.counts, predicted)
+    if valid_part.targets is not None:
+        validation |= image_pair_scores(predicted, valid_part.targets)
+    manifest.training = {
+        "mode": mode, "parent": start.parent, "data": data,
+        "recipe": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+                   "optimiser": "Adam, one-cycle", "seed": args.seed,
+                   "loss": ("L1 of amplitude and of the wrapped phase difference"
+                            if mode == "supervised" else
+                            "squared misfit of predicted and measured diffraction amplitudes"
+                            f" + {args.overlap_weight} x neighbours' overlap disagreement")},
+        "final_loss": final_loss, "seconds": round(time.monotonic() - started, 1)}
+    manifest.validation = validation
     return model, manifest
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     # torch sizes its pool by the host's cores; a container may be allowed fewer
     torch.set_num_threads(len(os.sched_getaffinity(0)))
-    model, manifest = train(args)
-    path = save_model(model, manifest, args.out_dir)
-    metrics = manifest.validation
-    print(f"validation: amplitude SSIM {metrics['amplitude_ssim']:.3f}, phase SSIM "
-          f"{metrics['phase_ssim']:.3f}, amplitude MAE {metrics['amplitude_mae']:.4f}, "
-          f"phase MAE {metrics['phase_mae']:.4f} rad")
-    print(f"wrote {path} and its weights")
+    if args.reconstruction and not args.scan:
+        print("ptychoedge train: error: --reconstruction needs --scan", file=sys.stderr)
+        return 2
+    try:
+        model, manifest = train(args)
+        path = save_model(model, manifest, args.out_dir)
+    except (InstrumentError, ModelError, training_data.ScanError) as error:
+        print(f"ptychoedge train: error: {error}", file=sys.stderr)
+        return 2
+    figures = manifest.validation
+    print("validation: " + ", ".join(f"{key} {value:.3f}" for key, value in sorted(
+        figures.items()) if isinstance(value, float)))
+    print(f"wrote {path} and its weights and probe")
     return 0

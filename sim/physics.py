@@ -14,7 +14,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from ptychoedge.inference import forward
+from ptychoedge.inference.instrument import Geometry, Instrument
+
 OBJECT_PIXEL_SIZE = 10e-9  # metres per object pixel at the sample
+# The simulated instrument: 10 keV photons on a 75 um pixel detector, placed so that
+# an N-pixel frame sees OBJECT_PIXEL_SIZE object pixels whatever N is.
+ENERGY_EV = 10e3
+DETECTOR_PIXEL = 75e-6
 GOLDEN_ANGLE = np.deg2rad(137.50776405)
 # Spiral radius r = FERMAT_SCALE * step * sqrt(k): with this scale the median
 # nearest-neighbour distance of the golden-angle spiral equals `step`.
@@ -184,14 +191,32 @@ def make_probe(size: int, diameter_px: float, defocus: float = 6.0) -> np.ndarra
     return probe.astype(np.complex64)
 
 
+def default_probe(size: int) -> np.ndarray:
+    """The simulator's own probe: `make_probe(size, size / 2)`, less defocus below 32 pixels
+    (where 6 rad would not fit the pupil)."""
+    defocus = min(6.0, (np.pi / 2) * ((size / 2 - 1) / 2 - 1.22))
+    return make_probe(size, size / 2, defocus)
+
+
+def default_instrument(detector_size: int = 128, photons: float = 1e6) -> Instrument:
+    """The simulated instrument with its own probe."""
+    return Instrument(geometry(detector_size), default_probe(detector_size), photons)
+
+
+def geometry(detector_size: int) -> Geometry:
+    """The simulated instrument's geometry for square frames of `detector_size` pixels."""
+    distance = OBJECT_PIXEL_SIZE * detector_size * DETECTOR_PIXEL / forward.wavelength(ENERGY_EV)
+    return Geometry(ENERGY_EV, distance, DETECTOR_PIXEL, (detector_size, detector_size))
+
+
 class PtychographySimulator:
     """Diffraction frames of a scan over a sample, and the true patch under each.
 
     The probe window is `detector_size` object pixels square, so frames are
-    detector_size x detector_size. A given probe is rescaled to unit total
-    intensity; the default is `make_probe(detector_size, detector_size / 2)`
-    (less defocus below 32 pixels), which overlaps about 60% at 0.25 um steps
-    with 10 nm pixels and a 128 pixel detector.
+    detector_size x detector_size. A probe is (n, n) or (modes, n, n) (incoherent
+    modes), rescaled to unit total intensity; the default is
+    `default_probe(detector_size)`, which overlaps about 60% at 0.25 um steps with 10 nm
+    pixels and a 128 pixel detector.
     """
 
     def __init__(self, detector_size: int = 128, *, photons: float = 1e6,
@@ -232,16 +257,25 @@ class PtychographySimulator:
         self.sample = sample
 
         if probe is None:
-            # Less defocus for small windows, where 6 rad would not fit the pupil.
-            defocus = min(6.0, (np.pi / 2) * ((n / 2 - 1) / 2 - 1.22))
-            probe = make_probe(n, n / 2, defocus)
+            probe = default_probe(n)
         probe = np.asarray(probe, np.complex64)
-        if probe.shape != (n, n):
-            raise ValueError(f"probe must be {n} x {n}, got {probe.shape}")
+        if probe.ndim == 2:
+            probe = probe[None]
+        if probe.ndim != 3 or probe.shape[1:] != (n, n):
+            raise ValueError(f"probe must be {n} x {n} (or modes x {n} x {n}), "
+                             f"got {probe.shape}")
         power = float(np.sum(np.abs(probe.astype(np.complex128)) ** 2))
         if not power > 0:
             raise ValueError("probe has no intensity")
-        self.probe = (probe / np.sqrt(power)).astype(np.complex64)
+        self.probe = (probe / np.sqrt(power)).astype(np.complex64)  # (modes, n, n)
+
+    def instrument(self) -> Instrument:
+        """The instrument these frames come from: what a model for them is made for."""
+        return Instrument(geometry(self.detector_size), self.probe, self.photons)
+
+    def illumination(self) -> np.ndarray:
+        """(n, n) probe intensity summed over modes."""
+        return np.sum(np.abs(self.probe) ** 2, axis=0)
 
     def positions_to_pixels(self, positions: np.ndarray) -> np.ndarray:
         """(n, 2) int (x, y): top-left sample pixel of the window at each position.
@@ -303,15 +337,13 @@ class PtychographySimulator:
 
     def _blocks(self, count: int) -> list[tuple[int, int]]:
         """(start, stop) ranges of frames that keep temporaries to BLOCK_ELEMENTS."""
-        per_block = max(1, BLOCK_ELEMENTS // self.detector_size**2)
+        per_block = max(1, BLOCK_ELEMENTS // (self.detector_size**2 * len(self.probe)))
         return [(s, min(s + per_block, count)) for s in range(0, count, per_block)]
 
     def _intensities_of(self, patches: np.ndarray) -> np.ndarray:
         out = np.empty(patches.shape, np.float32)
         for start, stop in self._blocks(len(patches)):
-            field = np.fft.fft2(self.probe * patches[start:stop], norm="ortho")
-            power = field.real**2 + field.imag**2
-            out[start:stop] = np.fft.fftshift(power, axes=(-2, -1))
+            out[start:stop] = forward.far_field(self.probe, patches[start:stop])
         # Unit-power probe and orthonormal FFT: a transparent sample sums to 1.
         out *= self.photons
         return out
@@ -325,3 +357,11 @@ def _check_positions(positions: np.ndarray) -> np.ndarray:
     if not np.all(np.isfinite(positions)):
         raise ValueError("positions must be finite")
     return positions
+
+
+def simulator_for(instrument: Instrument, **options) -> PtychographySimulator:
+    """A simulator of `instrument`: its probe, flux and object pixel, frames the size of the
+    probe's window, in the forward model's orientation (beam centred)."""
+    return PtychographySimulator(instrument.window, probe=instrument.probe,
+                                 photons=options.pop("photons", instrument.photons),
+                                 pixel_size=instrument.object_pixel_size, **options)

@@ -29,8 +29,9 @@ from ptychoedge.inference.manifest import (
 )
 from ptychoedge.inference.model import ModelShape, PtychoNN
 from ptychoedge.inference.preprocess import Preprocessing
+from ptychoedge.sim import physics
 
-PROBE = {"size": 128, "diameter_px": 64, "defocus": 6.0}
+INSTRUMENT = physics.default_instrument()
 FP32_ATOL = 1e-4  # absolute, amplitude and phase (rad), any element
 INT8_AMPLITUDE_MAE = 0.02  # mean absolute difference from fp32
 INT8_PHASE_MAE = 0.05  # rad
@@ -44,8 +45,8 @@ def random_model(tmp_path_factory):
     directory = tmp_path_factory.mktemp("models")
     torch.manual_seed(3)
     shape = ModelShape(64, 8)
-    save_model(PtychoNN(shape), Manifest("random", "", shape, Preprocessing(), 1e-8,
-                                         probe=PROBE), directory)
+    save_model(PtychoNN(shape), Manifest.for_instrument(
+        "random", shape, Preprocessing(128, 64), INSTRUMENT), directory)
     return load_model("random", directory)
 
 

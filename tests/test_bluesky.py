@@ -144,8 +144,7 @@ def test_ptycho_scan_is_reconstructed_live_with_no_frame_lost(devices):
     positions = np.array([[event["data"]["x"], event["data"]["y"]] for event in primary])
     np.testing.assert_allclose(positions, start["scan_positions_um"], atol=1e-3)
     manifest = load_manifest("ptychonn-default")
-    simulator = physics.PtychographySimulator(manifest.preprocessing.crop_size,
-                                              probe=physics.make_probe(**manifest.probe))
+    simulator = physics.simulator_for(manifest.instrument)
     truth_patches = manifest.preprocessing.targets(
         simulator.object_patches(positions * 1e-6))
     truth = mosaic_of(truth_patches, positions * 1e-6, manifest)

@@ -26,7 +26,7 @@ def nearest_neighbour_distances(positions: np.ndarray) -> np.ndarray:
 def test_total_counts_follow_parseval():
     sim = PtychographySimulator(32, photons=2e5, seed=3, sample_shape=(256, 256))
     positions = physics.fermat_spiral_positions(30, 0.1e-6)
-    exit_power = np.sum(np.abs(sim.probe.astype(complex) * sim.object_patches(positions)) ** 2,
+    exit_power = np.sum(np.abs(sim.probe[0].astype(complex) * sim.object_patches(positions)) ** 2,
                         axis=(1, 2))
     assert exit_power.min() < 0.9  # the sample absorbs, so this is not the trivial case
     np.testing.assert_allclose(sim.intensities(positions).sum(axis=(1, 2)), 2e5 * exit_power,
@@ -194,7 +194,7 @@ def test_step_for_overlap():
 
 def test_default_probe_overlap_at_quarter_micron_steps():
     sim = PtychographySimulator(128, sample=transparent())
-    power = np.abs(sim.probe) ** 2
+    power = sim.illumination()
     y, x = np.indices(power.shape) - 64
     inside = power[np.hypot(x, y) <= 32].sum()
     assert 0.85 < inside < 0.99  # a 64 pixel (0.64 um) spot

@@ -19,7 +19,7 @@ from ptychoedge.iocs.instances import PROCESSOR_FILE  # no pvaccess here
 from ptychoedge.iocs.supervisor import MOSAIC_FILE
 from ptychoedge.sim import physics
 
-PROBE = {"size": 128, "diameter_px": 64, "defocus": 6.0}
+INSTRUMENT = physics.default_instrument()
 
 BAD_FRAMES_SERVER = Path(__file__).with_name("bad_frames_server.py")
 DEEP_QUEUE = "record[queueSize=2000]"  # a subscriber on a busy machine must not drop outputs
@@ -32,8 +32,8 @@ def model_dir(tmp_path) -> Path:
     for seed, name in enumerate(("small-a", "small-b")):
         torch.manual_seed(seed)
         shape = ModelShape(64, 4)
-        save_model(PtychoNN(shape), Manifest(name, "", shape, Preprocessing(), 1e-8,
-                                             probe=PROBE), directory)
+        save_model(PtychoNN(shape), Manifest.for_instrument(
+            name, shape, Preprocessing(128, 64), INSTRUMENT), directory)
     (directory / "corrupt.pt").write_bytes(b"not weights")
     (directory / "corrupt.json").write_text(
         (directory / "small-a.json").read_text())  # its sha256 will not match

@@ -8,12 +8,11 @@ from ptychoedge.inference.preprocess import Preprocessing
 from ptychoedge.inference.quality import DiffractionResidual
 from ptychoedge.sim import physics
 
-PROBE = {"size": 128, "diameter_px": 64, "defocus": 6.0}
-
 
 def test_the_true_patch_explains_its_frame_best():
-    manifest = Manifest("t", "", ModelShape(), Preprocessing(), 1e-8, probe=PROBE)
-    simulator = physics.PtychographySimulator(128, seed=0, probe=physics.make_probe(**PROBE))
+    simulator = physics.PtychographySimulator(128, seed=0)
+    manifest = Manifest.for_instrument("t", ModelShape(), Preprocessing(128, 64),
+                                       simulator.instrument())
     frames, truth = simulator.frames(physics.fermat_spiral_positions(32, 0.25e-6))
     binned = manifest.preprocessing.binned(frames)
     targets = manifest.preprocessing.targets(truth)

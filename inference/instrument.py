@@ -1,0 +1,293 @@
+"""The instrument a model belongs to: its probe, its geometry, its detector's orientation.
+
+Read from a CXI file at the paths the field uses (energy in J at
+`entry_1/instrument_1/source_1/energy`, `entry_1/instrument_1/detector_1/distance`,
+`x_pixel_size` and `y_pixel_size` in m, the probe at
+`entry_1/instrument_1/source_1/illumination`), or built from numbers and a `.npy` probe.
+
+The probe is complex, (n, n) or (modes, n, n), sampled at the object pixel size of an
+n-pixel detector window: wavelength x distance / (n x detector pixel). It is kept with
+total intensity 1; `photons` is what a frame collects with no sample in the beam.
+
+Orientation maps a frame as it arrives to the forward model's: transpose, then flip
+rows (y), then flip columns (x); the direct beam then sits at (`beam_x`, `beam_y`)
+pixels, the frame's centre (nx // 2, ny // 2) when not given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ptychoedge.inference import forward
+
+ELECTRON_VOLT = 1.602176634e-19  # J
+SOURCE = "entry_1/instrument_1/source_1"
+DETECTOR = "entry_1/instrument_1/detector_1"
+PROBE_PATH = f"{SOURCE}/illumination"
+ENERGY_PATH = f"{SOURCE}/energy"
+DISTANCE_PATH = f"{DETECTOR}/distance"
+PIXEL_PATHS = (f"{DETECTOR}/x_pixel_size", f"{DETECTOR}/y_pixel_size")
+FRAME_PATHS = ("entry_1/data_1/data", f"{DETECTOR}/data")
+# What a real instrument can have: anything outside is a unit mistake.
+ENERGY_RANGE_EV = (100.0, 100e3)
+DISTANCE_RANGE_M = (1e-3, 100.0)
+PIXEL_RANGE_M = (1e-7, 1e-2)
+
+
+class InstrumentError(ValueError):
+    """An instrument description that cannot be used, with the reason."""
+
+
+def _in_range(name: str, value: float, bounds: tuple[float, float], unit: str,
+              hint: str = "") -> float:
+    value = float(value)
+    if not (np.isfinite(value) and bounds[0] <= value <= bounds[1]):
+        raise InstrumentError(f"{name} {value:g} {unit} is outside {bounds[0]:g}..{bounds[1]:g} "
+                              f"{unit}{hint}")
+    return value
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Photon energy (eV), sample-detector distance (m), detector pixel (m), frame (ny, nx)."""
+
+    energy_ev: float
+    distance_m: float
+    pixel_size_m: float
+    frame_shape: tuple[int, int]
+
+    def __post_init__(self) -> None:
+        _in_range("photon energy", self.energy_ev, ENERGY_RANGE_EV, "eV",
+                  " (CXI stores the energy in J)")
+        _in_range("detector distance", self.distance_m, DISTANCE_RANGE_M, "m")
+        _in_range("detector pixel", self.pixel_size_m, PIXEL_RANGE_M, "m")
+        shape = tuple(int(n) for n in self.frame_shape)
+        if len(shape) != 2 or min(shape) < 8:
+            raise InstrumentError(f"frame shape must be (ny, nx) of at least 8 pixels, got "
+                                  f"{self.frame_shape}")
+        object.__setattr__(self, "frame_shape", shape)
+
+    @property
+    def wavelength_m(self) -> float:
+        return forward.wavelength(self.energy_ev)
+
+    def object_pixel_size(self, detector_pixels: int) -> float:
+        """Object pixel (m) seen through a window of `detector_pixels` detector pixels."""
+        return forward.object_pixel_size(self.energy_ev, self.distance_m, self.pixel_size_m,
+                                         detector_pixels)
+
+
+@dataclass(frozen=True)
+class Orientation:
+    """How an arriving frame maps onto the forward model's frame (see the module doc)."""
+
+    transpose: bool = False
+    flip_y: bool = False
+    flip_x: bool = False
+    beam_x: float | None = None  # direct beam, pixels of the oriented frame
+    beam_y: float | None = None
+
+    def apply(self, frames: np.ndarray) -> np.ndarray:
+        """(n, ny, nx) frames as they arrive -> as the forward model has them (views)."""
+        if self.transpose:
+            frames = frames.swapaxes(-1, -2)
+        if self.flip_y:
+            frames = frames[..., ::-1, :]
+        if self.flip_x:
+            frames = frames[..., :, ::-1]
+        return frames
+
+    def beam(self, oriented_shape: tuple[int, int]) -> tuple[int, int]:
+        """(x, y) pixel of the direct beam in an oriented frame of (ny, nx) pixels."""
+        ny, nx = oriented_shape[-2:]
+        x = nx // 2 if self.beam_x is None else int(round(self.beam_x))
+        y = ny // 2 if self.beam_y is None else int(round(self.beam_y))
+        return x, y
+
+
+def checked_probe(probe: np.ndarray, source: str = "probe") -> np.ndarray:
+    """(modes, n, n) complex64 with total intensity 1, or InstrumentError with the reason."""
+    probe = np.asarray(probe)
+    if not np.iscomplexobj(probe):
+        raise InstrumentError(f"{source}: a probe must be complex (amplitude and phase), got "
+                              f"{probe.dtype}")
+    if probe.ndim == 2:
+        probe = probe[None]
+    if probe.ndim != 3 or probe.shape[-1] != probe.shape[-2] or probe.shape[-1] < 8:
+        raise InstrumentError(f"{source}: a probe must be (n, n) or (modes, n, n) with n >= 8, "
+                              f"got shape {probe.shape}")
+    if not np.all(np.isfinite(probe)):
+        raise InstrumentError(f"{source}: the probe has non-finite values")
+    power = float(np.sum(np.abs(probe.astype(np.complex128)) ** 2))
+    if not power > 0:
+        raise InstrumentError(f"{source}: the probe has no intensity")
+    return (probe / np.sqrt(power)).astype(np.complex64)
+
+
+def fourier_crop(probe: np.ndarray, size: int) -> np.ndarray:
+    """The probe seen through the central `size` detector pixels, at their object pixel.
+
+    Its far field is exactly the central size x size pixels of the probe's own, so the
+    intensity it loses is what falls outside the window (kept out: not renormalised).
+    """
+    n = probe.shape[-1]
+    if size == n:
+        return probe
+    spectrum = np.fft.fftshift(np.fft.fft2(probe, norm="ortho"), axes=(-2, -1))
+    top = n // 2 - size // 2
+    window = spectrum[..., top:top + size, top:top + size]
+    return np.fft.ifft2(np.fft.ifftshift(window, axes=(-2, -1)), norm="ortho").astype(
+        np.complex64)
+
+
+@dataclass
+class Instrument:
+    """Geometry, probe (modes, n, n) at the n-pixel window's object pixel, flux, orientation."""
+
+    geometry: Geometry
+    probe: np.ndarray
+    photons: float
+    orientation: Orientation = field(default_factory=Orientation)
+
+    def __post_init__(self) -> None:
+        self.probe = checked_probe(self.probe)
+        if not (np.isfinite(self.photons) and self.photons > 0):
+            raise InstrumentError(f"photons per frame must be positive, got {self.photons}")
+        self.photons = float(self.photons)
+        ny, nx = self.oriented_frame_shape
+        if self.window > min(ny, nx):
+            raise InstrumentError(f"the probe is sampled for a {self.window}-pixel window, larger "
+                                  f"than the {nx}x{ny} frames")
+
+    @property
+    def window(self) -> int:
+        """Detector pixels across the window the probe is sampled for."""
+        return self.probe.shape[-1]
+
+    @property
+    def modes(self) -> int:
+        return self.probe.shape[0]
+
+    @property
+    def oriented_frame_shape(self) -> tuple[int, int]:
+        ny, nx = self.geometry.frame_shape
+        return (nx, ny) if self.orientation.transpose else (ny, nx)
+
+    @property
+    def object_pixel_size(self) -> float:
+        """Object pixel (m) of the probe as given."""
+        return self.geometry.object_pixel_size(self.window)
+
+    def model_probe(self, crop_size: int, binning: int) -> np.ndarray:
+        """The probe over a network's field: `crop_size` detector pixels binned by `binning`.
+
+        Cropping the detector keeps the field and coarsens the object pixel (a Fourier
+        crop of the probe); binning keeps the object pixel and shrinks the field (the
+        central crop_size / binning pixels of that probe).
+        """
+        if crop_size > self.window:
+            raise InstrumentError(f"a {crop_size}-pixel crop needs a probe sampled for at least "
+                                  f"that window; this one is for {self.window} pixels")
+        probe = fourier_crop(self.probe, crop_size)
+        size = crop_size // binning
+        top = crop_size // 2 - size // 2
+        probe = probe[..., top:top + size, top:top + size]
+        # A binned pixel's centre lies (b - 1) / 2 detector pixels past the frequency the
+        # smaller field's FFT samples there: a phase ramp shifts the far field onto it.
+        shift = (binning - 1) / (2 * binning)  # network pixels
+        ramp = np.exp(-2j * np.pi * shift * np.arange(size) / size)
+        return (probe * ramp[:, None] * ramp[None, :]).astype(np.complex64)
+
+
+def _dataset(f: h5py.File, path: str, source: Path) -> np.ndarray:
+    if path not in f:
+        raise InstrumentError(f"{source}: no {path}")
+    return f[path][()]
+
+
+def _scalar(f: h5py.File, path: str, source: Path) -> float:
+    value = np.asarray(_dataset(f, path, source), dtype=np.float64)
+    if value.size != 1:
+        raise InstrumentError(f"{source}: {path} must be one number, got shape {value.shape}")
+    return float(value.ravel()[0])
+
+
+def read_cxi(path: str | Path, *, photons: float | None = None,
+             orientation: Orientation = Orientation()) -> Instrument:
+    """The instrument of a CXI file (a scan, or an instrument alone: no frames).
+
+    `photons` (counts per frame with no sample) defaults to the brightest frames'
+    total over the probe's window (99th percentile) when the file has frames, and to
+    the probe's own total intensity otherwise (CXI writers scale it to the counts).
+    Without frames, the frames are taken to be the probe's window.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InstrumentError(f"{path}: no such file")
+    try:
+        with h5py.File(path, "r") as f:
+            energy_j = _scalar(f, ENERGY_PATH, path)
+            distance = _scalar(f, DISTANCE_PATH, path)
+            x_pixel, y_pixel = (_scalar(f, p, path) for p in PIXEL_PATHS)
+            probe = checked_probe(_dataset(f, PROBE_PATH, path), str(path))
+            frames = next((f[p] for p in FRAME_PATHS if p in f), None)
+            if frames is None:  # an instrument file: frames of the probe's window
+                frame_shape = probe.shape[1:]
+            elif frames.ndim != 3 or 0 in frames.shape:
+                raise InstrumentError(f"{path}: frames must be (N, ny, nx), got {frames.shape}")
+            else:
+                frame_shape = frames.shape[1:]
+            if photons is None:
+                photons = (_brightest_frames(frames, probe.shape[-1], orientation)
+                           if frames is not None else _stored_power(f, path))
+    except OSError as error:
+        raise InstrumentError(f"{path}: not a readable HDF5 file ({error})") from error
+    if not np.isclose(x_pixel, y_pixel, rtol=0.01):
+        raise InstrumentError(f"{path}: detector pixels of {x_pixel:g} x {y_pixel:g} m: only "
+                              "square pixels are supported")
+    geometry = Geometry(energy_j / ELECTRON_VOLT, distance, x_pixel, frame_shape)
+    return Instrument(geometry, probe, photons, orientation)
+
+
+def _stored_power(f: h5py.File, path: Path) -> float:
+    probe = f[PROBE_PATH][()]
+    return float(np.sum(np.abs(probe.astype(np.complex128)) ** 2))
+
+
+def _brightest_frames(frames: h5py.Dataset, window: int, orientation: Orientation,
+                      most: int = 512) -> float:
+    """99th percentile of the frames' counts inside the probe's window (up to `most` frames)."""
+    step = max(1, len(frames) // most)
+    sample = orientation.apply(np.asarray(frames[::step], dtype=np.float64))
+    x, y = orientation.beam(sample.shape)
+    top, left = y - window // 2, x - window // 2
+    totals = sample[:, max(top, 0):top + window, max(left, 0):left + window].sum(axis=(1, 2))
+    return float(np.percentile(totals, 99))
+
+
+def write_cxi(path: str | Path, instrument: Instrument, frames: np.ndarray,
+              positions: np.ndarray, *, sample: np.ndarray | None = None,
+              sample_pixel_size: float | None = None) -> None:
+    """A CXI scan: frames (N, ny, nx) as they arrive, positions (N, 2) m (x, y), the
+    instrument (the probe scaled to the counts), and the true object if known."""
+    geometry = instrument.geometry
+    with h5py.File(path, "w") as f:
+        f.attrs["cxi_version"] = 150
+        f.create_dataset(FRAME_PATHS[0], data=frames, chunks=(1, *frames.shape[1:]))
+        translation = np.zeros((len(positions), 3))
+        translation[:, :2] = positions
+        f.create_dataset("entry_1/sample_1/geometry_1/translation",
+                         data=translation).attrs["units"] = "m"
+        f[ENERGY_PATH] = geometry.energy_ev * ELECTRON_VOLT
+        f[DISTANCE_PATH] = geometry.distance_m
+        for pixel_path in PIXEL_PATHS:
+            f[pixel_path] = geometry.pixel_size_m
+        f[PROBE_PATH] = instrument.probe * np.float32(np.sqrt(instrument.photons))
+        if sample is not None:
+            f["entry_1/image_1/data"] = sample
+            pixel = sample_pixel_size or instrument.object_pixel_size
+            f["entry_1/image_1/x_pixel_size"] = f["entry_1/image_1/y_pixel_size"] = pixel

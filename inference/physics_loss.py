@@ -1,0 +1,62 @@
+"""Losses that need no labels: the measured frames and the overlap of neighbours.
+
+`diffraction_loss`: the predicted patch behind the model's probe, through the forward
+model, against the measured counts, compared as square roots (amplitudes) pixel by
+pixel. `overlap_loss`: two neighbouring frames see the same object where their
+fields overlap, so their predicted patches must agree there (this also ties each
+patch's free phase offset to its neighbours').
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ptychoedge.inference import forward
+
+
+def complex_patches(output: torch.Tensor) -> torch.Tensor:
+    """(n, 2, s, s) amplitude and phase -> (n, s, s) complex."""
+    return torch.polar(output[:, 0], output[:, 1])
+
+
+def diffraction_loss(output: torch.Tensor, counts: torch.Tensor, probe: torch.Tensor,
+                     photons: float) -> torch.Tensor:
+    """Mean squared amplitude misfit, in units of the frames' mean count per pixel."""
+    predicted = photons * forward.far_field(probe, complex_patches(output))
+    misfit = (predicted + 1e-6).sqrt() - counts.clamp(min=0).sqrt()
+    return misfit.square().mean() / counts.mean().clamp(min=1e-6)
+
+
+def neighbour_pairs(pixels: np.ndarray, size: int, most: int = 4) -> np.ndarray:
+    """(m, 2) index pairs (i, j), i < j, of frames whose fields overlap by at least half,
+    each frame with up to `most` nearest partners. `pixels` are (n, 2) positions in
+    object pixels of the network's output."""
+    distance = np.linalg.norm(pixels[:, None] - pixels[None], axis=-1)
+    np.fill_diagonal(distance, np.inf)
+    pairs = set()
+    for i, row in enumerate(distance):
+        for j in np.argsort(row)[:most]:
+            if row[j] <= size / 2:
+                pairs.add((min(i, int(j)), max(i, int(j))))
+    return np.array(sorted(pairs), dtype=np.int64).reshape(-1, 2)
+
+
+def overlap_loss(first: torch.Tensor, second: torch.Tensor, shifts: np.ndarray,
+                 weight: torch.Tensor) -> torch.Tensor:
+    """Weighted mean |O_a - O_b|^2 over the overlaps of complex patch pairs (m, s, s).
+
+    `shifts` (m, 2) are the integer (x, y) object pixels from a's position to b's;
+    `weight` (s, s) is the probe's intensity, so well-lit pixels count most.
+    """
+    size = first.shape[-1]
+    total = first.new_zeros(())
+    norm = first.new_zeros(())
+    for a, b, (dx, dy) in zip(first, second, shifts, strict=True):
+        # pixel (y, x) of b is pixel (y + dy, x + dx) of a
+        ya, yb = slice(max(dy, 0), size + min(dy, 0)), slice(max(-dy, 0), size + min(-dy, 0))
+        xa, xb = slice(max(dx, 0), size + min(dx, 0)), slice(max(-dx, 0), size + min(-dx, 0))
+        w = weight[ya, xa] * weight[yb, xb]
+        total = total + (w * (a[ya, xa] - b[yb, xb]).abs().square()).sum()
+        norm = norm + w.sum()
+    return total / norm.clamp(min=1e-12)
