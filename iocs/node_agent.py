@@ -36,7 +36,7 @@ class NodeAgent:
         self.pool = InstancePool(log_dir, model_dir)
         self.spec: InstanceSpec | None = None
         records.set_prefix(prefix)
-        records.output_record(node.SPEC, self._changed, self._refused)
+        records.Setting(node.SPEC, self._changed, self._refused)
         self.spec_rbv = records.input_record(node.SPEC, node.SPEC.readback_name)
         self.status = {spec.name: records.input_record(spec) for spec in node.STATUS_PVS}
         self._lock = threading.Lock()

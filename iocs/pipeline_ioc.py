@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from softioc import alarm, asyncio_dispatcher, autosave, builder, softioc
 
 from ptychoedge.iocs import access
 from ptychoedge.iocs.instances import ModelConfig
-from ptychoedge.iocs.supervisor import Settings, Status, Supervisor
+from ptychoedge.iocs.supervisor import Refusal, Settings, Status, Supervisor
 from ptychoedge.pvdb import pipeline, records
 from ptychoedge.pvdb.spec import PvSpec
 
@@ -28,6 +29,7 @@ log = logging.getLogger("ptychoedge.ioc")
 
 AUTOSAVE_PERIOD = 1.0  # s
 MESSAGE_LENGTH = records.LONG_STRING_LENGTH - 1
+REFUSAL_HOLD = 10.0  # s a refused put's reason stays in Message_RBV before other news
 
 # knob -> (Settings or ModelConfig field, how a record value becomes the field's)
 KNOB_FIELDS = {
@@ -45,6 +47,12 @@ KNOB_FIELDS = {
 }
 
 
+def record_value(knob: str, value: Any) -> Any:
+    """A setting's value as its knob's record holds it (an enum by index)."""
+    choices = {"Backend": pipeline.BACKENDS, "Precision": pipeline.PRECISIONS}.get(knob)
+    return choices.index(value) if choices else value
+
+
 def default_state_dir(prefix: str) -> Path:
     base = Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local" / "state"))
     return base / "ptychoedge" / prefix.rstrip(":")
@@ -58,16 +66,17 @@ class PipelineIOC:
         autosave.configure(state_dir, prefix.rstrip(":"), save_period=AUTOSAVE_PERIOD,
                            timestamped_backups=False)
         records.set_prefix(prefix)
-        self.knobs = {spec.name: records.output_record(spec, self._changed, self._refused,
+        self.knobs = {spec.name: records.Setting(spec, self._changed, self._refused,
                                                        autosave=True)
                       for spec in pipeline.KNOBS}
         self.readbacks = {spec.name: records.input_record(spec, spec.readback_name)
                           for spec in pipeline.KNOBS}
-        records.output_record(pipeline.RESET_STATS, self._reset, self._refused)
+        records.Setting(pipeline.RESET_STATS, self._reset, self._refused)
         self.status = {spec.name: records.input_record(spec) for spec in pipeline.STATUS_PVS}
         self._said: str | None = None  # the supervisor's message last shown
-        self.supervisor = Supervisor(prefix, state_dir / "logs", self.publish, model_dir,
-                                     local_node)
+        self._refusal_shown_until = 0.0
+        self.supervisor = Supervisor(prefix, state_dir / "logs", self.publish,
+                                     self._config_refused, model_dir, local_node)
 
     def settings(self) -> Settings:
         """The knobs' values (after autosave restored them) as supervisor settings."""
@@ -89,7 +98,23 @@ class PipelineIOC:
             self.supervisor.change(**{field: convert(value)})
 
     def _refused(self, spec: PvSpec, reason: str) -> None:
+        self._show_refusal(reason)
+
+    def _config_refused(self, refusal: Refusal) -> None:
+        """The instances refused a configuration: its knobs go back to the one in force."""
+        for name, (field, convert) in KNOB_FIELDS.items():
+            if field not in ModelConfig.__dataclass_fields__:
+                continue
+            refused, in_force = getattr(refusal.refused, field), getattr(refusal.in_force, field)
+            knob = self.knobs[name]
+            if refused != in_force and convert(knob.get()) == refused:  # not put again since
+                knob.restore(record_value(name, in_force))
+        self._show_refusal(refusal.message)
+
+    def _show_refusal(self, reason: str) -> None:
+        # shown at once, and kept a while over routine news such as the autoscaler's
         self.status["Message_RBV"].set(reason[:MESSAGE_LENGTH])
+        self._refusal_shown_until = time.monotonic() + REFUSAL_HOLD
 
     def _reset(self, spec: PvSpec, value: Any) -> None:
         if value:
@@ -104,8 +129,8 @@ class PipelineIOC:
                    "Nodes": settings.nodes,
                    "InstancesPerNode": -(-status.wanted_instances // settings.nodes),
                    "BatchSize": status.config.batch_size,
-                   "Backend": pipeline.BACKENDS.index(status.config.backend),
-                   "Precision": pipeline.PRECISIONS.index(status.config.precision),
+                   "Backend": record_value("Backend", status.config.backend),
+                   "Precision": record_value("Precision", status.config.precision),
                    "Model": status.config.model, "AutoScale": int(settings.auto_scale),
                    "TargetRate": settings.target_rate, "MaxInstances": settings.max_instances}
         for name, value in applied.items():
@@ -123,7 +148,7 @@ class PipelineIOC:
             "State_RBV": pipeline.STATES.index(status.state),
         }
         # shown when it changes: a refused put's reason stays until there is news
-        if status.message != self._said:
+        if status.message != self._said and time.monotonic() >= self._refusal_shown_until:
             self._said = status.message
             values["Message_RBV"] = status.message[:MESSAGE_LENGTH]
         severities = {

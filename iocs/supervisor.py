@@ -89,6 +89,21 @@ class Status:
     config: ModelConfig = ModelConfig()  # what the instances run
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A configuration the instances refused, and the one that stays in force."""
+
+    refused: ModelConfig
+    in_force: ModelConfig
+    reason: str
+
+    @property
+    def message(self) -> str:
+        kept = self.in_force
+        return (f"refused: {self.reason}; still running {kept.model} on {kept.backend} "
+                f"{kept.precision}, batch {kept.batch_size}")
+
+
 class Supervisor:
     """Keeps the pipeline the knobs ask for: instances on every node, the collector, a mirror.
 
@@ -99,10 +114,12 @@ class Supervisor:
     """
 
     def __init__(self, prefix: str, log_dir: Path, publish: Callable[[Status], None],
-                 model_dir: Path | None = None, local_node: bool = True):
+                 refused: Callable[[Refusal], None], model_dir: Path | None = None,
+                 local_node: bool = True):
         self.prefix = prefix
         self.log_dir = log_dir
         self.publish = publish
+        self.refused = refused
         self.model_dir = model_dir
         self.local_node = local_node
         self.settings = Settings()
@@ -116,7 +133,6 @@ class Supervisor:
         # What the instances were last confirmed to run; new instances start with it,
         # then get the knobs' configuration, so a bad one is refused, not fatal.
         self.config = ModelConfig()
-        self._refused: ModelConfig | None = None  # a configuration the instances refused
         self._wanted = 1  # instances to run, over all nodes
         self._deaths = Deaths()  # of the collector and the mirror
         self._fault_until = 0.0
@@ -170,7 +186,7 @@ class Supervisor:
             settings = replace(self.settings, **changes)
             if config_fields:
                 settings = replace(settings, config=replace(settings.config, **config_fields))
-                self._refused = self._pending = None  # sent afresh, even if refused before
+                self._pending = None  # sent afresh, even if refused before
             if "auto_scale" in changes:
                 self.autoscaler.reset()
             if changes.keys() & {"instances", "nodes", "auto_scale"} and not settings.auto_scale:
@@ -531,24 +547,23 @@ class Supervisor:
         """Bring the running instances to the configuration the knobs ask for."""
         wanted = settings.config
         instances = [i for i in self.instances.values() if i.stats]
-        if wanted == self.config or wanted == self._refused or not instances:
+        if not instances:
             return
         reports = [i.stats["userStats"] for i in instances]
         applied = [ModelConfig(r["model"], r["backend"], r["precision"], int(r["batchSize"]))
                    for r in reports]
         if all(config == wanted for config in applied):
-            self.config = wanted
-            self.status.message = (f"now running {wanted.model} on {wanted.backend} "
-                                   f"{wanted.precision}, batch {wanted.batch_size}")
-            log.info(self.status.message)
+            if self.config != wanted:
+                self.config = wanted
+                self.status.message = (f"now running {wanted.model} on {wanted.backend} "
+                                       f"{wanted.precision}, batch {wanted.batch_size}")
+                log.info(self.status.message)
             return
         # only the instances' answers to the latest request count: no earlier refusal
         errors = {r["configError"] for r in reports
                   if int(r["answered"]) == self._request and r["configError"]}
         if self._pending == wanted and errors:
-            self._refused = wanted
-            self.status.message = f"refused: {sorted(errors)[0]}"
-            log.warning(self.status.message)
+            self._refuse(wanted, sorted(errors)[0])
             return
         # Sent again after a while: an instance still starting up may not have heard it.
         if self._pending != wanted or time.monotonic() - self._pending_since > RESEND_AFTER:
@@ -558,6 +573,17 @@ class Supervisor:
                     self._control(instance, "configure",
                                   {**wanted.processor_args(), "request": self._request})
             self._pending, self._pending_since = wanted, time.monotonic()
+
+    def _refuse(self, wanted: ModelConfig, reason: str) -> None:
+        """Go back to the configuration in force: a refused one is not sent again with the
+        next change (a later put changes the knobs from the one in force)."""
+        with self._lock:
+            if self.settings.config == wanted:  # no put since: else that one is sent next
+                self.settings = replace(self.settings, config=self.config)
+        self._pending = None
+        refusal = Refusal(wanted, self.config, reason)
+        log.warning("%s", refusal.message)
+        self.refused(refusal)
 
     def _autoscale(self) -> None:
         now = time.monotonic()

@@ -2,7 +2,9 @@
 
 Settings refuse values outside their spec: the put is not applied, the
 setting goes into MINOR/HW_LIMIT alarm, and `on_refused` gets the reason, so
-the IOC can show it to the user. The next accepted put clears the alarm.
+the IOC can show it to the user. A value refused later, by whatever acts on
+it, is put back to the one in force, in MINOR/STATE alarm. The next accepted
+put clears either alarm.
 
 Settings are in the access security group `KNOBS`, everything read-only in
 `DEFAULT`, so an ACF file can limit who changes an IOC while anyone reads it.
@@ -26,6 +28,7 @@ SETTINGS_ASG = "KNOBS"  # access security group of every writable record
 
 OnChange = Callable[[PvSpec, Any], None]
 OnRefused = Callable[[PvSpec, str], None]
+_NOTHING = object()
 
 
 def set_prefix(prefix: str) -> None:
@@ -67,51 +70,82 @@ def input_record(spec: PvSpec, name: str | None = None):
     raise ValueError(f"unknown kind {spec.kind}")
 
 
-def output_record(spec: PvSpec, on_change: OnChange, on_refused: OnRefused,
-                  autosave: bool = False):
-    """A writable record that checks every put against the spec; `autosave` keeps its value
-    across IOC restarts (softioc's autosave, configured by the IOC)."""
-    fields = _display_fields(spec)
-    record = None
-    in_alarm = False
+class Setting:
+    """A writable record that checks every put against its spec.
 
-    def validate(_record, value) -> bool:
-        nonlocal in_alarm
-        reason = spec.check(value)
+    A put outside the spec is not applied: the record goes into MINOR/HW_LIMIT
+    alarm and `on_refused` gets the reason. A value accepted here but refused
+    later (by the instances, say) is put back with `restore`, in MINOR/STATE
+    alarm. The next accepted put clears either alarm.
+    """
+
+    def __init__(self, spec: PvSpec, on_change: OnChange, on_refused: OnRefused,
+                 autosave: bool = False):
+        """`autosave` keeps the value across IOC restarts (softioc's autosave, configured
+        by the IOC)."""
+        self.spec = spec
+        self._on_change = on_change
+        self._on_refused = on_refused
+        self._in_alarm = False
+        # the value `restore` processes the record with: no put, so no change to act on
+        self._restoring: Any = _NOTHING
+        fields = {"validate": self._validate, "on_update": self._update, "autosave": autosave,
+                  "ASG": SETTINGS_ASG, **_display_fields(spec)}
+        if spec.every_put:
+            fields["always_update"] = True
+            if spec.kind in (Kind.FLOAT, Kind.INT):
+                fields["MDEL"] = -1  # post a monitor on every put, not only on a change
+        match spec.kind:
+            case Kind.FLOAT:
+                self.record = builder.aOut(spec.name, initial_value=float(spec.initial),
+                                           **fields)
+            case Kind.INT:
+                self.record = builder.longOut(spec.name, initial_value=int(spec.initial),
+                                              **fields)
+            case Kind.ENUM:
+                self.record = builder.mbbOut(spec.name, *spec.choices,
+                                             initial_value=int(spec.initial), **fields)
+            case Kind.STRING:
+                self.record = builder.longStringOut(spec.name, initial_value=str(spec.initial),
+                                                    length=LONG_STRING_LENGTH, **fields)
+            case _:
+                raise ValueError(f"{spec.name}: no writable record for {spec.kind}")
+
+    def get(self) -> Any:
+        return self.record.get()
+
+    def set(self, value: Any) -> None:
+        """Set the value as a put would (`on_change` gets it)."""
+        self.record.set(value)
+
+    def restore(self, value: Any) -> None:
+        """Show `value`, the one in force, again after the put of another was refused."""
+        self._in_alarm = True
+        self._restoring = value
+        self.record.set(value, process=False)
+        # processing posts the value and the alarm to clients
+        self.record.set_alarm(alarm.MINOR_ALARM, alarm.STATE_ALARM)
+
+    def _validate(self, _record, value) -> bool:
+        reason = self.spec.check(value)
         if reason is None:
             return True
         log.warning(reason)
-        on_refused(spec, reason)
-        in_alarm = True
+        self._on_refused(self.spec, reason)
+        self._in_alarm = True
         # The record is being processed while validate runs: raise the alarm afterwards.
-        threading.Thread(
-            target=record.set_alarm, args=(alarm.MINOR_ALARM, alarm.HW_LIMIT_ALARM)).start()
+        threading.Thread(target=self.record.set_alarm,
+                         args=(alarm.MINOR_ALARM, alarm.HW_LIMIT_ALARM)).start()
         return False
 
-    def update(value) -> None:
-        nonlocal in_alarm
-        if in_alarm:
-            in_alarm = False
-            record.set_alarm(alarm.NO_ALARM, alarm.NO_ALARM)
-        on_change(spec, value)
+    def _update(self, value) -> None:
+        # a record that acts on every put is processed by `restore` too: not a put
+        if self._restoring is not _NOTHING and value == self._restoring:
+            self._restoring = _NOTHING
+            return
+        self._restoring = _NOTHING
+        if self._in_alarm:
+            self._in_alarm = False
+            self.record.set_alarm(alarm.NO_ALARM, alarm.NO_ALARM)
+        self._on_change(self.spec, value)
 
-    common = {"validate": validate, "on_update": update, "autosave": autosave,
-              "ASG": SETTINGS_ASG, **fields}
-    if spec.every_put:
-        common["always_update"] = True
-        if spec.kind in (Kind.FLOAT, Kind.INT):
-            common["MDEL"] = -1  # post a monitor on every put, not only on a change
-    match spec.kind:
-        case Kind.FLOAT:
-            record = builder.aOut(spec.name, initial_value=float(spec.initial), **common)
-        case Kind.INT:
-            record = builder.longOut(spec.name, initial_value=int(spec.initial), **common)
-        case Kind.ENUM:
-            record = builder.mbbOut(spec.name, *spec.choices, initial_value=int(spec.initial),
-                                    **common)
-        case Kind.STRING:
-            record = builder.longStringOut(spec.name, initial_value=str(spec.initial),
-                                           length=LONG_STRING_LENGTH, **common)
-        case _:
-            raise ValueError(f"{spec.name}: no writable record for {spec.kind}")
-    return record

@@ -34,7 +34,7 @@ class DetectorIOC:
         self.settings: dict[str, Any] = {}
         self.readbacks: dict[str, Any] = {}
         for spec in detector.SETTINGS:
-            self.settings[spec.name] = records.output_record(spec, self._accepted, self._refused)
+            self.settings[spec.name] = records.Setting(spec, self._accepted, self._refused)
             self.readbacks[spec.name] = records.input_record(spec, spec.readback_name)
         self.status = {spec.name: records.input_record(spec) for spec in detector.STATUS_PVS}
         self._acquisitions_done: int | None = None

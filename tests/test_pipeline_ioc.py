@@ -15,7 +15,7 @@ import epics
 import pytest
 from conftest import pva_ready, start_ioc, start_sim, wait_until
 
-from ptychoedge.inference.manifest import DEFAULT_MODEL, MODEL_DIR, Manifest, save_model
+from ptychoedge.inference.manifest import DEFAULT_MODEL, load_manifest, model_paths, save_model
 from ptychoedge.inference.model import PtychoNN
 from ptychoedge.pvdb import pipeline
 from ptychoedge.sim.beamline import plain
@@ -28,10 +28,10 @@ STARTUP = 90  # s: instances load torch and onnxruntime, on two shared cores
 def model_dir(tmp_path_factory) -> Path:
     """The shipped model, a copy of it under another name, and a slow (wide) untrained one."""
     directory = tmp_path_factory.mktemp("models")
-    for suffix in (".pt", ".json"):
-        shutil.copy(MODEL_DIR / f"{DEFAULT_MODEL}{suffix}", directory / f"{DEFAULT_MODEL}{suffix}")
-        shutil.copy(MODEL_DIR / f"{DEFAULT_MODEL}{suffix}", directory / f"other{suffix}")
-    shipped = Manifest.from_json((MODEL_DIR / f"{DEFAULT_MODEL}.json").read_text())
+    for name in (DEFAULT_MODEL, "other"):
+        for kind, path in model_paths(DEFAULT_MODEL).items():
+            shutil.copy(path, model_paths(name, directory)[kind])
+    shipped = load_manifest(DEFAULT_MODEL)
     wide = replace(shipped.shape, width=96)
     save_model(PtychoNN(wide), replace(shipped, name="slow", shape=wide), directory)
     return directory
@@ -140,9 +140,11 @@ def test_frames_counted_instances_scaled_and_configured(line):
     line.put("Run", "Run")
     line.wait_running(1)
     line.acquire(300, 100)
+    # while the frames come (once they stop, the input rate reads 0 at the next second)
+    line.wait(lambda: line.get("ProcessedRate_RBV") > 0 and line.get("InputRate_RBV") > 0,
+              "input and processed rates")
     line.wait_processed(300)
     assert line.get("FramesMissed_RBV") == 0
-    assert line.get("ProcessedRate_RBV") > 0 and line.get("InputRate_RBV") > 0
 
     line.put("InstancesPerNode", 2)
     line.wait_running(2)
@@ -167,6 +169,27 @@ def test_frames_counted_instances_scaled_and_configured(line):
     line.put("InstancesPerNode", 1)
     line.wait_running(1)
     assert len(line.children()) == 2  # one instance and the collector
+
+
+def test_a_refused_model_goes_back_and_its_reason_shows_with_autoscale_on(line):
+    line.put("AutoScale", "On")  # its reports come every second
+    line.put("Run", "Run")
+    line.wait_running(1)
+    line.put("Model", "nosuchmodel")
+    line.wait(lambda: "nosuchmodel" in line.get("Message_RBV"), "the reason in Message_RBV")
+    assert line.get("Message_RBV").startswith("refused:")
+    # the setpoint goes back to the model in force, in alarm
+    line.wait(lambda: line.get("Model") == DEFAULT_MODEL, "Model back to the model in force")
+    assert epics.caget(line.p + "Model.SEVR") == 1
+    assert line.get("Model_RBV") == DEFAULT_MODEL
+    # a later change is applied, without the refused model
+    line.put("BatchSize", 16)
+    line.wait(lambda: line.get("BatchSize_RBV") == 16, "the next change applied")
+    assert line.instance_status(1)["userStats"]["model"] == DEFAULT_MODEL
+    # a good put of the knob clears its alarm
+    line.put("Model", "other")
+    line.wait(lambda: line.get("Model_RBV") == "other", "the good model applied")
+    assert epics.caget(line.p + "Model.SEVR") == 0
 
 
 def test_a_killed_instance_is_restarted_and_shown(line):
