@@ -23,6 +23,7 @@ import numpy as np
 from p4p.client.thread import Context
 
 from ptychoedge.iocs.processes import Child, python_module, stop_all
+from ptychoedge.iocs.served import refuse_if_served
 from ptychoedge.pvdb import detector, pipeline
 from ptychoedge.pvdb.spec import find
 from ptychoedge.sim.beamline import plain
@@ -68,13 +69,8 @@ class Demo:
     # -- the steps -----------------------------------------------------------------
 
     def start(self) -> None:
-        for name in (self.d + detector.STATUS, self.p + "State_RBV"):
-            try:
-                self.ctx.get(name, timeout=1.0)
-            except TimeoutError:
-                continue
-            raise SystemExit(f"ptychoedge demo: error: {name} is already served by another "
-                             "program; stop it or choose other prefixes (--prefix, --sim-prefix)")
+        refuse_if_served("ptychoedge demo", (self.d + detector.STATUS, self.p + "State_RBV"),
+                         "choose other prefixes (--prefix, --sim-prefix)")
         logs = self.args.out / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         state = self.args.out / "ioc-state"

@@ -21,6 +21,7 @@ from softioc import asyncio_dispatcher, builder, softioc
 
 from ptychoedge.iocs import access
 from ptychoedge.iocs.instances import InstancePool, InstanceSpec
+from ptychoedge.iocs.served import refuse_if_served
 from ptychoedge.pvdb import node, records
 from ptychoedge.pvdb.spec import PvSpec
 
@@ -120,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
     if args.model_dir is not None and not args.model_dir.is_dir():
         raise SystemExit(f"ptychoedge node: error: no model directory {args.model_dir}")
     prefix = node.node_prefix(args.pipeline, args.node)
+    refuse_if_served("ptychoedge node", [prefix + "Heartbeat_RBV"],
+                     "give this host another --node number")
     dispatcher = asyncio_dispatcher.AsyncioDispatcher()
     agent = NodeAgent(prefix, args.log_dir, args.model_dir)
     builder.LoadDatabase()

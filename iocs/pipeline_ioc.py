@@ -21,6 +21,7 @@ from softioc import alarm, asyncio_dispatcher, autosave, builder, softioc
 
 from ptychoedge.iocs import access
 from ptychoedge.iocs.instances import ModelConfig
+from ptychoedge.iocs.served import refuse_if_served
 from ptychoedge.iocs.supervisor import Refusal, Settings, Status, Supervisor
 from ptychoedge.pvdb import pipeline, records
 from ptychoedge.pvdb.spec import PvSpec
@@ -192,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
     state_dir = args.state_dir or default_state_dir(args.prefix)
     if args.model_dir is not None and not args.model_dir.is_dir():
         raise SystemExit(f"ptychoedge ioc: error: no model directory {args.model_dir}")
+    refuse_if_served("ptychoedge ioc", [args.prefix + "State_RBV"], "choose another --prefix")
     dispatcher = asyncio_dispatcher.AsyncioDispatcher()
     ioc = PipelineIOC(args.prefix, state_dir, args.model_dir, args.local_node)
     builder.LoadDatabase()

@@ -18,6 +18,7 @@ from pathlib import Path
 from p4p.client.thread import Context
 
 from ptychoedge.iocs.processes import Child, python_module, stop_all
+from ptychoedge.iocs.served import refuse_if_served
 from ptychoedge.pvdb import detector
 from ptychoedge.pvdb.spec import find
 from ptychoedge.sim import probes, samples
@@ -213,6 +214,9 @@ def run(args: argparse.Namespace) -> int:
     beamline = Beamline(args)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: beamline.quit.set())
+    refuse_if_served("ptychoedge sim",
+                     [args.prefix + name for name in ("cam1:DetectorState_RBV", detector.STATUS)],
+                     "choose another --prefix")
     try:
         beamline.start()
         beamline.wait_ready()
