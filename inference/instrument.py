@@ -273,21 +273,46 @@ def write_cxi(path: str | Path, instrument: Instrument, frames: np.ndarray,
               positions: np.ndarray, *, sample: np.ndarray | None = None,
               sample_pixel_size: float | None = None) -> None:
     """A CXI scan: frames (N, ny, nx) as they arrive, positions (N, 2) m (x, y), the
-    instrument (the probe scaled to the counts), and the true object if known."""
+    instrument (the probe scaled to the counts), and the true object if known.
+
+    Paths and units (CXI 1.5): frames at entry_1/data_1/data (counts); the positions at
+    entry_1/sample_1/geometry_1/translation, (N, 3) m, x then y then 0; ENERGY_PATH (J),
+    DISTANCE_PATH and PIXEL_PATHS (m), each with its `units` attribute; PROBE_PATH, the
+    probe scaled so that sum |P|^2 is the photons per frame. The object (complex
+    transmission) at entry_1/image_1/data with x_pixel_size and y_pixel_size (m;
+    `sample_pixel_size`, default the probe's object pixel) and `origin`, its pixel
+    (x, y) under scan position 0: the centre (nx // 2, ny // 2), as the simulator
+    places it and as readers take it when a file has no origin.
+    """
+    frames = np.asarray(frames)
+    positions = np.asarray(positions, np.float64)
+    if frames.ndim != 3 or positions.shape != (len(frames), 2):
+        raise InstrumentError(f"frames (N, ny, nx) and positions (N, 2) expected, got "
+                              f"{frames.shape} and {positions.shape}")
+    if sample is not None:
+        sample = np.asarray(sample, np.complex64)
+        if sample.ndim != 2:
+            raise InstrumentError(f"the object must be (ny, nx), got shape {sample.shape}")
     geometry = instrument.geometry
+    image = "entry_1/image_1"
     with h5py.File(path, "w") as f:
+        def put(name: str, value, units: str) -> None:
+            f[name] = value
+            f[name].attrs["units"] = units
+
         f.attrs["cxi_version"] = 150
         f.create_dataset(FRAME_PATHS[0], data=frames, chunks=(1, *frames.shape[1:]))
         translation = np.zeros((len(positions), 3))
         translation[:, :2] = positions
-        f.create_dataset("entry_1/sample_1/geometry_1/translation",
-                         data=translation).attrs["units"] = "m"
-        f[ENERGY_PATH] = geometry.energy_ev * ELECTRON_VOLT
-        f[DISTANCE_PATH] = geometry.distance_m
+        put("entry_1/sample_1/geometry_1/translation", translation, "m")
+        put(ENERGY_PATH, geometry.energy_ev * ELECTRON_VOLT, "J")
+        put(DISTANCE_PATH, geometry.distance_m, "m")
         for pixel_path in PIXEL_PATHS:
-            f[pixel_path] = geometry.pixel_size_m
+            put(pixel_path, geometry.pixel_size_m, "m")
         f[PROBE_PATH] = instrument.probe * np.float32(np.sqrt(instrument.photons))
         if sample is not None:
-            f["entry_1/image_1/data"] = sample
             pixel = sample_pixel_size or instrument.object_pixel_size
-            f["entry_1/image_1/x_pixel_size"] = f["entry_1/image_1/y_pixel_size"] = pixel
+            f[f"{image}/data"] = sample
+            put(f"{image}/x_pixel_size", pixel, "m")
+            put(f"{image}/y_pixel_size", pixel, "m")
+            f[f"{image}/origin"] = np.array([sample.shape[1] // 2, sample.shape[0] // 2])

@@ -17,11 +17,12 @@ from pathlib import Path
 
 from p4p.client.thread import Context
 
+from ptychoedge.inference.instrument import PROBE_PATH
 from ptychoedge.iocs.processes import Child, python_module, stop_all
 from ptychoedge.iocs.served import refuse_if_served
 from ptychoedge.pvdb import detector
 from ptychoedge.pvdb.spec import find
-from ptychoedge.sim import probes, samples
+from ptychoedge.sim import physics, probes, samples
 
 log = logging.getLogger("ptychoedge.sim")
 
@@ -86,8 +87,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--probe", type=_probe, default="default", metavar="KIND|FILE",
                         help=f"the probe: {', '.join(probes.PROBE_KINDS)} (see "
                              "sim/probes.py), or a measured probe (.npy, or CXI at "
-                             "entry_1/instrument_1/source_1/illumination) sampled at the "
-                             "10 nm object pixel, the frames' size (default: default)")
+                             f"{PROBE_PATH}) sampled at the "
+                             f"{physics.OBJECT_PIXEL_SIZE * 1e9:g} nm object pixel, "
+                             "the frames' size (default: default)")
     parser.add_argument("--probe-modes", type=_bounded(int, 1, 16), default=1, metavar="K",
                         help="incoherent modes of a probe preset (default 1)")
     parser.add_argument("--sample", choices=list(samples.SAMPLE_KINDS), default="default",

@@ -1,25 +1,29 @@
 """Simulate a ptychography scan of a chosen probe and sample and write it as CXI.
 
-    python -m ptychoedge.sim.make_scan --probe zoneplate-defocus --sample labyrinth \\
-        --points 300 --out scan.cxi
+    ptychoedge make-scan --probe zoneplate-defocus --sample labyrinth --points 300 \\
+        --out scan.cxi
 
-A Fermat spiral over the sample, Poisson-noisy frames, the instrument (10 keV, 75 um
-pixels, the detector at the distance that makes the object pixel 10 nm) and the
-true object, at the paths `sim/cxi_writer.py` lists. Replay it with
-`ptychoedge sim --replay scan.cxi`.
+A Fermat spiral over the sample, Poisson-noisy frames, the simulated instrument
+(sim/physics.py: 10 keV, 75 um pixels, the detector where the object pixel is
+--pixel) and the true object, written by inference/instrument.py's `write_cxi` (its
+docstring lists the paths and units). Replay it with `ptychoedge sim --replay
+scan.cxi`; `read_cxi` reads its instrument back.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from ptychoedge.sim import cxi_writer, physics, probes, samples
+from ptychoedge.inference.instrument import Instrument, InstrumentError, write_cxi
+from ptychoedge.sim import physics, probes, samples
 
+PROGRAM = "ptychoedge make-scan"
 OVERLAP = 0.6  # linear overlap of neighbouring probes when no step is given
 CHUNK = 32  # frames computed at a time
 
@@ -31,9 +35,7 @@ def probe_kind(text: str) -> str:
         f"{text!r} is neither a probe kind ({', '.join(probes.PROBE_KINDS)}) nor a file")
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ptychoedge.sim.make_scan",
-                                description=__doc__.split("\n")[0])
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--probe", type=probe_kind, default="default", metavar="KIND|FILE",
                    help=f"{', '.join(probes.PROBE_KINDS)}, or a .npy/.cxi probe sampled at "
                         "--pixel (default: default)")
@@ -52,19 +54,30 @@ def parser() -> argparse.ArgumentParser:
                    metavar="NM", help="object pixel size in nm (default 10)")
     p.add_argument("--seed", type=int, default=0, help="sample and noise seed (default 0)")
     p.add_argument("--out", type=Path, required=True, help="the .cxi file to write")
-    return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def instrument_for(probe: np.ndarray, photons: float, dx: float) -> Instrument:
+    """The simulated instrument (physics.geometry) with `probe`, its detector moved so that
+    the probe's window samples the object at `dx` (m): the object pixel goes as the
+    distance."""
+    n = probe.shape[-1]
+    geometry = physics.geometry(n)
+    geometry = dataclasses.replace(
+        geometry, distance_m=geometry.distance_m * dx / geometry.object_pixel_size(n))
+    return Instrument(geometry, probe, photons)
+
+
+def run(args: argparse.Namespace) -> int:
     dx = args.pixel * 1e-9
     n = args.size
-    if args.points < 1 or not args.photons > 0:
-        raise SystemExit("make_scan: error: --points and --photons must be positive")
     try:
+        if args.points < 1 or not args.photons > 0:
+            raise ValueError("--points and --photons must be positive")
         probe = probes.named_probe(args.probe, n, dx, args.probe_modes)
-    except ValueError as error:
-        raise SystemExit(f"make_scan: error: {error}") from None
+        instrument = instrument_for(probe, args.photons, dx)
+    except ValueError as error:  # ProbeError, InstrumentError
+        print(f"{PROGRAM}: error: {error}", file=sys.stderr)
+        return 2
     diameter = probes.encircled_diameter(probe, dx)
     step = args.step * 1e-6 if args.step else physics.step_for_overlap(diameter, OVERLAP)
     positions = physics.fermat_spiral_positions(args.points, step)
@@ -72,17 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     reach = np.abs(positions).max() / dx
     side = max(256, int(np.ceil(2 * reach)) + n + 64)
     sample = samples.named_sample(args.sample, (side, side), args.seed, args.thickness)
-    simulator = physics.PtychographySimulator(n, photons=args.photons, dtype=np.uint32,
-                                              seed=args.seed, sample=sample, probe=probe,
-                                              pixel_size=dx)
-    distance = probes.distance_for_pixel_size(dx, probes.NANOPROBE_ENERGY_EV,
-                                              probes.NANOPROBE_DETECTOR_PIXEL, n)
-    print(f"probe {probes.describe(args.probe)}; {len(probe)} mode(s), 90% of it within "
-          f"{diameter * 1e6:.2f} um", flush=True)
+    simulator = physics.simulator_for(instrument, dtype=np.uint32, seed=args.seed,
+                                      sample=sample)
+    geometry = instrument.geometry
+    print(f"probe {probes.describe(args.probe)}; {instrument.modes} mode(s), 90% of it "
+          f"within {diameter * 1e6:.2f} um", flush=True)
     print(f"sample {samples.describe(args.sample, args.thickness)}; {side} x {side} pixels",
           flush=True)
     print(f"{args.points} points, step {step * 1e6:.3f} um; {n} x {n} frames at "
-          f"{probes.NANOPROBE_ENERGY_EV / 1e3:g} keV, {distance:.3f} m, object pixel "
+          f"{geometry.energy_ev / 1e3:g} keV, {geometry.distance_m:.3f} m, object pixel "
           f"{dx * 1e9:g} nm", flush=True)
     frames = np.empty((args.points, n, n), np.uint32)
     started = time.monotonic()
@@ -94,13 +105,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\r{line}" if tty else line, end="" if tty else "\n", flush=True)
     if tty:
         print()
-    cxi_writer.write_scan(args.out, frames, positions, probe=simulator.probe,
-                          photons=args.photons, energy_ev=probes.NANOPROBE_ENERGY_EV,
-                          distance=distance, detector_pixel=probes.NANOPROBE_DETECTOR_PIXEL,
-                          sample=sample, sample_pixel_size=dx)
+    try:
+        write_cxi(args.out, instrument, frames, positions, sample=sample,
+                  sample_pixel_size=dx)
+    except (OSError, InstrumentError) as error:
+        print(f"{PROGRAM}: error: {args.out}: {error}", file=sys.stderr)
+        return 2
     print(f"wrote {args.out}", flush=True)
     return 0
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+if __name__ == "__main__":  # python -m ptychoedge.sim.make_scan, as before
+    from ptychoedge.iocs import cli
+
+    raise SystemExit(cli.main(["make-scan", *sys.argv[1:]]))

@@ -1,10 +1,12 @@
 """Probes of real X-ray optics, in physical units, and measured probes from files.
 
-Conventions: a probe is a complex64 array (modes, n, n) sampled at the object pixel
-size dx = wavelength x detector distance / (n x detector pixel), the direct beam (the
-optical axis) at pixel (n//2, n//2), indexed [row = y, column = x]. Modes are mutually
-incoherent; the total intensity, sum over modes of sum |p|^2, is 1 (the simulator
-multiplies by the photons per frame).
+Conventions: a probe is as inference/instrument.py has it (checked by its
+`checked_probe`): complex64 (modes, n, n) sampled at the object pixel size dx of an
+n-pixel detector window (inference/forward.py: `object_pixel_size`), the direct beam
+(the optical axis) at pixel (n//2, n//2), indexed [row = y, column = x]. Modes are
+mutually incoherent; the total intensity, sum over modes of sum |p|^2, is 1 (the
+simulator multiplies by the photons per frame). The presets are at the simulated
+instrument's photon energy (sim/physics.py: ENERGY_EV).
 
 Fields are computed on a grid of m >= 2n pixels at dx and the centre n x n is kept
 (then renormalised), so a periodic FFT never wraps the probe's tails onto itself.
@@ -22,10 +24,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ptychoedge.inference import forward
+from ptychoedge.inference.instrument import PROBE_PATH, InstrumentError, checked_probe
 from ptychoedge.sim import physics
 
-HC_EV_M = 12.398419843320026e-7  # Planck's constant x the speed of light, eV m
-CXI_PROBE_PATH = "entry_1/instrument_1/source_1/illumination"
+PROBE_FILE_SUFFIXES = (".npy", ".cxi", ".h5", ".hdf5")
 MAX_GRID = 8192  # pixels on a side of the grid a probe is computed on
 # Source points of a partially coherent ensemble: a square grid over +-3 rms.
 SOURCE_GRID_POINTS = 9
@@ -36,30 +39,11 @@ class ProbeError(ValueError):
     """A probe that cannot be used, with the reason."""
 
 
-def wavelength(energy_ev: float) -> float:
-    """Photon wavelength in metres for a photon energy in eV."""
-    if not energy_ev > 0:
+def _wavelength(energy_ev: float) -> float:
+    """forward.wavelength of a positive photon energy (eV), or ProbeError."""
+    if not 0 < energy_ev < np.inf:
         raise ProbeError(f"photon energy must be positive, got {energy_ev} eV")
-    return HC_EV_M / energy_ev
-
-
-def object_pixel_size(energy_ev: float, distance: float, detector_pixel: float,
-                      n: int) -> float:
-    """Object pixel (m) of an n-pixel far-field window: wavelength x distance / (n x pixel)."""
-    return wavelength(energy_ev) * distance / (n * detector_pixel)
-
-
-def distance_for_pixel_size(dx: float, energy_ev: float, detector_pixel: float,
-                            n: int) -> float:
-    """Sample-detector distance (m) at which an n-pixel window samples the object at dx."""
-    return dx * n * detector_pixel / wavelength(energy_ev)
-
-
-# The simulated nanoprobe, as the simulator's instrument: 10 keV photons, 75 um
-# detector pixels, the detector placed so that the object pixel is 10 nm (0.774 m for
-# 128 x 128 frames).
-NANOPROBE_ENERGY_EV = 10_000.0
-NANOPROBE_DETECTOR_PIXEL = 75e-6
+    return forward.wavelength(energy_ev)
 
 
 def zone_plate_probe(n: int, dx: float, *, energy_ev: float, diameter: float,
@@ -78,7 +62,7 @@ def zone_plate_probe(n: int, dx: float, *, energy_ev: float, diameter: float,
     each source point shifts the focus, and the ensemble is reduced to its `modes`
     strongest orthogonal modes.
     """
-    lam = wavelength(energy_ev)
+    lam = _wavelength(energy_ev)
     _check_window(n, dx)
     if not (outer_zone > 0 and diameter > 0):
         raise ProbeError(f"zone plate diameter and outer zone width must be positive, got "
@@ -124,7 +108,7 @@ def pinhole_probe(n: int, dx: float, *, energy_ev: float, diameter: float, dista
     / diameter across. modes > 1: the source subtends a Gaussian of rms
     `source_angle_rms` (rad); each source point tilts the wave on the pinhole.
     """
-    lam = wavelength(energy_ev)
+    lam = _wavelength(energy_ev)
     _check_window(n, dx)
     if not 0 < diameter < n * dx:
         raise ProbeError(f"pinhole diameter must be in (0, {n * dx * 1e6:.2f} um), the "
@@ -153,43 +137,26 @@ def pinhole_probe(n: int, dx: float, *, energy_ev: float, diameter: float, dista
     return _with_modes(field, modes, source_angle_rms, "source_angle_rms")
 
 
-def default_probe(n: int) -> np.ndarray:
-    """The simulator's own default probe, physics.make_probe, as (1, n, n)."""
-    # The same choice the simulator makes when given no probe.
-    defocus = min(6.0, (np.pi / 2) * ((n / 2 - 1) / 2 - 1.22))
-    return physics.make_probe(n, n / 2, defocus)[None]
-
-
 def check_probe(probe: np.ndarray, n: int | None = None, what: str = "probe") -> np.ndarray:
-    """A usable probe as complex64 (modes, n, n) with total intensity 1, or ProbeError.
-
-    Refuses a real array, one that is not (n, n) or (modes, n, n) (n given: that size),
-    non-finite values and a probe without intensity. Modes are kept as given.
-    """
-    probe = np.asarray(probe)
-    if not np.iscomplexobj(probe):
-        raise ProbeError(f"{what}: must be complex (amplitude and phase), got {probe.dtype}")
-    if probe.ndim == 2:
-        probe = probe[None]
-    if probe.ndim != 3 or probe.shape[0] < 1 or probe.shape[1] != probe.shape[2]:
-        raise ProbeError(f"{what}: must be (n, n) or (modes, n, n), got shape {probe.shape}")
+    """instrument.checked_probe (complex, finite, (n, n) or (modes, n, n), some intensity;
+    normalised to total intensity 1), with n given: n x n, the frames' size. ProbeError
+    with the reason otherwise."""
+    try:
+        probe = checked_probe(probe, what)
+    except InstrumentError as error:
+        raise ProbeError(str(error)) from error
     if n is not None and probe.shape[1:] != (n, n):
         raise ProbeError(f"{what}: is {probe.shape[1]} x {probe.shape[2]} but the frames are "
                          f"{n} x {n}")
-    if not np.all(np.isfinite(probe)):
-        raise ProbeError(f"{what}: has non-finite values (NaN or infinity)")
-    probe = probe.astype(np.complex128)
-    power = float(np.sum(np.abs(probe) ** 2))
-    if not power > 0:
-        raise ProbeError(f"{what}: has no intensity (all zero)")
-    return (probe / np.sqrt(power)).astype(np.complex64)
+    return probe
 
 
 def load_probe(path: str | Path, n: int | None = None) -> np.ndarray:
     """A measured probe from `.npy` or from a CXI/HDF5 file's illumination, checked.
 
     `.npy`: complex (n, n) or (modes, n, n). CXI (.cxi/.h5/.hdf5): the same at
-    entry_1/instrument_1/source_1/illumination. Sampled at the frames' object pixel.
+    instrument.PROBE_PATH (entry_1/instrument_1/source_1/illumination). Sampled at the
+    frames' object pixel; n given: refused unless n x n.
     """
     path = Path(path)
     if not path.is_file():
@@ -197,11 +164,11 @@ def load_probe(path: str | Path, n: int | None = None) -> np.ndarray:
     try:
         if path.suffix == ".npy":
             probe = np.load(path, allow_pickle=False)
-        elif path.suffix in (".cxi", ".h5", ".hdf5"):
+        elif path.suffix in PROBE_FILE_SUFFIXES[1:]:
             with h5py.File(path, "r") as f:
-                if CXI_PROBE_PATH not in f:
-                    raise ProbeError(f"{path}: no probe at {CXI_PROBE_PATH}")
-                probe = f[CXI_PROBE_PATH][()]
+                if PROBE_PATH not in f:
+                    raise ProbeError(f"{path}: no probe at {PROBE_PATH}")
+                probe = f[PROBE_PATH][()]
         else:
             raise ProbeError(f"{path}: expected a .npy, .cxi, .h5 or .hdf5 file")
     except (OSError, ValueError) as error:
@@ -253,11 +220,11 @@ def encircled_diameter(probe: np.ndarray, dx: float, fraction: float = 0.9) -> f
 
 # Presets of the simulated nanoprobe (10 keV): a 160 um zone plate with 30 nm outer
 # zones (f = 38.7 mm, NA 2.1 mrad) and a 60 um central stop.
-ZONE_PLATE = {"energy_ev": NANOPROBE_ENERGY_EV, "diameter": 160e-6, "outer_zone": 30e-9,
+ZONE_PLATE = {"energy_ev": physics.ENERGY_EV, "diameter": 160e-6, "outer_zone": 30e-9,
               "stop_diameter": 60e-6}
 ZONE_PLATE_DEFOCUS = 150e-6  # m: a cone 2 NA x 150 um = 0.62 um across at the sample
 # Fresnel number (radius^2 / (wavelength x distance)) 3: near field, a bright axis.
-PINHOLE = {"energy_ev": NANOPROBE_ENERGY_EV, "diameter": 0.6e-6, "distance": 240e-6}
+PINHOLE = {"energy_ev": physics.ENERGY_EV, "diameter": 0.6e-6, "distance": 240e-6}
 PROBE_KINDS = {
     "default": "the simulator's own probe: a defocused ideal lens, half the window across",
     "zoneplate": "a 160 um zone plate, 30 nm outer zones, 60 um central stop, in focus "
@@ -286,7 +253,7 @@ def named_probe(kind: str, n: int, dx: float, modes: int = 1) -> np.ndarray:
     if kind == "default":
         if modes != 1:
             raise ProbeError("the default probe is fully coherent: use another kind for modes")
-        return check_probe(default_probe(n))
+        return check_probe(physics.default_probe(n))
     if kind == "zoneplate":
         return zone_plate_probe(n, dx, **ZONE_PLATE, modes=modes, source_rms=PRESET_SOURCE_RMS)
     if kind == "zoneplate-defocus":
@@ -295,7 +262,7 @@ def named_probe(kind: str, n: int, dx: float, modes: int = 1) -> np.ndarray:
     if kind == "pinhole":
         return pinhole_probe(n, dx, **PINHOLE, modes=modes,
                              source_angle_rms=PRESET_SOURCE_ANGLE_RMS)
-    if Path(kind).suffix in (".npy", ".cxi", ".h5", ".hdf5"):
+    if Path(kind).suffix in PROBE_FILE_SUFFIXES:
         return load_probe(kind, n)
     raise ProbeError(f"unknown probe {kind!r}: use one of {', '.join(PROBE_KINDS)} or a "
                      ".npy/.cxi file")

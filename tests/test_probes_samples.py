@@ -6,6 +6,9 @@ import h5py
 import numpy as np
 import pytest
 
+from ptychoedge.inference import forward
+from ptychoedge.inference.instrument import PROBE_PATH, Instrument, read_cxi, write_cxi
+from ptychoedge.iocs import cli
 from ptychoedge.sim import make_scan, physics, probes, samples
 from ptychoedge.sim.replay import load_scan
 
@@ -71,7 +74,7 @@ def test_defocused_zone_plate_is_the_geometric_annulus_with_its_stop_hole(defocu
                                     stop_diameter=stop * ZONE_PLATE["diameter"])
     intensity = np.abs(probe[0]) ** 2
     r = radii(N) * DX
-    numerical_aperture = probes.wavelength(ENERGY) / (2 * ZONE_PLATE["outer_zone"])
+    numerical_aperture = forward.wavelength(ENERGY) / (2 * ZONE_PLATE["outer_zone"])
     outer = numerical_aperture * abs(defocus)  # the cone's radius at the sample: 0.31 um
     assert intensity[r < 1.1 * outer].sum() > 0.9
     assert intensity[r < 0.8 * stop * outer].sum() < 0.06  # the stop's shadow
@@ -88,7 +91,7 @@ def test_defocused_zone_plate_is_the_geometric_annulus_with_its_stop_hole(defocu
 def test_pinhole_axis_follows_fresnel_zones(fresnel_number, axis_gain):
     # On the axis of a circular aperture of radius a: I / I0 = 4 sin^2(pi a^2 / (2 wl z)).
     radius = 0.3e-6
-    distance = radius**2 / (fresnel_number * probes.wavelength(ENERGY))
+    distance = radius**2 / (fresnel_number * forward.wavelength(ENERGY))
     aperture = probes.pinhole_probe(N, DX, energy_ev=ENERGY, diameter=2 * radius, distance=0)
     propagated = probes.pinhole_probe(N, DX, energy_ev=ENERGY, diameter=2 * radius,
                                       distance=distance)
@@ -146,7 +149,7 @@ def test_probe_files_round_trip(tmp_path):
     probe = probes.named_probe("zoneplate-defocus", 64, DX, modes=2)
     np.save(tmp_path / "probe.npy", probe * 7)
     with h5py.File(tmp_path / "scan.cxi", "w") as f:
-        f[probes.CXI_PROBE_PATH] = probe[0]
+        f[PROBE_PATH] = probe[0]
     assert np.allclose(probes.load_probe(tmp_path / "probe.npy", 64), probe, atol=1e-6)
     assert np.allclose(probes.named_probe(str(tmp_path / "scan.cxi"), 64, DX),
                        probe[:1] / np.sqrt(probes.mode_weights(probe)[0]), atol=1e-6)
@@ -180,11 +183,17 @@ def test_probe_files_without_a_probe_are_refused(tmp_path):
         probes.load_probe(tmp_path / "missing.npy")
 
 
-def test_nanoprobe_geometry_samples_the_object_at_10_nm():
-    assert probes.wavelength(10_000) == pytest.approx(1.2398419843320026e-10)
-    distance = probes.distance_for_pixel_size(DX, 10_000, 75e-6, 128)
-    assert distance == pytest.approx(0.7743, abs=1e-4)
-    assert probes.object_pixel_size(10_000, distance, 75e-6, 128) == pytest.approx(DX)
+def test_presets_are_at_the_simulated_instruments_energy_and_pixel():
+    assert probes.ZONE_PLATE["energy_ev"] == probes.PINHOLE["energy_ev"] == physics.ENERGY_EV
+    geometry = physics.geometry(128)
+    assert geometry.distance_m == pytest.approx(0.7743, abs=1e-4)
+    assert geometry.object_pixel_size(128) == pytest.approx(DX)
+    # make-scan --pixel: the same instrument, its detector where the object pixel is that.
+    probe = probes.named_probe("default", 64, 2 * DX)
+    instrument = make_scan.instrument_for(probe, 1e5, 2 * DX)
+    assert instrument.object_pixel_size == pytest.approx(2 * DX)
+    assert instrument.geometry.energy_ev == physics.ENERGY_EV
+    assert instrument.geometry.pixel_size_m == physics.DETECTOR_PIXEL
 
 
 # -- samples -----------------------------------------------------------------------
@@ -296,21 +305,70 @@ def test_thickness_scale_multiplies_phase_and_absorption():
 
 # -- scans with their instrument ---------------------------------------------------
 
+SOURCE, DETECTOR = "entry_1/instrument_1/source_1", "entry_1/instrument_1/detector_1"
+
+
+def test_write_cxi_paths_and_units(tmp_path):
+    n = 32
+    instrument = Instrument(physics.geometry(n), probes.named_probe("default", n, DX), 4e4)
+    frames = np.arange(3 * n * n, dtype=np.uint32).reshape(3, n, n)
+    positions = np.array([[0.0, 0.0], [1e-7, -2e-7], [-3e-7, 4e-7]])
+    sample = samples.named_sample("labyrinth", (40, 50), 1)
+    write_cxi(tmp_path / "scan.cxi", instrument, frames, positions, sample=sample,
+              sample_pixel_size=DX)
+    with h5py.File(tmp_path / "scan.cxi", "r") as f:
+        assert f.attrs["cxi_version"] == 150
+        assert np.array_equal(f["entry_1/data_1/data"][()], frames)
+        translation = f["entry_1/sample_1/geometry_1/translation"]
+        assert np.array_equal(translation[()], np.column_stack([positions, np.zeros(3)]))
+        units = {path: f[path].attrs["units"] for path in (
+            "entry_1/sample_1/geometry_1/translation", f"{SOURCE}/energy",
+            f"{DETECTOR}/distance", f"{DETECTOR}/x_pixel_size", f"{DETECTOR}/y_pixel_size",
+            "entry_1/image_1/x_pixel_size", "entry_1/image_1/y_pixel_size")}
+        assert units.pop(f"{SOURCE}/energy") == "J" and set(units.values()) == {"m"}
+        assert f[f"{SOURCE}/energy"][()] == pytest.approx(physics.ENERGY_EV * 1.602176634e-19)
+        assert f[f"{DETECTOR}/distance"][()] == instrument.geometry.distance_m
+        assert f[f"{DETECTOR}/x_pixel_size"][()] == f[f"{DETECTOR}/y_pixel_size"][()] \
+            == physics.DETECTOR_PIXEL
+        probe = f[f"{SOURCE}/illumination"][()]
+        np.testing.assert_allclose(probe, instrument.probe * np.sqrt(4e4), rtol=1e-5,
+                                   atol=1e-4)
+        assert np.array_equal(f["entry_1/image_1/data"][()], sample)
+        assert f["entry_1/image_1/x_pixel_size"][()] == f["entry_1/image_1/y_pixel_size"][()] \
+            == DX
+        # Position 0 is the object's centre pixel, (x, y) = (nx // 2, ny // 2).
+        assert tuple(f["entry_1/image_1/origin"][()]) == (25, 20)
+    with pytest.raises(ValueError, match="positions"):
+        write_cxi(tmp_path / "bad.cxi", instrument, frames, positions[:2])
+
+
+def test_make_scan_is_a_ptychoedge_subcommand():
+    assert "make-scan" in cli.build_parser().format_help()
+
+
+def test_make_scan_refuses_a_probe_file_for_other_frames_with_the_reason(tmp_path, capsys):
+    np.save(tmp_path / "probe.npy", probes.named_probe("default", 32, DX))
+    assert cli.main(["make-scan", "--probe", str(tmp_path / "probe.npy"), "--size", "64",
+                     "--out", str(tmp_path / "scan.cxi")]) == 2
+    assert "32 x 32 but the frames are 64 x 64" in capsys.readouterr().err
+    assert not (tmp_path / "scan.cxi").exists()
+
+
 def test_make_scan_writes_a_cxi_scan_with_its_instrument(tmp_path):
     out = tmp_path / "scan.cxi"
-    assert make_scan.main(["--probe", "pinhole", "--probe-modes", "2", "--sample", "fibres",
-                           "--points", "7", "--photons", "1e5", "--out", str(out)]) == 0
+    assert cli.main(["make-scan", "--probe", "pinhole", "--probe-modes", "2", "--sample",
+                     "fibres", "--points", "7", "--photons", "1e5", "--out", str(out)]) == 0
     frames, positions = load_scan(out)  # what `ptychoedge sim --replay` reads
     assert frames.shape == (7, N, N) and positions.shape == (7, 2)
     with h5py.File(out, "r") as f:
-        source, detector = "entry_1/instrument_1/source_1", "entry_1/instrument_1/detector_1"
-        assert f[f"{source}/energy"][()] == pytest.approx(ENERGY * 1.602176634e-19)
-        assert f[f"{source}/energy"].attrs["units"] == "J"
-        distance = f[f"{detector}/distance"][()]
-        pixel = f[f"{detector}/x_pixel_size"][()]
-        assert pixel == f[f"{detector}/y_pixel_size"][()] == 75e-6
-        assert probes.object_pixel_size(ENERGY, distance, pixel, N) == pytest.approx(DX)
-        probe = f[f"{source}/illumination"][()]
+        assert f[f"{SOURCE}/energy"][()] == pytest.approx(ENERGY * 1.602176634e-19)
+        assert f[f"{SOURCE}/energy"].attrs["units"] == "J"
+        assert f[f"{DETECTOR}/distance"].attrs["units"] == "m"
+        distance = f[f"{DETECTOR}/distance"][()]
+        pixel = f[f"{DETECTOR}/x_pixel_size"][()]
+        assert pixel == f[f"{DETECTOR}/y_pixel_size"][()] == 75e-6
+        assert forward.object_pixel_size(ENERGY, distance, pixel, N) == pytest.approx(DX)
+        probe = f[f"{SOURCE}/illumination"][()]
         assert probe.shape == (2, N, N) and np.iscomplexobj(probe)
         assert np.sum(np.abs(probe.astype(complex)) ** 2) == pytest.approx(1e5, rel=1e-4)
         translation = f["entry_1/sample_1/geometry_1/translation"][()]
@@ -320,3 +378,7 @@ def test_make_scan_writes_a_cxi_scan_with_its_instrument(tmp_path):
     assert np.array_equal(image, samples.named_sample("fibres", image.shape, 0))
     # The frames are the true object under the stored probe: counts as expected.
     assert frames.sum(axis=(1, 2)).mean() == pytest.approx(1e5, rel=0.05)
+    # and the instrument reads back as the one the frames were simulated with.
+    instrument = read_cxi(out, photons=1e5)
+    assert instrument.modes == 2 and instrument.object_pixel_size == pytest.approx(DX)
+    assert instrument.geometry.frame_shape == (N, N)
