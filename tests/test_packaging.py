@@ -1,0 +1,61 @@
+"""The wheel as a user installs it: the shipped model inside, a reconstruction from it."""
+
+from __future__ import annotations
+
+import configparser
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MODELS = REPO / "inference" / "models"
+
+
+def package_dirs() -> list[str]:
+    """The folders setup.cfg maps into the `ptychoedge` namespace."""
+    config = configparser.ConfigParser()
+    config.read(REPO / "setup.cfg")
+    lines = config["options"]["package_dir"].strip().splitlines()
+    return [line.split("=")[1].strip() for line in lines]
+
+
+def run(*args: str | Path, cwd: Path) -> str:
+    done = subprocess.run([str(a) for a in args], cwd=cwd, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, f"{' '.join(map(str, args))}\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def test_the_wheel_carries_the_model_and_reconstructs_from_it(tmp_path):
+    # built from a copy: a build in the repository leaves build/ and egg-info there
+    source = tmp_path / "source"
+    for folder in package_dirs():
+        shutil.copytree(REPO / folder, source / folder,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("setup.cfg", "pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+        "-w", tmp_path / "dist", source, cwd=tmp_path)
+    wheel = next((tmp_path / "dist").glob("ptychoedge-*.whl"))
+    packed = set(zipfile.ZipFile(wheel).namelist())
+    bundle = {f"ptychoedge/inference/models/{path.name}" for path in MODELS.iterdir()
+              if path.is_file()}
+    assert bundle and bundle <= packed, bundle - packed
+
+    # a fresh environment that borrows the installed dependencies, not ptychoedge
+    venv = tmp_path / "venv"
+    run(sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", venv,
+        cwd=tmp_path)
+    python = venv / "bin" / "python"
+    run(python, "-m", "pip", "install", "--no-deps", "--no-index", wheel, cwd=tmp_path)
+    installed = run(python, "-c", "import ptychoedge.inference as p; print(p.__file__)",
+                    cwd=tmp_path)
+    assert installed.startswith(str(venv)), installed
+
+    # a short simulated scan reconstructed with the default model, scored against the truth
+    report = run(python, "-m", "ptychoedge.iocs.cli", "evaluate", "--backends",
+                 "onnxruntime:fp32", "--points", "16", "--out", "evaluation", cwd=tmp_path)
+    assert "onnxruntime:fp32: patch SSIM" in report, report
+    assert (tmp_path / "evaluation" / "report.json").is_file()
