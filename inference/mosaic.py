@@ -1,8 +1,10 @@
 """Stitching reconstructed patches into one image of the sample.
 
 Each patch is placed at its scan position and blended with the probe's
-intensity as weight, so the well-lit centre of a patch counts most. The canvas
-grows as the scan goes; 0 marks where no patch has reached yet.
+intensity as weight, so the well-lit centre of a patch counts most. Phase is
+blended as a direction (the angle of the weighted sum of amplitude x exp(i phase)),
+so a phase that wraps at +-pi stitches without seams. The canvas grows as the scan
+goes; 0 marks where no patch has reached yet.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ class Mosaic:
 
     def reset(self) -> None:
         self.origin = np.array([0, 0])  # canvas pixel (x, y) of position 0
-        self._sums = np.zeros((3, 0, 0))  # weighted amplitude, weighted phase, weight
+        # weighted amplitude, its real and imaginary parts with the phase, weight
+        self._sums = np.zeros((4, 0, 0))
         self.patches = 0
 
     def add(self, amplitude: np.ndarray, phase: np.ndarray, x: float, y: float) -> None:
@@ -30,9 +33,11 @@ class Mosaic:
         left, top = centre + self.origin - self.size // 2
         left, top = self._fit(left, top)
         window = self._sums[:, top:top + self.size, left:left + self.size]
-        window[0] += self.weight * amplitude
-        window[1] += self.weight * phase
-        window[2] += self.weight
+        weighted = self.weight * amplitude
+        window[0] += weighted
+        window[1] += weighted * np.cos(phase)
+        window[2] += weighted * np.sin(phase)
+        window[3] += self.weight
         self.patches += 1
 
     def _fit(self, left: int, top: int) -> tuple[int, int]:
@@ -51,11 +56,11 @@ class Mosaic:
 
     def images(self) -> tuple[np.ndarray, np.ndarray]:
         """Amplitude and phase (float32), 0 where nothing was placed."""
-        weighted_amplitude, weighted_phase, weight = self._sums
+        weighted_amplitude, real, imaginary, weight = self._sums
         covered = weight > 1e-6 * self.weight.max()
         safe = np.where(covered, weight, 1.0)
         amplitude = np.where(covered, weighted_amplitude / safe, 0.0)
-        phase = np.where(covered, weighted_phase / safe, 0.0)
+        phase = np.where(covered, np.arctan2(imaginary, real), 0.0)
         return amplitude.astype(np.float32), phase.astype(np.float32)
 
     def coverage(self) -> np.ndarray:
@@ -63,7 +68,7 @@ class Mosaic:
 
         The mean, not the peak: a defocused probe is a ring, dark in its centre.
         """
-        return self._sums[2] >= 0.5 * self.weight.mean()
+        return self._sums[3] >= 0.5 * self.weight.mean()
 
     def position_to_pixel(self, x: float, y: float) -> tuple[int, int]:
         """Canvas pixel (column, row) of scan position (x, y) metres."""

@@ -108,14 +108,15 @@ def recorded_scan(path: Path, preprocessing: Preprocessing, pixel: float,
         raise ScanError(f"{path}: {error}") from None
     part = Part(preprocessing.normalise(counts), counts, positions / pixel)
     if reconstruction is not None:
-        obj, obj_pixel = read_object(reconstruction)
-        part.targets = split(patches_of(obj, obj_pixel, positions, pixel,
+        obj, obj_pixel, origin = read_object(reconstruction)
+        part.targets = split(patches_of(obj, obj_pixel, origin, positions, pixel,
                                         preprocessing.input_size, reconstruction))
     return part
 
 
-def read_object(path: Path) -> tuple[np.ndarray, float]:
-    """A reconstructed object (complex, 2-D) and its pixel size (m)."""
+def read_object(path: Path) -> tuple[np.ndarray, float, tuple[float, float]]:
+    """A reconstructed object (complex, 2-D), its pixel size (m) and the pixel (x, y) of
+    scan position 0: `origin` where the file has it, else the centre pixel (shape // 2)."""
     if not path.is_file():
         raise ScanError(f"{path}: no such file")
     try:
@@ -125,6 +126,7 @@ def read_object(path: Path) -> tuple[np.ndarray, float]:
                 if missing:
                     raise ScanError(f"{path}: missing {', '.join(sorted(missing))}")
                 obj, pixel = data["object"], float(data["pixel_size"])
+                origin = tuple(data["origin"]) if "origin" in data.files else None
         else:
             with h5py.File(path, "r") as f:
                 if "entry_1/image_1/data" not in f:
@@ -133,6 +135,8 @@ def read_object(path: Path) -> tuple[np.ndarray, float]:
                 if "entry_1/image_1/x_pixel_size" not in f:
                     raise ScanError(f"{path}: no pixel size at entry_1/image_1/x_pixel_size")
                 pixel = float(np.ravel(f["entry_1/image_1/x_pixel_size"][()])[0])
+                origin = (tuple(f["entry_1/image_1/origin"][()])
+                          if "entry_1/image_1/origin" in f else None)
     except OSError as error:
         raise ScanError(f"{path}: not readable ({error})") from error
     obj = np.asarray(obj)
@@ -143,13 +147,15 @@ def read_object(path: Path) -> tuple[np.ndarray, float]:
                         f"{obj.shape}")
     if not np.all(np.isfinite(obj)) or not (np.isfinite(pixel) and pixel > 0):
         raise ScanError(f"{path}: non-finite values or pixel size")
-    return obj.astype(np.complex64), pixel
+    if origin is None:
+        origin = (obj.shape[1] // 2, obj.shape[0] // 2)
+    return obj.astype(np.complex64), pixel, (float(origin[0]), float(origin[1]))
 
 
-def patches_of(obj: np.ndarray, obj_pixel: float, positions: np.ndarray, pixel: float,
-               size: int, source: Path) -> np.ndarray:
+def patches_of(obj: np.ndarray, obj_pixel: float, origin: tuple[float, float],
+               positions: np.ndarray, pixel: float, size: int, source: Path) -> np.ndarray:
     """(n, size, size) patches of `obj` at `pixel` (an integer multiple of its own),
-    centred at each position; position 0 is the object's centre pixel."""
+    centred at each position; position 0 is the object's pixel `origin` (x, y)."""
     ratio = pixel / obj_pixel
     factor = int(round(ratio))
     if factor < 1 or abs(ratio - factor) > 0.01 * ratio:
@@ -158,7 +164,7 @@ def patches_of(obj: np.ndarray, obj_pixel: float, positions: np.ndarray, pixel: 
     height, width = (np.array(obj.shape) // factor) * factor
     coarse = obj[:height, :width].reshape(height // factor, factor, width // factor,
                                           factor).mean(axis=(1, 3))
-    centre = np.array(obj.shape[::-1]) // 2 / factor  # (x, y) of position 0
+    centre = np.array(origin) / factor  # (x, y) of position 0
     corners = np.rint(positions / pixel + centre - size // 2).astype(int)
     ch, cw = coarse.shape
     if (corners.min() < 0 or corners[:, 0].max() + size > cw

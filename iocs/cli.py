@@ -16,7 +16,11 @@ SUBCOMMANDS = {
              "a node agent: runs a pipeline's inference instances on one more host"),
     "demo": ("ptychoedge.iocs.demo",
              "the main job: simulated beamline, pipeline IOC and a live scan, end to end"),
-    "train": ("ptychoedge.inference.training", "train PtychoNN on simulated scans"),
+    "train": ("ptychoedge.inference.training",
+              "train PtychoNN for an instrument: simulated, from a recorded scan, or "
+              "self-supervised"),
+    "reconstruct": ("ptychoedge.inference.reconstruct",
+                    "reconstruct a recorded scan offline: stitched image, CXI, residuals"),
     "evaluate": ("ptychoedge.inference.evaluate",
                  "score reconstructions against the simulator's ground truth"),
     "screens": ("ptychoedge.iocs.screens",

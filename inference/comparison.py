@@ -1,0 +1,84 @@
+"""A stitched reconstruction against a reference object (ground truth or an iterative
+reconstruction), on the same canvas, aligned, scored amplitude and phase apart.
+
+The reference is averaged down to the reconstruction's pixel (an integer number of its
+own pixels), placed so that scan position 0 falls on its `origin` pixel (its centre
+pixel, shape // 2, when not given), then shifted by the whole pixels that best match
+and its phase offset removed: a diffraction pattern cannot tell a constant phase.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ptychoedge.inference.mosaic import Mosaic
+from ptychoedge.inference.scores import CHANNELS, scored
+
+SEARCH = 6  # pixels the alignment may shift the reference, each way
+
+
+class ComparisonError(ValueError):
+    """A reference that cannot be compared, with the reason."""
+
+
+def on_canvas(mosaic: Mosaic, reference: np.ndarray, pixel: float,
+              origin: tuple[float, float] | None = None) -> np.ndarray:
+    """The complex reference at the mosaic's pixel on its canvas (0 where it has none)."""
+    ratio = mosaic.pixel_size / pixel
+    factor = int(round(ratio))
+    if factor < 1 or abs(ratio - factor) > 0.01 * ratio:
+        raise ComparisonError(f"the reference's pixel {pixel * 1e9:.2f} nm does not divide the "
+                              f"reconstruction's {mosaic.pixel_size * 1e9:.2f} nm")
+    height, width = (np.array(reference.shape) // factor) * factor
+    coarse = reference[:height, :width].reshape(height // factor, factor, width // factor,
+                                                factor).mean(axis=(1, 3))
+    ox, oy = origin if origin is not None else (reference.shape[1] // 2, reference.shape[0] // 2)
+    canvas = np.zeros(mosaic.images()[0].shape, np.complex64)
+    cx, cy = mosaic.position_to_pixel(0.0, 0.0)
+    dx, dy = cx - int(round(ox / factor)), cy - int(round(oy / factor))  # canvas - coarse
+    ch, cw = coarse.shape
+    y0, y1 = max(dy, 0), min(dy + ch, canvas.shape[0])
+    x0, x1 = max(dx, 0), min(dx + cw, canvas.shape[1])
+    if y0 < y1 and x0 < x1:
+        canvas[y0:y1, x0:x1] = coarse[y0 - dy:y1 - dy, x0 - dx:x1 - dx]
+    return canvas
+
+
+def aligned(reference: np.ndarray, reconstruction: np.ndarray, mask: np.ndarray
+            ) -> tuple[np.ndarray, tuple[int, int]]:
+    """The reference shifted (whole pixels, up to SEARCH) to best match the reconstruction
+    over `mask`, with its phase offset to it removed; and the shift (x, y)."""
+    best, best_shift = -1.0, (0, 0)
+    for dy in range(-SEARCH, SEARCH + 1):
+        for dx in range(-SEARCH, SEARCH + 1):
+            shifted = np.roll(reference, (dy, dx), axis=(0, 1))
+            a, b = shifted[mask], reconstruction[mask]
+            match = abs(np.vdot(a - a.mean(), b - b.mean())) / (
+                np.linalg.norm(a - a.mean()) * np.linalg.norm(b - b.mean()) + 1e-30)
+            if match > best:
+                best, best_shift = match, (dx, dy)
+    shifted = np.roll(reference, best_shift[::-1], axis=(0, 1))
+    offset = np.angle(np.vdot(shifted[mask], reconstruction[mask]))
+    return shifted * np.exp(1j * offset), best_shift
+
+
+def compare(mosaic: Mosaic, reference: np.ndarray, pixel: float,
+            origin: tuple[float, float] | None = None) -> tuple[dict[str, float], np.ndarray]:
+    """Scores of the mosaic against the reference over the well-lit region (with a flat
+    image's beside them), and the aligned reference on the mosaic's canvas."""
+    amplitude, phase = mosaic.images()
+    reconstruction = amplitude * np.exp(1j * phase)
+    mask = mosaic.coverage()
+    canvas = on_canvas(mosaic, reference, pixel, origin)
+    mask &= np.abs(canvas) > 0
+    if mask.sum() < 16:
+        raise ComparisonError("the reference does not overlap the scanned region")
+    canvas, shift = aligned(canvas, reconstruction, mask)
+    rows, cols = np.nonzero(mask)
+    window = np.s_[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    result: dict[str, float] = {"shift_x": shift[0], "shift_y": shift[1]}
+    for name, index, data_range in CHANNELS:
+        got = (amplitude, phase)[index][window]
+        want = (np.abs(canvas), np.angle(canvas))[index][window]
+        result |= scored(got, want, data_range, name, mask[window])
+    return result, canvas

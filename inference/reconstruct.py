@@ -1,0 +1,163 @@
+"""`ptychoedge reconstruct`: a recorded scan through a model, offline.
+
+Every frame of the scan (CXI or .npz, see sim/replay.py) is reconstructed and the
+patches are stitched at the model's object pixel, exactly as the live pipeline does.
+Writes `reconstruction.png` (amplitude and phase), `reconstruction.cxi` (the complex
+object at `entry_1/image_1/data`, its pixel size at `x_pixel_size`/`y_pixel_size`,
+scan position 0 at pixel `origin`), `residuals.npy` (one per frame) and `report.json`.
+Frames the model refuses (another geometry, a malformed frame) are counted by kind
+and left out; the rest go on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ptychoedge.inference.backends import BackendError, open_backend
+from ptychoedge.inference.batcher import Reconstructor
+from ptychoedge.inference.manifest import DEFAULT_MODEL, MODEL_DIR, ModelError, load_model
+from ptychoedge.inference.mosaic import Mosaic
+from ptychoedge.inference.preprocess import FrameError
+
+log = logging.getLogger("ptychoedge.reconstruct")
+
+BATCH = 32
+
+
+@dataclass
+class Reconstruction:
+    mosaic: Mosaic
+    residuals: np.ndarray  # per frame; NaN for a refused one
+    refused: Counter[str] = field(default_factory=Counter)
+    seconds: float = 0.0
+
+
+def reconstruct(frames: np.ndarray, positions: np.ndarray, reconstructor: Reconstructor,
+                progress: bool = False) -> Reconstruction:
+    """Reconstruct and stitch `frames` (n, ny, nx) at `positions` (n, 2) m."""
+    manifest = reconstructor.manifest
+    result = Reconstruction(Mosaic(manifest.object_pixel_size, manifest.illumination()),
+                            np.full(len(frames), np.nan))
+    started = time.perf_counter()
+    for start in range(0, len(frames), BATCH):
+        chosen = range(start, min(start + BATCH, len(frames)))
+        try:
+            batches = [(list(chosen), *reconstructor([frames[i] for i in chosen]))]
+        except FrameError:  # one bad frame must not take the batch with it
+            batches = []
+            for i in chosen:
+                try:
+                    batches.append(([i], *reconstructor([frames[i]])))
+                except FrameError as error:
+                    result.refused[error.kind] += 1
+                    log.warning("frame %d refused: %s", i, error)
+        for indices, output, residuals in batches:
+            for i, patch, residual in zip(indices, output, residuals, strict=True):
+                result.mosaic.add(patch[0], patch[1], *positions[i])
+                result.residuals[i] = residual
+        if progress:
+            sys.stderr.write(f"\rframes {chosen.stop}/{len(frames)}")
+            sys.stderr.flush()
+    if progress:
+        sys.stderr.write("\n")
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def save_pictures(path: Path, title: str, images: dict[str, tuple[np.ndarray, np.ndarray]]
+                  ) -> None:
+    """Rows of amplitude and phase, one row per named image pair."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(len(images), 2, figsize=(9, 4 * len(images)), squeeze=False)
+    for row, (name, (amplitude, phase)) in enumerate(images.items()):
+        shown = amplitude[amplitude > 0]
+        low, high = (np.percentile(shown, [1, 99]) if shown.size else (0, 1))
+        axes[row, 0].imshow(amplitude, cmap="gray", vmin=low, vmax=high)
+        axes[row, 0].set_title(f"{name}: amplitude")
+        axes[row, 1].imshow(phase, cmap="twilight", vmin=-np.pi, vmax=np.pi)
+        axes[row, 1].set_title(f"{name}: phase (rad)")
+    for axis in axes.flat:
+        axis.set_axis_off()
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def write_object(path: Path, amplitude: np.ndarray, phase: np.ndarray, pixel: float,
+                 origin: tuple[int, int]) -> None:
+    """The stitched object as CXI: complex at entry_1/image_1/data, with its pixel size and
+    the pixel (x, y) where scan position 0 lies."""
+    with h5py.File(path, "w") as f:
+        f.attrs["cxi_version"] = 150
+        f["entry_1/image_1/data"] = (amplitude * np.exp(1j * phase)).astype(np.complex64)
+        f["entry_1/image_1/x_pixel_size"] = f["entry_1/image_1/y_pixel_size"] = pixel
+        f["entry_1/image_1/origin"] = np.array(origin)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("scan", type=Path, help="the recorded scan: .cxi/.h5 or .npz")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="model name (default %(default)s)")
+    parser.add_argument("--model-dir", type=Path, default=MODEL_DIR,
+                        help="where the model is (default: the shipped models)")
+    parser.add_argument("--backend", default="onnxruntime",
+                        choices=("torch", "onnxruntime", "tensorrt"),
+                        help="inference backend (default %(default)s)")
+    parser.add_argument("--out", type=Path, default=Path("reconstruction"),
+                        help="folder for the pictures, the CXI object and the residuals "
+                             "(default %(default)s)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ptychoedge.sim.replay import ScanFileError, load_scan
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    try:
+        frames, positions = load_scan(args.scan)
+        model, manifest = load_model(args.model, args.model_dir)
+        backend = open_backend(args.backend, "fp32", model, manifest, threads=0)
+        args.out.mkdir(parents=True, exist_ok=True)
+    except (ScanFileError, ModelError, BackendError, OSError) as error:
+        print(f"ptychoedge reconstruct: error: {error}", file=sys.stderr)
+        return 2
+    result = reconstruct(frames, positions, Reconstructor(backend, manifest), progress=True)
+    amplitude, phase = result.mosaic.images()
+    origin = result.mosaic.position_to_pixel(0.0, 0.0)
+    write_object(args.out / "reconstruction.cxi", amplitude, phase, manifest.object_pixel_size,
+                 origin)
+    np.save(args.out / "residuals.npy", result.residuals)
+    limits = manifest.residual_limits()
+    residual = float(np.nanmedian(result.residuals)) if np.isfinite(result.residuals).any() \
+        else float("nan")
+    report = {"scan": str(args.scan), "model": args.model, "frames": len(frames),
+              "reconstructed": int(np.isfinite(result.residuals).sum()),
+              "refused": dict(result.refused), "residual_median": residual,
+              "residual_alarm": limits, "object_pixel_size": manifest.object_pixel_size,
+              "seconds": result.seconds}
+    (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    save_pictures(args.out / "reconstruction.png",
+                  f"{args.scan.name} through {args.model}: residual median {residual:.3f}",
+                  {"reconstruction": (amplitude, phase)})
+    print(f"{report['reconstructed']} of {len(frames)} frames reconstructed "
+          f"({sum(result.refused.values())} refused) in {result.seconds:.1f} s; residual "
+          f"median {residual:.3f}")
+    if limits and residual > limits[0]:
+        print(f"warning: the residual is above the model's alarm limit {limits[0]:.3f}: these "
+              "frames are unlike what the model was trained for (another probe, geometry or "
+              "sample); train for this instrument (ptychoedge train --scan)")
+    print(f"wrote {args.out}/reconstruction.png, reconstruction.cxi, residuals.npy, "
+          "report.json")
+    return 0

@@ -1,0 +1,97 @@
+"""Offline tools on recorded scans: `ptychoedge reconstruct` and `ptychoedge evaluate --scan`
+on small CXI files, and bad scans refused with the reason."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import h5py
+import numpy as np
+import pytest
+from conftest import ptychoedge
+
+from ptychoedge.inference.evaluate import evaluate_scan
+from ptychoedge.inference.instrument import write_cxi
+from ptychoedge.inference.manifest import load_manifest
+from ptychoedge.sim import physics
+
+
+@pytest.fixture(scope="module")
+def scan(tmp_path_factory):
+    """40 frames of the shipped model's own instrument over an unseen sample, with its truth."""
+    instrument = load_manifest("ptychonn-default").instrument
+    simulator = physics.simulator_for(instrument, seed=11, sample_shape=(384, 384))
+    positions = physics.fermat_spiral_positions(40, 0.25e-6)
+    frames, _ = simulator.frames(positions)
+    path = tmp_path_factory.mktemp("scan") / "scan.cxi"
+    write_cxi(path, instrument, frames, positions, sample=simulator.sample,
+              sample_pixel_size=simulator.pixel_size)
+    return path
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(ptychoedge(*args), capture_output=True, text=True, timeout=300)
+
+
+def test_reconstruct_writes_the_stitched_object_and_the_residuals(scan, tmp_path):
+    result = run("reconstruct", str(scan), "--out", str(tmp_path), "--backend", "torch")
+    assert result.returncode == 0, result.stderr
+    assert "40 of 40 frames reconstructed" in result.stdout
+    report = json.loads((tmp_path / "report.json").read_text())
+    manifest = load_manifest("ptychonn-default")
+    assert report["reconstructed"] == 40 and report["refused"] == {}
+    residuals = np.load(tmp_path / "residuals.npy")
+    assert residuals.shape == (40,) and np.all(np.isfinite(residuals))
+    with h5py.File(tmp_path / "reconstruction.cxi") as f:
+        image = f["entry_1/image_1/data"][()]
+        assert np.iscomplexobj(image) and image.ndim == 2
+        assert f["entry_1/image_1/x_pixel_size"][()] == pytest.approx(manifest.object_pixel_size)
+        origin = f["entry_1/image_1/origin"][()]
+    # the object's centre of mass of illumination sits around scan position 0
+    assert 0 < origin[0] < image.shape[1] and 0 < origin[1] < image.shape[0]
+    assert (tmp_path / "reconstruction.png").stat().st_size > 10_000
+
+
+def test_evaluate_scores_a_scan_against_its_object_and_beside_a_flat_image(scan, tmp_path):
+    report = evaluate_scan("ptychonn-default", None, scan, None, tmp_path)
+    for name in ("amplitude", "phase"):
+        assert report[f"{name}_correlation"] > 0.5
+        assert report[f"flat_{name}_correlation"] == 0.0
+        assert report[f"{name}_psnr"] > report[f"flat_{name}_psnr"] - 3
+    assert (tmp_path / "comparison.png").stat().st_size > 10_000
+    # The score can fail: the same frames against another sample's object
+    other = tmp_path / "other.npz"
+    np.savez(other, object=physics.make_sample((384, 384), seed=12), pixel_size=1e-8)
+    wrong = evaluate_scan("ptychonn-default", None, scan, other, tmp_path / "wrong")
+    assert wrong["phase_correlation"] < 0.5 * report["phase_correlation"]
+
+
+def test_a_reference_of_another_pixel_size_is_refused(scan, tmp_path):
+    odd = tmp_path / "odd.npz"
+    np.savez(odd, object=np.ones((300, 300), np.complex64), pixel_size=7e-9)
+    result = run("evaluate", "--scan", str(scan), "--reference", str(odd), "--out",
+                 str(tmp_path))
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr and "does not divide" in result.stderr
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda f: f.__delitem__("entry_1/sample_1/geometry_1/translation"), "no positions"),
+    (lambda f: f.__setitem__("extra", 0) or _truncate_positions(f), "positions of shape"),
+])
+def test_a_bad_scan_is_refused_with_the_reason(scan, tmp_path, damage, reason):
+    bad = tmp_path / "bad.cxi"
+    bad.write_bytes(scan.read_bytes())
+    with h5py.File(bad, "a") as f:
+        damage(f)
+    result = run("reconstruct", str(bad), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and reason in result.stderr
+
+
+def _truncate_positions(f: h5py.File) -> None:
+    path = "entry_1/sample_1/geometry_1/translation"
+    kept = f[path][:-3]
+    del f[path]
+    f[path] = kept
