@@ -21,24 +21,25 @@ class ComparisonError(ValueError):
     """A reference that cannot be compared, with the reason."""
 
 
-def on_canvas(mosaic: Mosaic, reference: np.ndarray, pixel: float,
+def on_canvas(shape: tuple[int, int], zero: tuple[int, int], canvas_pixel: float,
+              reference: np.ndarray, pixel: float,
               origin: tuple[float, float] | None = None) -> np.ndarray:
-    """The complex reference at the mosaic's pixel on its canvas (0 where it has none)."""
-    ratio = mosaic.pixel_size / pixel
+    """The complex reference at `canvas_pixel` on a canvas of `shape` whose pixel `zero`
+    (x, y) is scan position 0 (0 where the reference has nothing)."""
+    ratio = canvas_pixel / pixel
     factor = int(round(ratio))
     if factor < 1 or abs(ratio - factor) > 0.01 * ratio:
         raise ComparisonError(f"the reference's pixel {pixel * 1e9:.2f} nm does not divide the "
-                              f"reconstruction's {mosaic.pixel_size * 1e9:.2f} nm")
+                              f"reconstruction's {canvas_pixel * 1e9:.2f} nm")
     height, width = (np.array(reference.shape) // factor) * factor
     coarse = reference[:height, :width].reshape(height // factor, factor, width // factor,
                                                 factor).mean(axis=(1, 3))
     ox, oy = origin if origin is not None else (reference.shape[1] // 2, reference.shape[0] // 2)
-    canvas = np.zeros(mosaic.images()[0].shape, np.complex64)
-    cx, cy = mosaic.position_to_pixel(0.0, 0.0)
-    dx, dy = cx - int(round(ox / factor)), cy - int(round(oy / factor))  # canvas - coarse
+    canvas = np.zeros(shape, np.complex64)
+    dx, dy = zero[0] - int(round(ox / factor)), zero[1] - int(round(oy / factor))
     ch, cw = coarse.shape
-    y0, y1 = max(dy, 0), min(dy + ch, canvas.shape[0])
-    x0, x1 = max(dx, 0), min(dx + cw, canvas.shape[1])
+    y0, y1 = max(dy, 0), min(dy + ch, shape[0])
+    x0, x1 = max(dx, 0), min(dx + cw, shape[1])
     if y0 < y1 and x0 < x1:
         canvas[y0:y1, x0:x1] = coarse[y0 - dy:y1 - dy, x0 - dx:x1 - dx]
     return canvas
@@ -66,11 +67,19 @@ def compare(mosaic: Mosaic, reference: np.ndarray, pixel: float,
             origin: tuple[float, float] | None = None) -> tuple[dict[str, float], np.ndarray]:
     """Scores of the mosaic against the reference over the well-lit region (with a flat
     image's beside them), and the aligned reference on the mosaic's canvas."""
-    amplitude, phase = mosaic.images()
+    return compare_images(*mosaic.images(), mosaic.coverage(), mosaic.pixel_size,
+                          mosaic.position_to_pixel(0.0, 0.0), reference, pixel, origin)
+
+
+def compare_images(amplitude: np.ndarray, phase: np.ndarray, mask: np.ndarray,
+                   canvas_pixel: float, zero: tuple[int, int], reference: np.ndarray,
+                   pixel: float, origin: tuple[float, float] | None = None
+                   ) -> tuple[dict[str, float], np.ndarray]:
+    """`compare` for any reconstruction on a canvas: its pixel, and the pixel `zero` (x, y)
+    of scan position 0; scored where `mask` is true."""
     reconstruction = amplitude * np.exp(1j * phase)
-    mask = mosaic.coverage()
-    canvas = on_canvas(mosaic, reference, pixel, origin)
-    mask &= np.abs(canvas) > 0
+    canvas = on_canvas(amplitude.shape, zero, canvas_pixel, reference, pixel, origin)
+    mask = mask & (np.abs(canvas) > 0)
     if mask.sum() < 16:
         raise ComparisonError("the reference does not overlap the scanned region")
     canvas, shift = aligned(canvas, reconstruction, mask)
