@@ -40,7 +40,7 @@ from ptychoedge.iocs.instances import (
     Supervised,
     node_ids,
 )
-from ptychoedge.iocs.processes import stop_all
+from ptychoedge.iocs.processes import python_module, stop_all
 from ptychoedge.iocs.remote_node import RemoteNode
 from ptychoedge.pvdb import pipeline
 
@@ -129,6 +129,7 @@ class Supervisor:
         self.nodes: dict[int, RemoteNode] = {}
         self.collector: Supervised | None = None
         self.mirror: Supervised | None = None
+        self.relay: Supervised | None = None  # serves the images while the IOC runs
         self._mirrored: str | None = None  # the input channel a mirror serves again
         # What the instances were last confirmed to run; new instances start with it,
         # then get the knobs' configuration, so a bad one is refused, not fatal.
@@ -231,8 +232,9 @@ class Supervisor:
         self._poll_nodes(settings)
         if not settings.run:
             if self.instances or self.collector:
-                self._stop_everything()
+                self._stop_pipeline()
                 self.status.message = "stopped"
+            self._keep_relay()
             self._last_input = None
             self.status.state = "Idle"
             self.status.instances = 0
@@ -242,6 +244,7 @@ class Supervisor:
             self.publish(self.status)
             return
         self._wanted = max(1, min(self._wanted, settings.max_instances))
+        self._keep_relay()
         self._keep_collector(settings)
         self._keep_mirror(settings)
         self._keep_instances(settings)
@@ -277,9 +280,15 @@ class Supervisor:
             self._control(self.collector, "configure", {"model": self.config.model})
             self._collector_told_at = now
 
+    def _keep_relay(self) -> None:
+        """The image relay: the pipeline's images exist while the IOC runs, Run or not."""
+        self.relay = self._keep(self.relay, "image-relay", python_module(
+            "ptychoedge.iocs.image_relay", "--prefix", self.prefix),
+            {"status": self.prefix + pipeline.IMAGES[-1], "control": ""})
+
     def _collector_command(self, settings: Settings, model: str) -> list[str]:
         channels = pipeline.collector_channels(self.prefix)
-        args = {"prefix": self.prefix, "model": model}
+        args = {"prefix": channels["images"], "model": model}
         if self.model_dir is not None:
             args["modelDir"] = str(self.model_dir)
         return ["pvapy-hpc-collector", "--input-channel", channels["input"],
@@ -318,6 +327,8 @@ class Supervisor:
             self.log_dir.mkdir(parents=True, exist_ok=True)
             child = Supervised(name, command, self.log_dir / f"{name}.log", channels["status"],
                                channels["control"])
+        if child is not None:
+            child.child.bound_log()  # the collector reports twice a second
         return child
 
     def _keep_mirror(self, settings: Settings) -> None:
@@ -385,7 +396,8 @@ class Supervisor:
             # a new instance holds its first outputs: judge the pipeline after that
             self._settle_until = time.monotonic() + SETTLE
 
-    def _stop_everything(self) -> None:
+    def _stop_pipeline(self) -> None:
+        """Stop all but the image relay; a child left down may start again at Run."""
         self.pool.stop_all()
         for remote in self.nodes.values():
             remote.keep(None)
@@ -394,6 +406,12 @@ class Supervisor:
                 stop_all([child.child], STOP_TIMEOUT)
         self.collector = self.mirror = None
         self._deaths.clear()
+
+    def _stop_everything(self) -> None:
+        self._stop_pipeline()
+        if self.relay is not None:
+            stop_all([self.relay.child], STOP_TIMEOUT)
+            self.relay = None
 
     def _control(self, child: Instance, command: str, args: dict | None = None) -> None:
         request = {"command": command, "args": json.dumps(args or {})}

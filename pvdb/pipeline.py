@@ -2,7 +2,9 @@
 
 Knobs are settings with an `_RBV` readback that shows what the pipeline
 applied; status PVs are read-only and refreshed once a second. The images
-(`Recon:*`, `Mosaic:*`) are NTNDArrays served by the mosaic collector.
+(`Recon:*`, `Mosaic:*`) are NTNDArrays, served as long as the IOC runs: empty
+until the first patch, then the mosaic collector's latest (the last one stays
+while the pipeline is stopped).
 """
 
 from ptychoedge.pvdb.node import MAX_NODES
@@ -14,7 +16,7 @@ STATES = ("Idle", "Starting", "Running", "Scaling", "Fault")
 MAX_INSTANCES = 64  # length of the per-instance waveform, and the knob's ceiling
 
 IMAGES = ("Recon:Amplitude", "Recon:Phase", "Mosaic:Amplitude", "Mosaic:Phase")
-"""NTNDArray images, served over PVA by the mosaic collector."""
+"""NTNDArray images over PVA: the mosaic collector's, relayed by the IOC's image relay."""
 
 KNOBS = (
     PvSpec("Run", Kind.ENUM, "Run or stop the pipeline", initial=0, choices=("Stop", "Run"),
@@ -91,5 +93,6 @@ def mirror_channel(prefix: str) -> str:
 
 
 def collector_channels(prefix: str) -> dict[str, str]:
+    """The collector's channels; `images` is the prefix of the images it serves."""
     return {"input": f"{prefix}recon:*", "status": f"{prefix}collector:status",
-            "control": f"{prefix}collector:control"}
+            "control": f"{prefix}collector:control", "images": f"{prefix}collector:"}

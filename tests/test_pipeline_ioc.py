@@ -168,7 +168,7 @@ def test_frames_counted_instances_scaled_and_configured(line):
 
     line.put("InstancesPerNode", 1)
     line.wait_running(1)
-    assert len(line.children()) == 2  # one instance and the collector
+    assert len(line.children()) == 3  # one instance, the collector and the image relay
 
 
 def test_a_refused_model_goes_back_and_its_reason_shows_with_autoscale_on(line):
@@ -190,6 +190,29 @@ def test_a_refused_model_goes_back_and_its_reason_shows_with_autoscale_on(line):
     line.put("Model", "other")
     line.wait(lambda: line.get("Model_RBV") == "other", "the good model applied")
     assert epics.caget(line.p + "Model.SEVR") == 0
+
+
+def test_images_are_served_while_the_ioc_runs_and_keep_the_last(line):
+    images = [line.p + image for image in pipeline.IMAGES]
+    for name in images:  # before any run: empty
+        line.wait(pva_ready(line.ctx, name), f"{name} with Run off")
+        assert line.ctx.get(name, timeout=5)["uniqueId"] == 0
+    line.put("Run", "Run")
+    line.wait_running(1)
+    line.acquire(50, 50)
+    line.wait(lambda: line.ctx.get(images[-1], timeout=5)["uniqueId"] == 50,
+              "the mosaic through the last frame")
+    line.put("Run", "Stop")
+    line.wait(lambda: line.get("State_RBV") == "Idle" and len(line.children()) == 1,
+              "the pipeline stopped, the image relay left")
+    assert [line.ctx.get(name, timeout=5)["uniqueId"] for name in images] == [50] * 4
+    # the next run's collector is followed: a new scan (the detector's counter from 0)
+    line.ctx.put(line.d + "cam1:ArrayCounter", 0, timeout=5)
+    line.put("Run", "Run")
+    line.wait_running(1)
+    line.acquire(20, 50)
+    line.wait(lambda: [line.ctx.get(name, timeout=5)["uniqueId"] for name in images] == [20] * 4,
+              "the new run's images")
 
 
 def test_a_killed_instance_is_restarted_and_shown(line):
@@ -215,7 +238,7 @@ def test_knobs_survive_a_restart_and_no_child_outlives_the_ioc(line):
     line.put("Run", "Run")
     line.wait_running(2)
     children = line.children()
-    assert len(children) == 3  # two instances and the collector
+    assert len(children) == 4  # two instances, the collector and the image relay
     assert line.ioc.interrupt() == 0
     for pid in children:
         wait_until(lambda pid=pid: not Path(f"/proc/{pid}").exists()
