@@ -38,14 +38,16 @@ def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
         if name == chosen:
             program = importlib.import_module(module)
             program.add_arguments(sub)
-            sub.set_defaults(run=program.run)
+            sub.set_defaults(run=program.run, command_parser=sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     chosen = next((arg for arg in argv if not arg.startswith("-")), None)
-    args = build_parser(chosen).parse_args(argv)
+    args, unknown = build_parser(chosen).parse_known_args(argv)
+    if unknown:  # with the subcommand's usage, not the top level's
+        args.command_parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return args.run(args)
 
 

@@ -197,6 +197,8 @@ class InstancePool:
                 instance.child.close()
                 del self.instances[consumer_id]
                 self.deaths.died(instance)
+            else:
+                instance.child.bound_log()  # it reports twice a second
         moved = [i for i, instance in self.instances.items()
                  if instance.input_channel != spec.source]
         if moved:

@@ -64,6 +64,9 @@ class PipelineIOC:
                  local_node: bool = True):
         self.prefix = prefix
         state_dir.mkdir(parents=True, exist_ok=True)
+        saved = state_dir / f"{prefix.rstrip(':')}.softsav"
+        if not saved.exists():  # a first start: nothing saved (softioc would warn of it)
+            saved.write_text("{}\n")
         autosave.configure(state_dir, prefix.rstrip(":"), save_period=AUTOSAVE_PERIOD,
                            timestamped_backups=False)
         records.set_prefix(prefix)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from typing import IO
 log = logging.getLogger(__name__)
 
 _PR_SET_PDEATHSIG = 1
+LOG_LIMIT = 5_000_000  # bytes a child's log may reach before it starts again
 
 
 def _die_with_parent() -> None:
@@ -65,6 +67,20 @@ class Child:
             return True
         except subprocess.TimeoutExpired:
             return False
+
+    def bound_log(self, limit: int = LOG_LIMIT) -> None:
+        """Keep the log file under `limit` bytes: past it, its content moves to `<log>.1`
+        and the file starts again empty. The child writes on, appending, so its next
+        lines land at the new start (what it writes during the copy is lost)."""
+        if self.log_path is None:
+            return
+        try:
+            if self.log_path.stat().st_size <= limit:
+                return
+            shutil.copyfile(self.log_path, self.log_path.with_name(self.log_path.name + ".1"))
+            os.truncate(self.log_path, 0)
+        except OSError as error:
+            log.warning("%s: log not rotated: %s", self.name, error)
 
     def close(self) -> None:
         if self._log is not None:

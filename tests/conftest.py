@@ -17,6 +17,24 @@ from pathlib import Path
 import epicscorelibs.path.pyepics  # noqa: F401, I001
 import pytest
 
+RELIABILITY_FIGURES = pytest.StashKey[list[dict]]()
+"""Rows that tests/test_faults.py records, shown in the summary of the run."""
+RELIABILITY_COLUMNS = ("scenario", "load", "faults", "survived", "inputs", "frames lost", "notes")
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """The reliability table, in every run of tests/test_faults.py (capture hides what a
+    fixture prints)."""
+    rows = terminalreporter.config.stash.get(RELIABILITY_FIGURES, [])
+    if not rows:
+        return
+    terminalreporter.write_sep("=", "reliability figures")
+    terminalreporter.write_line("| " + " | ".join(RELIABILITY_COLUMNS) + " |")
+    terminalreporter.write_line("|" + " --- |" * len(RELIABILITY_COLUMNS))
+    for row in rows:
+        cells = (str(row.get(column.replace(" ", "_"), "")) for column in RELIABILITY_COLUMNS)
+        terminalreporter.write_line("| " + " | ".join(cells) + " |")
+
 
 @pytest.fixture
 def prefix() -> str:

@@ -1,8 +1,8 @@
 """Reliability: faults against real processes, each test asserting the behaviour and
 recording its figures (load held, faults survived, inputs tried, frames lost).
 
-At the end of the module the figures are printed as a table and written to
-`benchmark-logs/reliability/report.json`.
+The figures are shown as a table in the run's summary (tests/conftest.py) and
+written to `reliability.json` in pytest's base temporary directory.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 import epics
 import pytest
 from bad_frames import FAULT_FRAMES
-from conftest import pva_ready, start_ioc, start_sim, wait_until
+from conftest import RELIABILITY_FIGURES, pva_ready, start_ioc, start_sim, wait_until
 from test_pipeline_ioc import STARTUP, Pipeline
 
 from ptychoedge.inference.manifest import MODEL_DIR
@@ -26,27 +26,17 @@ from ptychoedge.pvdb import pipeline
 from ptychoedge.sim.beamline import plain
 
 BAD_FRAMES_SERVER = Path(__file__).with_name("bad_frames_server.py")
-REPORT = Path(__file__).resolve().parents[1] / "benchmark-logs" / "reliability" / "report.json"
 RATE = 150  # Hz: modest, so two shared cores hold it with time to spare
 SERVER_QUEUE = 100  # frames pvAccess may hold for an instance (supervisor.SERVER_QUEUE)
 
 
 @pytest.fixture(scope="module")
-def figures(request):
-    """Rows of figures, one or more per test; printed and written at the end."""
-    rows: list[dict] = []
+def figures(request, tmp_path_factory):
+    """Rows of figures, one or more per test; shown in the run's summary, and written."""
+    rows = request.config.stash.setdefault(RELIABILITY_FIGURES, [])
     yield rows
-    REPORT.parent.mkdir(parents=True, exist_ok=True)
-    REPORT.write_text(json.dumps(rows, indent=2) + "\n")
-    terminal = request.config.pluginmanager.getplugin("terminalreporter")
-    if terminal is None:
-        return
-    terminal.write_sep("=", "reliability figures")
-    columns = ("scenario", "load", "faults", "survived", "inputs", "frames lost", "notes")
-    terminal.write_line(" | ".join(columns))
-    for row in rows:
-        terminal.write_line(" | ".join(str(row.get(c.replace(" ", "_"), "")) for c in columns))
-    terminal.write_line(f"written to {REPORT}")
+    report = tmp_path_factory.getbasetemp() / "reliability.json"
+    report.write_text(json.dumps(rows, indent=2) + "\n")
 
 
 @pytest.fixture
@@ -192,7 +182,7 @@ def test_the_pipeline_ioc_killed_and_started_again(line, record):
     line.acquire(frames, RATE)
     line.wait_processed(100)
     children = line.children()
-    assert len(children) == 3
+    assert len(children) == 4  # two instances, the collector and the image relay
     processed_before = line.get("FramesProcessed_RBV")
     os.kill(line.ioc.pid, signal.SIGKILL)
     for pid in children:
