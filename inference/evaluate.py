@@ -76,7 +76,8 @@ def print_scan_report(report: dict) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, help="model name (default %(default)s)")
     parser.add_argument("--model-dir", type=Path, default=MODEL_DIR,
-                        help="where the model is (default: the shipped models)")
+                        help="folder holding the model's bundle (<name>.pt, .json, "
+                             ".probe.npy; default: the models shipped with ptychoedge)")
     parser.add_argument("--scan", type=Path, metavar="SCAN.cxi",
                         help="score on this recorded scan instead of a simulated one, against "
                              "--reference or the scan's own object (entry_1/image_1/data)")
@@ -90,7 +91,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--step", type=float, default=0.25, help="scan step (um)")
     parser.add_argument("--seed", type=int, default=0, help="sample seed (0: the live default)")
     parser.add_argument("--photons", type=float, default=1e6,
-                        help="photons per simulated frame with no sample (default %(default)g)")
+                        help="photons a simulated frame collects with no sample in the beam: "
+                             "the dose, and so the noise (default %(default)g)")
     parser.add_argument("--out", type=Path, default=Path("evaluation"),
                         help="folder for report.json and the PNG pictures")
 

@@ -73,7 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="start acquiring at once (otherwise wait for a put to cam1:Acquire)")
     parser.add_argument("--rate", type=_bounded(float, 1 / _PERIOD.high, 1 / _PERIOD.low),
                         default=None, metavar="HZ",
-                        help="frame rate: sets cam1:AcquirePeriod to 1/HZ")
+                        help="frame rate: sets cam1:AcquirePeriod to 1/HZ (default "
+                             f"{1 / _PERIOD.initial:g}, the detector's own)")
     parser.add_argument("--size", type=_bounded(int, _SIZE.low, _SIZE.high), default=None,
                         metavar="PX", help="square frame size in pixels (cam1:SizeX and SizeY)")
     parser.add_argument("--data-type", choices=detector.DATA_TYPES, default=None,
