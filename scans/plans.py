@@ -14,8 +14,10 @@ point. Documents:
   counter (the frame's uniqueId) and the pipeline's rates, frames processed and
   frames lost;
 - `final` stream, once the pipeline has placed the last frame in the mosaic:
-  the pipeline's status and the stitched mosaic (and latest patch), amplitude and
-  phase, as arrays;
+  the scan's own figures (`scan-frames_processed`, `scan-frames_missed`: the
+  frames of this scan reconstructed and lost), the pipeline's status (its
+  counters are the IOC's running totals) and the stitched mosaic (and latest
+  patch), amplitude and phase, as arrays;
 - the start document: the scan positions, the pipeline's settings.
 """
 
@@ -30,7 +32,7 @@ import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
 import numpy as np
 from bluesky.utils import Msg
-from ophyd_async.core import wait_for_value
+from ophyd_async.core import StandardReadable, soft_signal_r_and_setter, wait_for_value
 
 from ptychoedge.sim import physics
 
@@ -63,6 +65,20 @@ def scan_positions(pattern: str, points: int, step_um: float,
     else:
         positions = physics.fermat_spiral_positions(points, step_um)
     return positions + np.asarray(centre_um, dtype=float)
+
+
+class ScanFigures(StandardReadable):
+    """A scan's own frame counts: the pipeline's counters at its end less those at its start."""
+
+    def __init__(self, name: str = "scan"):
+        with self.add_children_as_readables():
+            self.frames_processed, self._set_processed = soft_signal_r_and_setter(int, 0)
+            self.frames_missed, self._set_missed = soft_signal_r_and_setter(int, 0)
+        super().__init__(name=name)
+
+    def set_counts(self, processed: int, missed: int) -> None:
+        self._set_processed(processed)
+        self._set_missed(missed)
 
 
 def configure_pipeline(pipeline: Pipeline, *, model: str | None = None,
@@ -163,7 +179,12 @@ def ptycho_scan(detector: SimDetector, x: Motor, y: Motor, pipeline: Pipeline, *
                 await asyncio.sleep(0.1)
 
         yield from bps.wait_for([accounted])
+        figures = ScanFigures()
+        yield from bps.wait_for([figures.connect])
+        figures.set_counts(
+            (yield from bps.rd(pipeline.frames_processed)) - processed_before,
+            (yield from bps.rd(pipeline.frames_missed)) - missed_before)
         yield from bps.wait_for([lambda: pipeline.connect_images(mosaic_timeout)])
-        yield from bps.trigger_and_read([pipeline, pipeline.images], name="final")
+        yield from bps.trigger_and_read([figures, pipeline, pipeline.images], name="final")
 
     return (yield from scan())

@@ -158,6 +158,23 @@ def test_ptycho_scan_is_reconstructed_live_with_no_frame_lost(devices):
     assert scores["phase_correlation"] > MOSAIC_CORRELATION, scores
 
 
+@pytest.mark.timeout(STARTUP + 120)
+def test_each_scan_reports_its_own_frames(devices):
+    from ptychoedge.scans import ptycho_scan
+
+    engine, detector, pipeline, x, y = devices
+    finals = []
+    for _ in range(2):
+        docs = documents(engine, ptycho_scan(detector, x, y, pipeline, pattern="raster",
+                                             points=9, step_um=STEP_UM, ready_timeout=STARTUP))
+        assert docs["stop"][0]["exit_status"] == "success", docs["stop"][0].get("reason")
+        finals.append(events_by_stream(docs)["final"][0]["data"])
+    for data in finals:
+        assert (data["scan-frames_processed"], data["scan-frames_missed"]) == (9, 0), data
+    # the IOC's counters run on over both scans
+    assert finals[1]["pipeline-frames_processed"] >= finals[0]["pipeline-frames_processed"] + 9
+
+
 def mosaic_scores(amplitude: np.ndarray, phase: np.ndarray, truth: Mosaic) -> dict[str, float]:
     """SSIM and correlation over the well-lit pixels, as `ptychoedge evaluate` scores."""
     want_amplitude, want_phase = truth.images()
