@@ -101,8 +101,8 @@ class Pipeline(StandardReadable):
                 for spec in pipeline.STATUS_PVS:
                     if (spec.name in HINTED_STATUS) == hinted:
                         setattr(self, attribute_name(spec.name), _status(prefix, spec))
-        # Not a child: the images exist only while the pipeline runs, so connecting the
-        # pipeline must not wait for them. `connect_images` does, once it runs.
+        # Not a child: a reading at every scan point must not carry the images.
+        # `connect_images` connects them when they are wanted.
         object.__setattr__(self, "images", PipelineImages(prefix))
         self._pva = None
         super().__init__(name=name)
@@ -112,7 +112,7 @@ class Pipeline(StandardReadable):
         self.images.set_name(f"{name}{child_name_separator or '-'}images" if name else "")
 
     async def connect_images(self, timeout: float = DEFAULT_TIMEOUT) -> None:
-        """Connect `images` (the collector's NTNDArrays, served while the pipeline runs)."""
+        """Connect `images` (NTNDArrays, served as long as the pipeline IOC runs)."""
         await self.images.connect(timeout=timeout)
 
     async def mosaic_stamp(self) -> tuple[int, float]:
