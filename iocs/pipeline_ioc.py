@@ -71,7 +71,7 @@ class PipelineIOC:
                            timestamped_backups=False)
         records.set_prefix(prefix)
         self.knobs = {spec.name: records.Setting(spec, self._changed, self._refused,
-                                                       autosave=True)
+                                                 autosave=True)
                       for spec in pipeline.KNOBS}
         self.readbacks = {spec.name: records.input_record(spec, spec.readback_name)
                           for spec in pipeline.KNOBS}
@@ -116,7 +116,8 @@ class PipelineIOC:
         self._show_refusal(refusal.message)
 
     def _show_refusal(self, reason: str) -> None:
-        # shown at once, and kept a while over routine news such as the autoscaler's
+        # shown at once, and kept a while over the supervisor's news (the autoscaler's
+        # comes every second)
         self.status["Message_RBV"].set(reason[:MESSAGE_LENGTH])
         self._refusal_shown_until = time.monotonic() + REFUSAL_HOLD
 

@@ -105,7 +105,8 @@ class Refusal:
 
 
 class Supervisor:
-    """Keeps the pipeline the knobs ask for: instances on every node, the collector, a mirror.
+    """Keeps the pipeline the knobs ask for: instances on every node, the collector, a mirror,
+    and the image relay that serves the pipeline's images for as long as the IOC runs.
 
     Node 1 is this host (unless `local_node` is False); any other node `n` is the
     host whose agent serves `$(P)Node<n>:`. Instances are numbered across nodes
@@ -135,7 +136,7 @@ class Supervisor:
         # then get the knobs' configuration, so a bad one is refused, not fatal.
         self.config = ModelConfig()
         self._wanted = 1  # instances to run, over all nodes
-        self._deaths = Deaths()  # of the collector and the mirror
+        self._deaths = Deaths()  # of the collector, the mirror and the image relay
         self._fault_until = 0.0
         self._settle_until = 0.0
         self._last_input: tuple[float, int] | None = None
