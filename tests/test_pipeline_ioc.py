@@ -179,8 +179,8 @@ def test_a_refused_model_goes_back_and_its_reason_shows_with_autoscale_on(line):
     line.wait(lambda: "nosuchmodel" in line.get("Message_RBV"), "the reason in Message_RBV")
     assert line.get("Message_RBV").startswith("refused:")
     # the setpoint goes back to the model in force, in alarm
-    line.wait(lambda: line.get("Model") == DEFAULT_MODEL, "Model back to the model in force")
-    assert epics.caget(line.p + "Model.SEVR") == 1
+    line.wait(lambda: line.get("Model") == DEFAULT_MODEL
+              and epics.caget(line.p + "Model.SEVR") == 1, "Model back to the model in force")
     assert line.get("Model_RBV") == DEFAULT_MODEL
     # a later change is applied, without the refused model
     line.put("BatchSize", 16)
