@@ -269,11 +269,12 @@ def _brightest_frames(frames: h5py.Dataset, window: int, orientation: Orientatio
     return float(np.percentile(totals, 99))
 
 
-def write_cxi(path: str | Path, instrument: Instrument, frames: np.ndarray,
-              positions: np.ndarray, *, sample: np.ndarray | None = None,
+def write_cxi(path: str | Path, instrument: Instrument, frames: np.ndarray | None = None,
+              positions: np.ndarray | None = None, *, sample: np.ndarray | None = None,
               sample_pixel_size: float | None = None) -> None:
     """A CXI scan: frames (N, ny, nx) as they arrive, positions (N, 2) m (x, y), the
-    instrument (the probe scaled to the counts), and the true object if known.
+    instrument (the probe scaled to the counts), and the true object if known; without
+    frames, an instrument file (what `ptychoedge train --instrument` reads).
 
     Paths and units (CXI 1.5): frames at entry_1/data_1/data (counts); the positions at
     entry_1/sample_1/geometry_1/translation, (N, 3) m, x then y then 0; ENERGY_PATH (J),
@@ -284,8 +285,9 @@ def write_cxi(path: str | Path, instrument: Instrument, frames: np.ndarray,
     (x, y) under scan position 0: the centre (nx // 2, ny // 2), as the simulator
     places it and as readers take it when a file has no origin.
     """
-    frames = np.asarray(frames)
-    positions = np.asarray(positions, np.float64)
+    scan = frames is not None
+    frames = np.asarray(frames if scan else np.zeros((0, 1, 1)))
+    positions = np.asarray(positions if scan else np.zeros((0, 2)), np.float64)
     if frames.ndim != 3 or positions.shape != (len(frames), 2):
         raise InstrumentError(f"frames (N, ny, nx) and positions (N, 2) expected, got "
                               f"{frames.shape} and {positions.shape}")
@@ -301,10 +303,11 @@ def write_cxi(path: str | Path, instrument: Instrument, frames: np.ndarray,
             f[name].attrs["units"] = units
 
         f.attrs["cxi_version"] = 150
-        f.create_dataset(FRAME_PATHS[0], data=frames, chunks=(1, *frames.shape[1:]))
-        translation = np.zeros((len(positions), 3))
-        translation[:, :2] = positions
-        put("entry_1/sample_1/geometry_1/translation", translation, "m")
+        if scan:
+            f.create_dataset(FRAME_PATHS[0], data=frames, chunks=(1, *frames.shape[1:]))
+            translation = np.zeros((len(positions), 3))
+            translation[:, :2] = positions
+            put("entry_1/sample_1/geometry_1/translation", translation, "m")
         put(ENERGY_PATH, geometry.energy_ev * ELECTRON_VOLT, "J")
         put(DISTANCE_PATH, geometry.distance_m, "m")
         for pixel_path in PIXEL_PATHS:
