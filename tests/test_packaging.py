@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import configparser
 import shutil
+import site
 import subprocess
 import sys
 import zipfile
@@ -49,6 +50,11 @@ def test_the_wheel_carries_the_model_and_reconstructs_from_it(tmp_path):
     run(sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", venv,
         cwd=tmp_path)
     python = venv / "bin" / "python"
+    # this interpreter's packages too, when it is itself a venv's (as paths only: the
+    # editable install's hook there is not run)
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    (venv / "lib" / version / "site-packages" / "dependencies.pth").write_text(
+        "\n".join(site.getsitepackages()) + "\n")
     run(python, "-m", "pip", "install", "--no-deps", "--no-index", wheel, cwd=tmp_path)
     installed = run(python, "-c", "import ptychoedge.inference as p; print(p.__file__)",
                     cwd=tmp_path)
