@@ -160,7 +160,10 @@ class PipelineIOC:
             "MissedRate_RBV": alarm.MAJOR_ALARM if lost else alarm.NO_ALARM,
             "FramesMissed_RBV": alarm.MINOR_ALARM if status.frames_missed else alarm.NO_ALARM,
             "Restarts_RBV": alarm.MINOR_ALARM if status.restarts else alarm.NO_ALARM,
-            "State_RBV": alarm.MAJOR_ALARM if status.state == "Fault" else alarm.NO_ALARM,
+            "State_RBV": {"Fault": alarm.MAJOR_ALARM, "Misfit": alarm.MINOR_ALARM}.get(
+                status.state, alarm.NO_ALARM),
+            "Residual_RBV": (alarm.NO_ALARM, alarm.MINOR_ALARM,
+                             alarm.MAJOR_ALARM)[status.residual_severity],
         }
         for name, value in values.items():
             self._set(self.status[name], value, severities.get(name, alarm.NO_ALARM))

@@ -42,6 +42,7 @@ from ptychoedge.iocs.instances import (
 )
 from ptychoedge.iocs.processes import python_module, stop_all
 from ptychoedge.iocs.remote_node import RemoteNode
+from ptychoedge.iocs.residual_guard import ResidualGuard, model_limits
 from ptychoedge.pvdb import pipeline
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ DISTRIBUTION_GRACE = 5.0  # s from an instance's first report to the input's fir
 SETTLE = FIRST_DELAY + 3.0  # s after a scaling step before the autoscaler looks again
 FAULT_HOLD = 5.0  # s a restart keeps the state at Fault
 MOSAIC_FILE = Path(inference_package.__file__).with_name("mosaic_processor.py")
+SHIPPED_MODELS = Path(inference_package.__file__).with_name("models")  # manifest.MODEL_DIR
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class Status:
     latency_p99: float = 0.0  # ms
     inference_time: float = 0.0  # ms per frame
     residual: float = 0.0
+    residual_severity: int = 0  # the residual guard's alarm: 0 none, 1 MINOR, 2 MAJOR
     instances: int = 0
     nodes_up: int = 0
     instance_rates: list[float] = field(default_factory=list)
@@ -126,6 +129,8 @@ class Supervisor:
         self.settings = Settings()
         self.status = Status()
         self.autoscaler = Autoscaler()
+        self._residual_guard = ResidualGuard()
+        self._model_limits: dict[str, tuple] = {}  # model -> its residual limits, typical
         self.pool = InstancePool(log_dir, model_dir)
         self.nodes: dict[int, RemoteNode] = {}
         self.collector: Supervised | None = None
@@ -254,9 +259,22 @@ class Supervisor:
         if settings.auto_scale:
             self._autoscale()
         self.status.state = self._state()
+        self._guard_residual()
         self.status.wanted_instances = self._wanted
         self.status.config = self.config
         self.publish(self.status)
+
+    def _guard_residual(self) -> None:
+        model = self.config.model
+        if model not in self._model_limits:
+            self._model_limits[model] = model_limits(self.model_dir or SHIPPED_MODELS, model)
+        limits, typical = self._model_limits[model]
+        verdict = self._residual_guard.judge(self.status.residual, limits, typical, model,
+                                             time.monotonic())
+        self.status.residual_severity = verdict.severity
+        if verdict.misfit and self.status.state == "Running":
+            self.status.state = "Misfit"
+            self.status.message = verdict.message
 
     # -- children ------------------------------------------------------------------
 

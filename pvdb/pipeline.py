@@ -12,7 +12,8 @@ from ptychoedge.pvdb.spec import Kind, PvSpec
 
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
-STATES = ("Idle", "Starting", "Running", "Scaling", "Fault")
+# Misfit: running, but the frames do not fit the model (iocs/residual_guard.py)
+STATES = ("Idle", "Starting", "Running", "Scaling", "Fault", "Misfit")
 MAX_INSTANCES = 64  # length of the per-instance waveform, and the knob's ceiling
 
 IMAGES = ("Recon:Amplitude", "Recon:Phase", "Mosaic:Amplitude", "Mosaic:Phase")
@@ -65,7 +66,8 @@ STATUS_PVS = (
            precision=2, writable=False),
     PvSpec("InferenceTime_RBV", Kind.FLOAT, "Inference time per frame", units="ms",
            precision=3, writable=False),
-    PvSpec("Residual_RBV", Kind.FLOAT, "Mean diffraction residual (0 = perfect)",
+    PvSpec("Residual_RBV", Kind.FLOAT,
+           "Mean diffraction residual (0 = perfect; alarm above the model's limits)",
            precision=3, writable=False),
     PvSpec("Instances_RBV", Kind.INT, "Inference instances running", writable=False),
     PvSpec("NodesUp_RBV", Kind.INT, "Inference nodes answering", writable=False),

@@ -271,6 +271,15 @@ def main_screen() -> Screen:
             left, top = 5 + column * (image + 20), 5 + row * (image + 30)
             screen.label(title, left, top, image)
             screen.image(pv, title, left, top + 22, image, colour_map)
+        # Under the frame: whether the frames fit the model (the residual guard), so a
+        # beautiful mosaic of frames the model does not know is never shown unflagged
+        top = 5 + image + 30
+        screen.label("Fit of the frames to the model", 5, top, image)
+        for row, name in enumerate(("Residual_RBV", "State_RBV")):
+            spec = find(pipeline.STATUS_PVS, name)
+            screen.status_row(p, spec, 5, top + 30 + row * ROW, 110, 180)
+        screen.label("0 = the frames fit; an alarm: unlike the model's training", 5,
+                     top + 30 + 2 * ROW + 6, image)
 
     # Knobs
     left = 3 * (image + 20) + 30

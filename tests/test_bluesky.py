@@ -139,6 +139,8 @@ def test_ptycho_scan_is_reconstructed_live_with_no_frame_lost(devices):
     assert data["pipeline-frames_missed"] == start["frames_missed_before"] == 0
     assert data["pipeline-frames_processed"] - start["frames_processed_before"] == SIDE * SIDE
     assert data["pipeline-state"] == "Running"
+    # the residual guard's figure is in the run, beside the images it vouches for
+    assert 0 <= data["pipeline-residual"] < 0.5
 
     # The final mosaic against the truth, stitched the same way at the stage's readbacks
     positions = np.array([[event["data"]["x"], event["data"]["y"]] for event in primary])
