@@ -17,7 +17,7 @@ import netns
 import pytest
 from conftest import ptychoedge, pva_ready, start_ioc, start_sim, wait_until
 
-from ptychoedge.inference.manifest import DEFAULT_MODEL, MODEL_DIR
+from ptychoedge.inference.manifest import DEFAULT_MODEL, model_paths
 from ptychoedge.iocs.instances import InstanceSpec, ModelConfig, node_ids
 from ptychoedge.pvdb import node, pipeline
 from ptychoedge.sim.beamline import plain
@@ -61,8 +61,8 @@ class Beamline:
         self.tmp_path = tmp_path
         models = tmp_path / "models"
         models.mkdir()
-        for suffix in (".pt", ".json"):
-            shutil.copy(MODEL_DIR / f"{DEFAULT_MODEL}{suffix}", models / f"{DEFAULT_MODEL}{suffix}")
+        for kind, path in model_paths(DEFAULT_MODEL).items():
+            shutil.copy(path, model_paths(DEFAULT_MODEL, models)[kind])
         self.models = models
 
     def start(self, host: str, *args: str, ready: str, name: str):

@@ -16,8 +16,16 @@ import pytest
 from conftest import ptychoedge, start_ioc, start_sim, wait_until
 
 from ptychoedge import iocs as iocs_package
-from ptychoedge.inference.manifest import DEFAULT_MODEL, MODEL_DIR, Manifest
+from ptychoedge.inference.manifest import (
+    DEFAULT_MODEL,
+    MODEL_DIR,
+    Manifest,
+    load_model,
+    model_paths,
+    save_model,
+)
 from ptychoedge.pvdb import pipeline
+from ptychoedge.sim import physics
 from ptychoedge.sim.beamline import plain
 
 # not ptychoedge.iocs.access: it loads softioc, which has no business in the test process
@@ -122,15 +130,8 @@ def test_a_missing_or_broken_acf_stops_the_ioc_with_a_clear_error(tmp_path, pref
 
 def copy_model(source: str, directory: Path, name: str) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    for suffix in (".pt", ".json"):
-        shutil.copy(MODEL_DIR / f"{source}{suffix}", directory / f"{name}{suffix}")
-
-
-def with_manifest(directory: Path, name: str, change) -> None:
-    """A model with the shipped weights (so its sha256 matches) and a changed manifest."""
-    copy_model(DEFAULT_MODEL, directory, name)
-    manifest = Manifest.from_json((directory / f"{name}.json").read_text())
-    (directory / f"{name}.json").write_text(change(manifest).to_json())
+    for kind, path in model_paths(source).items():
+        shutil.copy(path, model_paths(name, directory)[kind])
 
 
 @pytest.fixture
@@ -158,9 +159,11 @@ def bad_models(tmp_path) -> tuple[Path, list[tuple[str, str]]]:
     (models / "linked.pt").unlink()
     (models / "linked.pt").symlink_to(outside / "x.pt")
 
-    # the detector's frames are 128x128: a 256 px crop cannot be taken from them
-    with_manifest(models, "big-crop", lambda m: replace(
-        m, preprocessing=replace(m.preprocessing, crop_size=256)))
+    # a valid model of an instrument with 256x256 frames: the detector's are 128x128
+    model, shipped = load_model(DEFAULT_MODEL)
+    save_model(model, Manifest.for_instrument(
+        "big-crop", shipped.shape, replace(shipped.preprocessing, crop_size=256),
+        physics.default_instrument(256)), models)
     # a network of 32 px behind a preprocessing that makes 64 px
     data = json.loads((MODEL_DIR / f"{DEFAULT_MODEL}.json").read_text())
     data["shape"]["input_size"] = 32
@@ -172,8 +175,8 @@ def bad_models(tmp_path) -> tuple[Path, list[tuple[str, str]]]:
         (str(outside / "x"), "must be a plain name"),
         ("sub/x", "must be a plain name"),
         ("tampered", "does not match the sha256"),
-        ("truncated", "truncated.json: not a valid manifest"),
-        ("garbage", "garbage.json: not a valid manifest"),
+        ("truncated", "truncated.json: not a valid model bundle"),
+        ("garbage", "garbage.json: not a valid model bundle"),
         ("linked", "linked.pt leads outside the model directory"),
         ("big-crop", "does not fit the 128x128 frames"),
         ("mismatched", "the network takes 32 px"),
