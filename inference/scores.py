@@ -41,13 +41,18 @@ def scored(got: np.ndarray, want: np.ndarray, data_range: float, name: str,
 
 
 def image_pair_scores(predicted: np.ndarray, targets: np.ndarray) -> dict[str, float]:
-    """Mean per-patch scores of (n, 2, s, s) amplitude-phase patches against the truth;
-    correlation over all patches' pixels together."""
+    """Mean per-patch SSIM of (n, 2, s, s) amplitude-phase patches against the truth;
+    correlation and PSNR over all patches' pixels together."""
     result: dict[str, float] = {}
     for name, index, data_range in CHANNELS:
         per_patch = [scored(p[index], t[index], data_range, name)
                      for p, t in zip(predicted, targets, strict=True)]
         for key in per_patch[0]:
             result[key] = float(np.mean([entry[key] for entry in per_patch]))
-        result[f"{name}_correlation"] = correlation(predicted[:, index], targets[:, index])
+        # over every patch's pixels together: a constant patch has no correlation, and a
+        # flat guess of a constant patch an infinite PSNR
+        want = targets[:, index]
+        result[f"{name}_correlation"] = correlation(predicted[:, index], want)
+        result[f"{name}_psnr"] = psnr(predicted[:, index], want, data_range)
+        result[f"flat_{name}_psnr"] = psnr(np.full(want.shape, want.mean()), want, data_range)
     return result
