@@ -101,6 +101,14 @@ def test_int8_files_are_quantized(random_model, cache, flavour):
     if flavour == "int8-symmetric":  # what TensorRT accepts: int8, zero point 0
         assert types == {np.dtype(np.int8)}
         assert all(not onnx.numpy_helper.to_array(init).any() for init in zero_points)
+    weights = [onnx.numpy_helper.to_array(init) for init in graph.initializer
+               if init.data_type == onnx.TensorProto.INT8 and init.dims and len(init.dims) == 4]
+    assert weights
+    largest = max(int(np.abs(w.astype(np.int16)).max()) for w in weights)
+    if flavour == "int8":  # 7 bits: no int16 pair sum can saturate on CPUs without VNNI
+        assert largest <= 64
+    else:  # TensorRT adds in int32: the full 8 bits
+        assert largest > 64
 
 
 @pytest.mark.parametrize("kind, precision", [("torch", "fp32"), ("onnxruntime", "fp32"),
