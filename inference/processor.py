@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 import pvaccess as pva
 from pvapy.hpc.adImageProcessor import AdImageProcessor
-from pvapy.utility.adImageUtility import AdImageUtility
 
 from ptychoedge.inference.backends import open_backend
 from ptychoedge.inference.batcher import Batcher, Frame, Reconstructor, Result
+from ptychoedge.inference.frames import CodecUnavailable, decode_frame
 from ptychoedge.inference.manifest import MODEL_DIR, ModelError, load_model
 from ptychoedge.inference.preprocess import FrameError
 
@@ -35,52 +35,11 @@ log = logging.getLogger(__name__)
 
 ERROR_KINDS = ("rank", "empty", "pixel_type", "too_small", "too_large", "decode", "unique_id",
                "inference", "publish")
-PIXEL_FIELDS = {"byteValue", "ubyteValue", "shortValue", "ushortValue", "intValue", "uintValue",
-                "longValue", "ulongValue"}
 DEFAULTS = {"model": "ptychonn-default", "modelDir": str(MODEL_DIR), "backend": "torch",
             "precision": "fp32", "batchSize": 8, "maxWait": 0.005, "threads": 1,
             "firstDelay": 0.0}
 # What the control channel may change; the model directory, for one, is fixed at start.
 RUNTIME_KEYS = ("model", "backend", "precision", "batchSize", "maxWait")
-# The largest frame taken (8192 x 8192): a header claiming more, or compressed data that
-# would inflate to more, is refused before anything is allocated for it.
-MAX_PIXELS = 8192 * 8192
-MAX_PIXEL_BYTES = 8
-
-
-def decode_frame(pv_object: Any) -> np.ndarray:
-    """The (ny, nx) image of a mono NTNDArray, decompressed; FrameError if it has none."""
-    dims = pv_object["dimension"]
-    if len(dims) == 0:
-        raise FrameError("empty", "frame without dimensions")
-    if len(dims) != 2:
-        raise FrameError("rank", f"expected a mono 2-D frame, got {len(dims)} dimensions")
-    nx, ny = dims[0]["size"], dims[1]["size"]
-    if nx * ny > MAX_PIXELS:
-        raise FrameError("too_large", f"frame {nx}x{ny} is larger than {MAX_PIXELS} pixels")
-    key = pv_object.getSelectedUnionFieldName()
-    if not key:
-        raise FrameError("empty", "frame without pixels")
-    data = pv_object["value"][0][key]
-    codec = pv_object["codec"]["name"]
-    if codec:
-        size = pv_object["uncompressedSize"]
-        if not 0 < size <= nx * ny * MAX_PIXEL_BYTES:
-            raise FrameError("too_large", f"{codec} data claims {size} bytes uncompressed for "
-                             f"a {nx}x{ny} frame")
-        try:
-            data = AdImageUtility.getDecompressor(codec)(
-                data, pv_object["codec.parameters"][0]["value"], pv_object["uncompressedSize"])
-        except Exception as error:
-            raise FrameError("decode", f"cannot decompress {codec} data: {error}") from error
-    elif key not in PIXEL_FIELDS:
-        raise FrameError("pixel_type", f"expected integer pixels, got {key}")
-    data = np.asarray(data)
-    if data.size == 0 or nx * ny == 0:
-        raise FrameError("empty", f"empty frame {nx}x{ny}")
-    if data.size != nx * ny:
-        raise FrameError("decode", f"{data.size} pixels for a {nx}x{ny} frame")
-    return data.reshape(ny, nx)
 
 
 def _attribute(name: str, value: Any, descriptor: str = "") -> dict:
@@ -146,6 +105,7 @@ class PtychoNNProcessor(AdImageProcessor):
         self.answer: tuple[int, str] = (0, "")
         self._config_lock = threading.Lock()
         self._last_image: np.ndarray | None = None  # a new model is tried on it first
+        self._codecs_said: set[str] = set()  # codecs this install cannot decode, logged once
         reconstructor = self._reconstructor(self.config)  # a bad model at start is fatal
         self.outputs = OutputFrames()
         # A collector finds this instance's output channel only after its first frame
@@ -172,6 +132,13 @@ class PtychoNNProcessor(AdImageProcessor):
             return None
         try:
             image = decode_frame(pvObject)
+        except CodecUnavailable as error:
+            # said once per codec, not for every frame; every frame is still counted
+            if error.codec not in self._codecs_said:
+                self._codecs_said.add(error.codec)
+                self.logger.error("%s", error)
+            self.batcher.reject(error.kind)
+            return None
         except FrameError as error:
             self.logger.warning("frame %s refused: %s", unique_id, error)
             self.batcher.reject(error.kind)
