@@ -20,6 +20,10 @@ DATA_TYPES = ("UInt8", "UInt16", "UInt32")
 IMAGE_MODES = ("Single", "Multiple", "Continuous")
 SCAN_SOURCES = ("Pattern", "Stage", "Replay")
 SCAN_PATTERNS = ("Raster", "Fermat")
+# NDPluginCodec's compressors that a pipeline decodes (JPEG is lossy: not offered)
+CODECS = ("None", "lz4", "blosc", "bslz4")
+BLOSC_COMPRESSORS = ("blosclz", "lz4", "lz4hc", "zlib", "zstd")
+BLOSC_SHUFFLES = ("None", "Byte", "Bit")
 
 MIN_PERIOD = 1e-5  # s: 100 kHz, past anything this simulator can serve
 MAX_SIZE = 2048
@@ -57,6 +61,14 @@ SETTINGS = (
            initial=0, low=0, high=2**31 - 1, readback=True),
     PvSpec("cam1:ReplayFile", Kind.STRING, "CXI (.cxi/.h5) or NumPy (.npz) scan to replay",
            initial="", readback=True),
+    PvSpec("cam1:Codec", Kind.ENUM, "Compression of published frames, as NDPluginCodec",
+           initial=0, choices=CODECS, readback=True),
+    PvSpec("cam1:BloscCompressor", Kind.ENUM, "Blosc's inner compressor (Codec blosc)",
+           initial=0, choices=BLOSC_COMPRESSORS, readback=True),
+    PvSpec("cam1:BloscCLevel", Kind.INT, "Blosc compression level (Codec blosc)",
+           initial=5, low=0, high=9, readback=True),
+    PvSpec("cam1:BloscShuffle", Kind.ENUM, "Blosc shuffle: None, Byte or Bit (Codec blosc)",
+           initial=1, choices=BLOSC_SHUFFLES, readback=True),
 )
 
 STATUS_PVS = (

@@ -26,6 +26,7 @@ from ptychoedge.sim.ntndarray import stamp
 from ptychoedge.sim.replay import ScanFileError
 from ptychoedge.sim.sources import (
     MICROMETRE,
+    CodecSettings,
     PatternSource,
     ReplaySource,
     SourceSettings,
@@ -82,6 +83,11 @@ class RemoteSettings:
             step_um=v["cam1:ScanStep"], points=v["cam1:ScanPoints"], photons=v["cam1:Photons"],
             seed=v["cam1:Seed"], replay_file=v["cam1:ReplayFile"], **self._fixed,
         )
+
+    def codec_settings(self) -> CodecSettings:
+        v = self.values
+        return CodecSettings(v["cam1:Codec"], v["cam1:BloscCompressor"], v["cam1:BloscCLevel"],
+                             v["cam1:BloscShuffle"])
 
     def stop(self) -> None:
         for channel in self._channels:
@@ -195,6 +201,7 @@ class ImageServer:
         values = self.settings.values
         try:
             source = self._source(self.settings.source_settings())
+            source.set_codec(self.settings.codec_settings())
         except (ScanFileError, ValueError) as error:
             log.error("acquisition refused: %s", error)
             self._finish(state="Error", message=str(error)[:200])

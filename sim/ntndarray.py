@@ -7,9 +7,12 @@ are set, and attributes carry the colour mode and the scan position.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import pvaccess as pva
+
+from ptychoedge.inference.frames import SCALAR_TYPE_OF, compress
 
 # NTNDArray union member for each pixel type
 VALUE_FIELDS = {
@@ -58,6 +61,28 @@ def make_frame(image: np.ndarray, unique_id: int = 0, position: tuple[float, flo
         attributes += position_attributes(*position)
     frame["attribute"] = attributes + (extra_attributes or [])
     stamp(frame, unique_id)
+    return frame
+
+
+def make_compressed_frame(image: np.ndarray, codec: str, unique_id: int = 0,
+                          position: tuple[float, float] | None = None,
+                          extra_attributes: list | None = None, **blosc: Any) -> pva.NtNdArray:
+    """`image` compressed as NDPluginCodec publishes it: the payload as `ubyteValue`,
+    `codec.name`, the original pixel type (pvAccess ScalarType) in `codec.parameters`,
+    `compressedSize` the payload's bytes and `uncompressedSize` the pixels' bytes.
+    `blosc`: blosc_compressor, blosc_level, blosc_shuffle (see inference/frames.py)."""
+    if codec in ("", "None", None):
+        return make_frame(image, unique_id, position, extra_attributes)
+    frame = make_frame(image[:1, :1], unique_id, position, extra_attributes)
+    ny, nx = image.shape
+    payload = compress(image, codec, **blosc)
+    frame["dimension"] = [pva.PvDimension(nx, 0, nx, 1, False),
+                          pva.PvDimension(ny, 0, ny, 1, False)]
+    frame["value"] = {"ubyteValue": payload}
+    frame["codec"] = {"name": codec,
+                      "parameters": pva.PvInt(SCALAR_TYPE_OF[np.dtype(image.dtype)])}
+    frame["compressedSize"] = payload.size
+    frame["uncompressedSize"] = image.nbytes
     return frame
 
 

@@ -5,6 +5,9 @@ them), so publishing costs the same whatever the physics costs:
 - `PatternSource`: the detector's own scan, a precomputed bank looped forever;
 - `StageSource`: a frame at the stage motors' current readbacks, for Bluesky scans;
 - `ReplaySource`: a recorded scan from a CXI or NumPy file, looped.
+
+`set_codec` makes a source hand out its frames compressed as NDPluginCodec does
+(`cam1:Codec`, applied when an acquisition starts); a bank is compressed once.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import numpy as np
 import pvaccess as pva
 
 from ptychoedge.sim import physics, probes, samples
-from ptychoedge.sim.ntndarray import make_frame
+from ptychoedge.sim.ntndarray import make_compressed_frame, make_frame
 from ptychoedge.sim.replay import load_scan
 
 log = logging.getLogger(__name__)
@@ -27,6 +30,32 @@ PIXEL_TYPES = {"UInt8": np.uint8, "UInt16": np.uint16, "UInt32": np.uint32}
 MICROMETRE = 1e-6
 MAX_BANK_BYTES = 2 * 2**30  # precomputed frames are held in memory
 BANK_CHUNK = 64  # frames computed at a time, to bound memory for large frames
+
+
+@dataclass(frozen=True)
+class CodecSettings:
+    """How frames are compressed (NDPluginCodec's Compressor and Blosc settings)."""
+
+    name: str = "None"  # None, lz4, blosc, bslz4
+    blosc_compressor: str = "blosclz"
+    blosc_level: int = 5
+    blosc_shuffle: str = "Byte"  # None, Byte, Bit
+
+    def apply(self, image: np.ndarray, position: tuple[float, float] | None
+              ) -> pva.NtNdArray:
+        return make_compressed_frame(image, self.name, 0, position,
+                                     blosc_compressor=self.blosc_compressor,
+                                     blosc_level=self.blosc_level,
+                                     blosc_shuffle=self.blosc_shuffle)
+
+
+RAW = CodecSettings()
+
+
+def frame_pixels(frame: pva.NtNdArray) -> np.ndarray:
+    """The (ny, nx) pixels of an uncompressed mono frame."""
+    nx, ny = (d["size"] for d in frame["dimension"])
+    return np.asarray(frame["value"][0][frame.getSelectedUnionFieldName()]).reshape(ny, nx)
 
 
 @dataclass(frozen=True)
@@ -86,10 +115,22 @@ class BankSource:
     """A fixed list of frames with their positions, served in a loop."""
 
     def __init__(self, images: np.ndarray, positions: np.ndarray):
-        self.frames = [make_frame(image, 0, (x, y))
-                       for image, (x, y) in zip(images, positions, strict=True)]
+        self.raw = [make_frame(image, 0, (x, y))
+                    for image, (x, y) in zip(images, positions, strict=True)]
+        self.positions = [(float(x), float(y)) for x, y in positions]
+        self.frames = self.raw
+        self.codec = RAW
         self.size_y, self.size_x = images.shape[1:]
         self._next = 0
+
+    def set_codec(self, codec: CodecSettings) -> None:
+        """Hand out the frames compressed with `codec` (the bank is compressed once)."""
+        if codec == self.codec:
+            return
+        self.frames = self.raw if codec == RAW else [
+            codec.apply(frame_pixels(frame), position)
+            for frame, position in zip(self.raw, self.positions, strict=True)]
+        self.codec = codec
 
     def next_frame(self) -> pva.NtNdArray:
         frame = self.frames[self._next]
@@ -135,6 +176,12 @@ class StageSource:
         self.read_position = read_position
         self.size_y, self.size_x = settings.size_y, settings.size_x
         self._cache: OrderedDict[tuple[int, int], pva.NtNdArray] = OrderedDict()
+        self.codec = RAW
+
+    def set_codec(self, codec: CodecSettings) -> None:
+        if codec != self.codec:
+            self.codec = codec
+            self._cache.clear()
 
     def next_frame(self) -> pva.NtNdArray:
         x, y = self.read_position()
@@ -144,7 +191,7 @@ class StageSource:
         if frame is None:
             images, _ = self.simulator.frames(position)
             image = crop_to(images, self.size_y, self.size_x)[0]
-            frame = make_frame(image, 0, (x, y))
+            frame = self.codec.apply(image, (x, y))
             self._cache[key] = frame
             if len(self._cache) > self.CACHE_SIZE:
                 self._cache.popitem(last=False)
