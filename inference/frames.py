@@ -26,8 +26,12 @@ to install; the processor logs it once, not for every frame.
 
 from __future__ import annotations
 
+import ctypes
+import glob
 import importlib
+import os
 import struct
+import threading
 from typing import Any
 
 import numpy as np
@@ -170,7 +174,40 @@ def _bslz4(payload: memoryview, dtype: np.dtype, nbytes: int) -> np.ndarray:
     out += payload[at:]  # the raw tail
     if len(out) != nbytes:
         raise FrameError("decode", f"bslz4 data gave {len(out)} bytes, {nbytes} expected")
+    _one_omp_thread(bitshuffle)
     return bitshuffle.bitunshuffle(np.frombuffer(bytes(out), dtype), block_size)
+
+
+_omp = threading.local()
+_gomp: list = []  # the libgomp copies bitshuffle may call
+
+
+def _one_omp_thread(bitshuffle: Any) -> None:
+    """bitshuffle's bit transposition in this thread without OpenMP workers.
+
+    The wheel's OpenMP (its own libgomp) starts a team per call: on a few shared cores
+    its threads spin and a 128x128 frame takes ~8 ms instead of ~15 us. The thread
+    count is set for the calling thread only (OpenMP's per-thread setting), so the
+    model's own threads, in other threads, are untouched.
+    """
+    if getattr(_omp, "set", False):
+        return
+    _omp.set = True
+    if not _gomp:
+        # bitshuffle's OpenMP calls bind to the first libgomp in the global scope (torch's,
+        # where torch came first) or else to the wheel's own copy: set both
+        libs = os.path.join(os.path.dirname(os.path.dirname(bitshuffle.__file__)),
+                            "bitshuffle.libs", "libgomp*.so*")
+        for name in [None, *sorted(glob.glob(libs))]:
+            try:
+                lib = ctypes.CDLL(name) if name is None else ctypes.CDLL(
+                    name, mode=os.RTLD_NOLOAD | os.RTLD_LOCAL)
+                lib.omp_set_num_threads  # noqa: B018 - present, or AttributeError
+            except (OSError, AttributeError):
+                continue
+            _gomp.append(lib)
+    for lib in _gomp:
+        lib.omp_set_num_threads(1)
 
 
 DECODERS = {"lz4": _lz4, "blosc": _blosc, "bslz4": _bslz4}
@@ -250,5 +287,7 @@ def compress(image: np.ndarray, codec: str, blosc_compressor: str = "blosclz",
                                             clevel=blosc_level, shuffle=shuffle,
                                             cname=blosc_compressor), np.uint8)
     if codec == "bslz4":
-        return np.asarray(codec_module("bslz4").compress_lz4(raw.ravel(), 0)).view(np.uint8)
+        bitshuffle = codec_module("bslz4")
+        _one_omp_thread(bitshuffle)
+        return np.asarray(bitshuffle.compress_lz4(raw.ravel(), 0)).view(np.uint8)
     raise ValueError(f"no codec {codec!r}: one of {', '.join(CODECS)}")

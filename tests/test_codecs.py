@@ -201,8 +201,8 @@ def test_simulated_detector_publishes_every_codec(spawn, prefix, pva, model_dir,
     for codec in ("None", "lz4", "blosc", "bslz4"):
         put(pva, prefix + "cam1:Codec", codec)
         ids = set(range(first, first + points))
-        wait_until(lambda: pva.get(prefix + "cam1:Acquire_RBV", timeout=5)["value"]["index"] == 0, 30,
-                   "the last acquisition's end", sim)
+        wait_until(lambda: pva.get(prefix + "cam1:Acquire_RBV", timeout=5)["value"]["index"]
+                   == 0, 30, "the last acquisition's end", sim)
         outputs = collect(pva, instance.output, ids, lambda: acquire(pva, prefix, points, 0.02))
         patches[codec] = reconstructions(outputs, sorted(ids))
         first += points
