@@ -5,6 +5,19 @@ encoder of three levels (width, 2x width, 4x width channels, each halving the
 image) and two decoders of the same shape in reverse, one ending in a sigmoid
 for the amplitude (0..1), one in a scaled tanh for the phase (-pi..pi). With
 `input_size=64, width=32` it is the original network (about 1.15 M weights).
+
+`norm="batch"` puts batch normalisation after every hidden convolution. Without it,
+training sits for thousands of steps at the flat mean of the targets (see
+inference/MODELS.md); with it the network leaves the plateau within a hundred steps.
+At inference it is a fixed scale and offset, which the ONNX export folds into the
+convolutions, so it costs nothing there.
+
+`output` says how the heads' last values become amplitude and phase: "bounded" (the
+original: sigmoid, pi tanh) or "free" (amplitude exp(z), phase z wrapped to [-pi, pi)),
+where nothing saturates, which training through the physics needs: the flux behind a
+recorded scan is known only roughly, so the amplitude that explains it may exceed 1,
+and a patch's free constant phase may drift to +-pi, where a tanh is flat.
+`initialise` starts a network at the empty beam (amplitude 1, phase 0).
 """
 
 from __future__ import annotations
@@ -16,37 +29,48 @@ import torch
 from torch import nn
 
 LEVELS = 3  # each halves the image: the input size must divide by 2**LEVELS
+OUTPUTS = ("bounded", "free")  # see the module doc
+NORMS = ("none", "batch")
 
 
 @dataclass(frozen=True)
 class ModelShape:
     input_size: int = 64
     width: int = 32
+    norm: str = "none"  # what models trained before it existed have
+    output: str = "bounded"  # likewise
 
     def __post_init__(self) -> None:
+        if self.output not in OUTPUTS:
+            raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {self.output!r}")
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
         if self.input_size < 2**LEVELS or self.input_size % 2**LEVELS:
             raise ValueError(f"input size must be a multiple of {2**LEVELS}, "
                              f"got {self.input_size}")
         if self.width < 1:
             raise ValueError(f"width must be at least 1, got {self.width}")
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, int | str]:
         return asdict(self)
 
 
-def _double_conv(channels_in: int, channels_out: int) -> list[nn.Module]:
-    return [
-        nn.Conv2d(channels_in, channels_out, 3, padding=1), nn.ReLU(inplace=True),
-        nn.Conv2d(channels_out, channels_out, 3, padding=1), nn.ReLU(inplace=True),
-    ]
+def _double_conv(channels_in: int, channels_out: int, norm: str) -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    for size_in in (channels_in, channels_out):
+        layers.append(nn.Conv2d(size_in, channels_out, 3, padding=1))
+        if norm == "batch":
+            layers.append(nn.BatchNorm2d(channels_out))
+        layers.append(nn.ReLU(inplace=True))
+    return layers
 
 
-def _decoder(width: int, last: nn.Module) -> nn.Sequential:
+def _decoder(width: int, last: nn.Module, norm: str) -> nn.Sequential:
     channels = [width * 2**level for level in reversed(range(LEVELS))]  # 4w, 2w, w
     layers: list[nn.Module] = []
     previous = channels[0]
     for count in channels:
-        layers += _double_conv(previous, count)
+        layers += _double_conv(previous, count, norm)
         layers.append(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
         previous = count
     layers += [nn.Conv2d(previous, 1, 3, padding=1), last]
@@ -62,6 +86,18 @@ class ScaledTanh(nn.Module):
         return self.scale * torch.tanh(x)
 
 
+class Exponential(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.exp(x)
+
+
+class WrappedPhase(nn.Module):
+    """z wrapped to [-pi, pi): the gradient is 1 everywhere, nothing saturates."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x - 2 * math.pi * torch.floor((x + math.pi) / (2 * math.pi))
+
+
 class PtychoNN(nn.Module):
     """(batch, 1, n, n) preprocessed diffraction -> (batch, 2, n, n) amplitude, phase."""
 
@@ -71,16 +107,43 @@ class PtychoNN(nn.Module):
         layers: list[nn.Module] = []
         previous = 1
         for level in range(LEVELS):
-            layers += _double_conv(previous, shape.width * 2**level)
+            layers += _double_conv(previous, shape.width * 2**level, shape.norm)
             layers.append(nn.MaxPool2d(2))
             previous = shape.width * 2**level
         self.encoder = nn.Sequential(*layers)
-        self.amplitude = _decoder(shape.width, nn.Sigmoid())
-        self.phase = _decoder(shape.width, ScaledTanh(math.pi))
+        if shape.output == "free":
+            self.amplitude = _decoder(shape.width, Exponential(), shape.norm)
+            self.phase = _decoder(shape.width, WrappedPhase(), shape.norm)
+        else:
+            self.amplitude = _decoder(shape.width, nn.Sigmoid(), shape.norm)
+            self.phase = _decoder(shape.width, ScaledTanh(math.pi), shape.norm)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         code = self.encoder(x)
         return torch.cat([self.amplitude(code), self.phase(code)], dim=1)
+
+
+def initialise(model: PtychoNN) -> None:
+    """Fresh weights for training from scratch: He-normal convolutions (zero biases) keep
+    the frame-to-frame differences alive through the 14 ReLU layers (PyTorch's default
+    shrinks them about 3x a layer: the untrained network's output then varies 1e-7 from
+    frame to frame, and a loss without labels settles on one patch for all); the last
+    convolution of each head starts at zero, so a "free" network starts at the empty
+    beam, amplitude 1 and phase 0, for every frame."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            nn.init.zeros_(module.bias)
+    start_at_empty_beam(model)
+
+
+def start_at_empty_beam(model: PtychoNN) -> None:
+    """Zero the last convolution of each head: a "free" network then answers amplitude 1,
+    phase 0 for every frame, and learns from there what each frame adds."""
+    for head in (model.amplitude, model.phase):
+        last = [module for module in head if isinstance(module, nn.Conv2d)][-1]
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
 
 
 def count_parameters(model: nn.Module) -> int:

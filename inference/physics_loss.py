@@ -50,8 +50,8 @@ def overlap_loss(first: torch.Tensor, second: torch.Tensor, shifts: np.ndarray,
     `weight` (s, s) is the probe's intensity, so well-lit pixels count most.
     """
     size = first.shape[-1]
-    total = first.new_zeros(())
-    norm = first.new_zeros(())
+    total = weight.new_zeros(())
+    norm = weight.new_zeros(())
     for a, b, (dx, dy) in zip(first, second, shifts, strict=True):
         # pixel (y, x) of b is pixel (y + dy, x + dx) of a
         ya, yb = slice(max(dy, 0), size + min(dy, 0)), slice(max(-dy, 0), size + min(-dy, 0))

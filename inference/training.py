@@ -17,6 +17,7 @@ the validation figures, the residual's distribution among them.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import logging
 import os
@@ -38,7 +39,15 @@ from ptychoedge.inference.manifest import (
     load_model,
     save_model,
 )
-from ptychoedge.inference.model import ModelShape, PtychoNN, count_parameters
+from ptychoedge.inference.model import (
+    NORMS,
+    OUTPUTS,
+    ModelShape,
+    PtychoNN,
+    count_parameters,
+    initialise,
+    start_at_empty_beam,
+)
 from ptychoedge.inference.physics_loss import (
     complex_patches,
     diffraction_loss,
@@ -93,7 +102,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--reconstruction", type=Path, metavar="FILE",
                       help="the scan's iterative reconstruction as labels: CXI "
                            "(entry_1/image_1/data, x_pixel_size) or .npz (object, pixel_size); "
-                           "scan position (0, 0) is the object's centre pixel (shape // 2)")
+                           "scan position (0, 0) is its pixel `origin` (x, y) where the file "
+                           "has one, else its centre pixel (shape // 2)")
     data.add_argument("--from", dest="parent", metavar="NAME",
                       help="start from this model's weights; keeps its crop and binning")
     data.add_argument("--model-dir", type=Path, default=MODEL_DIR,
@@ -124,6 +134,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                               "is the whole probe window)")
     network.add_argument("--width", type=_positive(int), default=16,
                          help="channels of the first level (PtychoNN: 32; default %(default)s)")
+    network.add_argument("--output", choices=OUTPUTS,
+                         help="how the last layers become amplitude and phase: bounded "
+                              "(sigmoid, pi tanh) or free (exp, wrapped; nothing saturates); "
+                              "default: free when self-supervised, else bounded (or a --from "
+                              "model's own)")
+    network.add_argument("--norm", choices=NORMS, default="batch",
+                         help="normalisation after each hidden convolution (default "
+                              "%(default)s; none is the original PtychoNN, slow to train)")
     recipe = parser.add_argument_group("the recipe")
     recipe.add_argument("--samples", type=_positive(int), default=8000,
                         help="simulated training frames (default %(default)s)")
@@ -145,6 +163,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     recipe.add_argument("--overlap-weight", type=float, default=1.0,
                         help="self-supervised: weight of the neighbours' agreement "
                              "(default %(default)s)")
+    recipe.add_argument("--threads", type=_positive(int),
+                        help="CPU threads (default: every core this process may use; on a "
+                             "busy machine 1 can be several times faster)")
     recipe.add_argument("--seed", type=int, default=0,
                         help="seed of positions, noise and weights (default %(default)s)")
 
@@ -190,10 +211,19 @@ def starting_point(args: argparse.Namespace) -> Start:
         model, parent_manifest = load_model(args.parent, args.model_dir)
         parent_info = {"name": args.parent, "weights_sha256": parent_manifest.sha256["weights"]}
     instrument = instrument_of(args, parent_manifest)
+    self_supervised = bool(args.scan and not args.reconstruction)
     if parent_manifest is not None:
         kept = parent_manifest.preprocessing
         preprocessing = Preprocessing(kept.crop_size, kept.input_size, kept.scale,
                                       instrument.orientation)
+        output = args.output or ("free" if self_supervised else model.shape.output)
+        if output != model.shape.output:
+            # the parent's features, other last activations (no weights of their own); the
+            # heads' last convolutions restart at the empty beam and learn to read them
+            reshaped = PtychoNN(dataclasses.replace(model.shape, output=output))
+            reshaped.load_state_dict(model.state_dict())
+            start_at_empty_beam(reshaped)
+            model = reshaped
     else:
         crop = args.crop or args.input_size
         try:
@@ -203,7 +233,12 @@ def starting_point(args: argparse.Namespace) -> Start:
         except ValueError as error:
             raise InstrumentError(str(error)) from None
         torch.manual_seed(args.seed)
-        model = PtychoNN(ModelShape(args.input_size, args.width))
+        output = args.output or ("free" if self_supervised else "bounded")
+        model = PtychoNN(ModelShape(args.input_size, args.width, args.norm, output))
+        if self_supervised:
+            # with no labels, an untrained network whose output ignores its input settles
+            # on one patch for every frame: start at the empty beam, the frames' signal alive
+            initialise(model)
     instrument.model_probe(preprocessing.crop_size, preprocessing.binning)  # fits, or says why
     return Start(model, preprocessing, instrument, parent_info)
 
@@ -325,16 +360,19 @@ def train(args: argparse.Namespace) -> tuple[PtychoNN, Manifest]:
         log.info("self-supervised on %d frames, %d overlapping pairs", len(x_all), len(pairs))
 
         def loss_of(index: torch.Tensor) -> torch.Tensor:
-            loss = diffraction_loss(model(x_all[index]), counts_all[index], probe,
-                                    instrument.photons)
-            if args.overlap_weight and len(pairs):
-                chosen = pairs[rng.integers(len(pairs), size=len(index))]
-                both = complex_patches(model(x_all[torch.from_numpy(chosen.ravel())]))
-                shifts = np.rint(train_part.pixels[chosen[:, 1]]
-                                 - train_part.pixels[chosen[:, 0]]).astype(int)
-                loss = loss + args.overlap_weight * overlap_loss(both[0::2], both[1::2], shifts,
-                                                                  weight)
-            return loss
+            if not (args.overlap_weight and len(pairs)):
+                return diffraction_loss(model(x_all[index]), counts_all[index], probe,
+                                        instrument.photons)
+            # the batch as neighbour pairs: one pass serves both terms
+            chosen = pairs[rng.integers(len(pairs), size=max(1, len(index) // 2))]
+            frames = torch.from_numpy(chosen.ravel())
+            output = model(x_all[frames])
+            patches = complex_patches(output)
+            shifts = np.rint(train_part.pixels[chosen[:, 1]]
+                             - train_part.pixels[chosen[:, 0]]).astype(int)
+            return (diffraction_loss(output, counts_all[frames], probe, instrument.photons)
+                    + args.overlap_weight * overlap_loss(patches[0::2], patches[1::2], shifts,
+                                                         weight))
     log.info("%s training on %d frames, validating on %d", mode, len(x_all),
              len(valid_part.inputs))
     final_loss = optimise(model, len(x_all), loss_of, args)
@@ -366,7 +404,7 @@ def _file_sha256(path: Path) -> str:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     # torch sizes its pool by the host's cores; a container may be allowed fewer
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
     if args.reconstruction and not args.scan:
         print("ptychoedge train: error: --reconstruction needs --scan", file=sys.stderr)
         return 2
