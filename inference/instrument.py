@@ -220,9 +220,10 @@ def read_cxi(path: str | Path, *, photons: float | None = None,
              orientation: Orientation = Orientation()) -> Instrument:
     """The instrument of a CXI file (a scan, or an instrument alone: no frames).
 
-    `photons` (counts per frame with no sample) defaults to the brightest frames'
-    total over the probe's window (99th percentile) when the file has frames, and to
-    the probe's own total intensity otherwise (CXI writers scale it to the counts).
+    `photons` (counts per frame with no sample) defaults to the probe's own total
+    intensity (CXI writers scale it to the counts) where that is within a factor of two
+    of the brightest frames' total over the probe's window (99th percentile), and to the
+    latter otherwise (a probe in other units).
     Without frames, the frames are taken to be the probe's window.
     """
     path = Path(path)
@@ -242,8 +243,14 @@ def read_cxi(path: str | Path, *, photons: float | None = None,
             else:
                 frame_shape = frames.shape[1:]
             if photons is None:
-                photons = (_brightest_frames(frames, probe.shape[-1], orientation)
-                           if frames is not None else _stored_power(f, path))
+                stored = _stored_power(f, path)
+                if frames is not None:
+                    brightest = _brightest_frames(frames, probe.shape[-1], orientation)
+                    # a probe scaled to the counts (as CXI writers do) is exact; the
+                    # brightest frames fall short behind a sample that absorbs everywhere
+                    if not 0.5 * brightest <= stored <= 2 * brightest:
+                        stored = brightest
+                photons = stored
     except OSError as error:
         raise InstrumentError(f"{path}: not a readable HDF5 file ({error})") from error
     if not np.isclose(x_pixel, y_pixel, rtol=0.01):

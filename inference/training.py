@@ -276,7 +276,8 @@ def optimise(model: PtychoNN, count: int, loss_of, args: argparse.Namespace) -> 
     loss. The last epoch's mean loss."""
     optimiser = torch.optim.Adam(model.parameters(), lr=args.lr)
     batches = -(-count // args.batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, args.lr,
+    # a short warm-up: a fine-tune of a few minutes must not spend a third of them there
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, args.lr, pct_start=0.05,
                                                    total_steps=args.epochs * batches)
     progress = Progress(args.epochs, batches, count)
     epoch_loss = float("nan")

@@ -49,8 +49,13 @@ def test_a_cxi_scan_round_trips_its_instrument(tmp_path):
     assert read.object_pixel_size == pytest.approx(physics.OBJECT_PIXEL_SIZE)
     assert read.modes == 2
     np.testing.assert_allclose(read.probe, instrument.probe, atol=1e-6)
-    # The flux follows from the brightest frames when not given: the sample absorbs
-    # a little, so a little below the truth.
+    # The flux, when not given: the probe's own scale, which write_cxi sets to the counts
+    assert read_cxi(tmp_path / "scan.cxi").photons == pytest.approx(instrument.photons,
+                                                                     rel=1e-5)
+    # a probe in other units: the brightest frames' total, a little below the truth
+    # behind a sample that absorbs
+    with h5py.File(tmp_path / "scan.cxi", "a") as f:
+        f[PROBE_PATH][...] = f[PROBE_PATH][()] / 1e3
     estimated = read_cxi(tmp_path / "scan.cxi").photons
     assert 0.5 * instrument.photons < estimated <= 1.05 * instrument.photons
 
