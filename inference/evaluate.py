@@ -149,24 +149,10 @@ def image_scores(images: tuple[np.ndarray, np.ndarray], truth: Mosaic) -> dict[s
 def save_pictures(path: Path, title: str, mosaic: Mosaic | tuple[np.ndarray, np.ndarray],
                   truth: Mosaic) -> None:
     """Amplitude and phase of a mosaic (or of its images) above the ground truth's."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from ptychoedge.inference.reconstruct import save_pictures as save_rows
 
-    figure, axes = plt.subplots(2, 2, figsize=(9, 8))
     reconstruction = mosaic.images() if isinstance(mosaic, Mosaic) else mosaic
-    for row, (name, (amplitude, phase)) in enumerate((("reconstruction", reconstruction),
-                                                      ("ground truth", truth.images()))):
-        axes[row, 0].imshow(amplitude, cmap="gray", vmin=0, vmax=1)
-        axes[row, 0].set_title(f"{name}: amplitude")
-        axes[row, 1].imshow(phase, cmap="twilight", vmin=-np.pi, vmax=np.pi)
-        axes[row, 1].set_title(f"{name}: phase (rad)")
-    for axis in axes.flat:
-        axis.set_axis_off()
-    figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=90)
-    plt.close(figure)
+    save_rows(path, title, {"reconstruction": reconstruction, "ground truth": truth.images()})
 
 
 def evaluate(model_name: str, model_dir: Path | None, backends: list[str], points: int, step: float,
