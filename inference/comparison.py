@@ -21,19 +21,30 @@ class ComparisonError(ValueError):
     """A reference that cannot be compared, with the reason."""
 
 
+def coarsening(fine: float, coarse: float) -> int | None:
+    """How many pixels of size `fine` make one of size `coarse`; None if not a whole number."""
+    ratio = coarse / fine
+    factor = int(round(ratio))
+    return factor if factor >= 1 and abs(ratio - factor) <= 0.01 * ratio else None
+
+
+def coarsened(image: np.ndarray, factor: int) -> np.ndarray:
+    """`image` averaged over blocks of factor x factor pixels (a partial edge block dropped)."""
+    height, width = (np.array(image.shape) // factor) * factor
+    return image[:height, :width].reshape(height // factor, factor, width // factor,
+                                          factor).mean(axis=(1, 3))
+
+
 def on_canvas(shape: tuple[int, int], zero: tuple[int, int], canvas_pixel: float,
               reference: np.ndarray, pixel: float,
               origin: tuple[float, float] | None = None) -> np.ndarray:
     """The complex reference at `canvas_pixel` on a canvas of `shape` whose pixel `zero`
     (x, y) is scan position 0 (0 where the reference has nothing)."""
-    ratio = canvas_pixel / pixel
-    factor = int(round(ratio))
-    if factor < 1 or abs(ratio - factor) > 0.01 * ratio:
+    factor = coarsening(pixel, canvas_pixel)
+    if factor is None:
         raise ComparisonError(f"the reference's pixel {pixel * 1e9:.2f} nm does not divide the "
                               f"reconstruction's {canvas_pixel * 1e9:.2f} nm")
-    height, width = (np.array(reference.shape) // factor) * factor
-    coarse = reference[:height, :width].reshape(height // factor, factor, width // factor,
-                                                factor).mean(axis=(1, 3))
+    coarse = coarsened(reference, factor)
     ox, oy = origin if origin is not None else (reference.shape[1] // 2, reference.shape[0] // 2)
     canvas = np.zeros(shape, np.complex64)
     dx, dy = zero[0] - int(round(ox / factor)), zero[1] - int(round(oy / factor))

@@ -14,6 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ptychoedge.inference.comparison import coarsened, coarsening
 from ptychoedge.inference.instrument import Instrument, InstrumentError, checked_probe
 from ptychoedge.inference.preprocess import FrameError, Preprocessing, split
 
@@ -156,14 +157,11 @@ def patches_of(obj: np.ndarray, obj_pixel: float, origin: tuple[float, float],
                positions: np.ndarray, pixel: float, size: int, source: Path) -> np.ndarray:
     """(n, size, size) patches of `obj` at `pixel` (an integer multiple of its own),
     centred at each position; position 0 is the object's pixel `origin` (x, y)."""
-    ratio = pixel / obj_pixel
-    factor = int(round(ratio))
-    if factor < 1 or abs(ratio - factor) > 0.01 * ratio:
+    factor = coarsening(obj_pixel, pixel)
+    if factor is None:
         raise ScanError(f"{source}: object pixel {obj_pixel * 1e9:.2f} nm, the model's is "
                         f"{pixel * 1e9:.2f} nm: it must be the same or an integer fraction")
-    height, width = (np.array(obj.shape) // factor) * factor
-    coarse = obj[:height, :width].reshape(height // factor, factor, width // factor,
-                                          factor).mean(axis=(1, 3))
+    coarse = coarsened(obj, factor)
     centre = np.array(origin) / factor  # (x, y) of position 0
     corners = np.rint(positions / pixel + centre - size // 2).astype(int)
     ch, cw = coarse.shape
