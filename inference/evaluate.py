@@ -39,7 +39,7 @@ def evaluate_scan(model_name: str, model_dir: Path | None, scan: Path, reference
     from ptychoedge.inference.comparison import compare
     from ptychoedge.inference.reconstruct import reconstruct, save_pictures
     from ptychoedge.inference.training_data import read_object
-    from ptychoedge.sim.replay import load_scan
+    from ptychoedge.inference.scan_file import load_scan
 
     model, manifest = load_model(model_name, model_dir or MODEL_DIR)
     frames, positions = load_scan(scan)
@@ -200,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
     if args.scan:
         from ptychoedge.inference.comparison import ComparisonError
         from ptychoedge.inference.training_data import ScanError
-        from ptychoedge.sim.replay import ScanFileError
+        from ptychoedge.inference.scan_file import ScanFileError
         try:
             report = evaluate_scan(args.model, args.model_dir, args.scan, args.reference,
                                    args.out, args.backends[0])

@@ -1,6 +1,6 @@
 """`ptychoedge reconstruct`: a recorded scan through a model, offline.
 
-Every frame of the scan (CXI or .npz, see sim/replay.py) is reconstructed and the
+Every frame of the scan (CXI or .npz, see inference/scan_file.py) is reconstructed and the
 patches are stitched at the model's object pixel, exactly as the live pipeline does.
 Writes `reconstruction.png` (amplitude and phase), `reconstruction.cxi` (the complex
 object at `entry_1/image_1/data`, its pixel size at `x_pixel_size`/`y_pixel_size`,
@@ -122,7 +122,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ptychoedge.sim.replay import ScanFileError, load_scan
+    from ptychoedge.inference.scan_file import ScanFileError, load_scan
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:

@@ -96,7 +96,7 @@ def simulated(instrument: Instrument, preprocessing: Preprocessing, kinds: tuple
 def recorded_scan(path: Path, preprocessing: Preprocessing, pixel: float,
                   reconstruction: Path | None = None) -> Part:
     """A recorded scan's frames, and with `reconstruction` its patches as targets."""
-    from ptychoedge.sim.replay import ScanFileError, load_scan
+    from ptychoedge.inference.scan_file import ScanFileError, load_scan
 
     try:
         frames, positions = load_scan(path)

@@ -23,7 +23,7 @@ from ptychoedge.pvdb import detector
 from ptychoedge.pvdb.spec import Kind
 from ptychoedge.sim import probes, samples
 from ptychoedge.sim.ntndarray import stamp
-from ptychoedge.sim.replay import ScanFileError
+from ptychoedge.inference.scan_file import ScanFileError
 from ptychoedge.sim.sources import (
     MICROMETRE,
     CodecSettings,

@@ -22,7 +22,7 @@ import pvaccess as pva
 
 from ptychoedge.sim import physics, probes, samples
 from ptychoedge.sim.ntndarray import make_compressed_frame, make_frame
-from ptychoedge.sim.replay import load_scan
+from ptychoedge.inference.scan_file import load_scan
 
 log = logging.getLogger(__name__)
 

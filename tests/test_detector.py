@@ -15,7 +15,7 @@ from caproto.sync.client import write as ca_write
 from conftest import ptychoedge, pva_ready, wait_until
 
 from ptychoedge.sim import physics
-from ptychoedge.sim.replay import save_scan
+from ptychoedge.inference.scan_file import save_scan
 
 RECORDER = Path(__file__).with_name("frame_recorder.py")
 

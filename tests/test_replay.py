@@ -4,7 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
-from ptychoedge.sim.replay import ScanFileError, load_scan, save_scan
+from ptychoedge.inference.scan_file import ScanFileError, load_scan, save_scan
 
 
 @pytest.mark.parametrize("suffix", [".npz", ".cxi", ".h5"])

@@ -17,7 +17,7 @@ CXI_POSITION_PATH = "entry_1/sample_1/geometry_1/translation"
 
 
 class ScanFileError(ValueError):
-    """A recorded scan that cannot be replayed, with the reason."""
+    """A recorded scan file that cannot be read, with the reason."""
 
 
 def load_scan(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
