@@ -34,7 +34,7 @@ import numpy as np
 from bluesky.utils import Msg
 from ophyd_async.core import StandardReadable, soft_signal_r_and_setter, wait_for_value
 
-from ptychoedge.sim import physics
+from ptychoedge.inference.scan_patterns import fermat_spiral_positions, raster_positions
 
 if TYPE_CHECKING:  # the devices load libca; a plan needs them only when it runs
     from ophyd_async.epics.motor import Motor
@@ -50,7 +50,7 @@ def scan_positions(pattern: str, points: int, step_um: float,
                    centre_um: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
     """(points, 2) stage positions (x, y) in um: a raster, row by row, or a Fermat spiral.
 
-    The same patterns as the detector's own scans (`ptychoedge.sim.physics`); a
+    The same patterns as the detector's own scans (`ptychoedge.inference.scan_patterns`); a
     raster of `points` takes the first `points` of the smallest square that holds them.
     """
     if pattern not in PATTERNS:
@@ -61,9 +61,9 @@ def scan_positions(pattern: str, points: int, step_um: float,
         raise ValueError(f"step must be positive, got {step_um} um")
     if pattern == "raster":
         side = int(np.ceil(np.sqrt(points)))
-        positions = physics.raster_positions(side, side, step_um)[:points]
+        positions = raster_positions(side, side, step_um)[:points]
     else:
-        positions = physics.fermat_spiral_positions(points, step_um)
+        positions = fermat_spiral_positions(points, step_um)
     return positions + np.asarray(centre_um, dtype=float)
 
 

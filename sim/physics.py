@@ -17,49 +17,18 @@ import numpy as np
 from ptychoedge.inference import forward
 from ptychoedge.inference.instrument import Geometry, Instrument
 
+# re-exported for the simulator's callers: the scan plans use these patterns too
+from ptychoedge.inference.scan_patterns import fermat_spiral_positions as fermat_spiral_positions
+from ptychoedge.inference.scan_patterns import raster_positions as raster_positions
+
 OBJECT_PIXEL_SIZE = 10e-9  # metres per object pixel at the sample
 # The simulated instrument: 10 keV photons on a 75 um pixel detector, placed so that
 # an N-pixel frame sees OBJECT_PIXEL_SIZE object pixels whatever N is.
 ENERGY_EV = 10e3
 DETECTOR_PIXEL = 75e-6
-GOLDEN_ANGLE = np.deg2rad(137.50776405)
-# Spiral radius r = FERMAT_SCALE * step * sqrt(k): with this scale the median
-# nearest-neighbour distance of the golden-angle spiral equals `step`.
-FERMAT_SCALE = 0.592
 PIXEL_TYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.uint32))
 MIN_DETECTOR, MAX_DETECTOR = 8, 4096
 BLOCK_ELEMENTS = 2**22  # frames are transformed in blocks of about this many pixels
-
-
-def raster_positions(n_x: int, n_y: int, step: float) -> np.ndarray:
-    """(n_x*n_y, 2) grid positions (x, y) in metres, centred on 0.
-
-    Row by row, x fastest, every row left to right (not serpentine).
-    """
-    if n_x < 1 or n_y < 1:
-        raise ValueError(f"raster needs n_x >= 1 and n_y >= 1, got {n_x} x {n_y}")
-    if not step > 0:
-        raise ValueError(f"step must be positive, got {step}")
-    x = (np.arange(n_x) - (n_x - 1) / 2) * step
-    y = (np.arange(n_y) - (n_y - 1) / 2) * step
-    return np.column_stack([np.tile(x, n_y), np.repeat(y, n_x)])
-
-
-def fermat_spiral_positions(n_points: int, step: float) -> np.ndarray:
-    """(n_points, 2) positions (x, y) in metres on a golden-angle Fermat spiral.
-
-    Point k sits at radius FERMAT_SCALE * step * sqrt(k), angle k * 137.508 deg, so
-    neighbours are about `step` apart; the pattern is shifted to mean 0.
-    """
-    if n_points < 1:
-        raise ValueError(f"spiral needs at least one point, got {n_points}")
-    if not step > 0:
-        raise ValueError(f"step must be positive, got {step}")
-    k = np.arange(n_points)
-    radius = FERMAT_SCALE * step * np.sqrt(k)
-    angle = k * GOLDEN_ANGLE
-    positions = np.column_stack([radius * np.cos(angle), radius * np.sin(angle)])
-    return positions - positions.mean(axis=0)
 
 
 def step_for_overlap(probe_diameter: float, overlap: float) -> float:
