@@ -14,7 +14,7 @@ SUBCOMMANDS = {
             "the pipeline IOC: knobs, throughput, supervision and automatic scaling"),
     "node": ("ptychoedge.iocs.node_agent",
              "a node agent: runs a pipeline's inference instances on one more host"),
-    "demo": ("ptychoedge.iocs.demo",
+    "demo": ("ptychoedge.apps.demo",
              "the main job: simulated beamline, pipeline IOC and a live scan, end to end"),
     "train": ("ptychoedge.inference.training",
               "train PtychoNN for an instrument: simulated, from a recorded scan, or "
