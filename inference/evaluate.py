@@ -38,8 +38,8 @@ def evaluate_scan(model_name: str, model_dir: Path | None, scan: Path, reference
     from ptychoedge.inference.batcher import Reconstructor
     from ptychoedge.inference.comparison import compare
     from ptychoedge.inference.reconstruct import reconstruct, save_pictures
-    from ptychoedge.inference.training_data import read_object
     from ptychoedge.inference.scan_file import load_scan
+    from ptychoedge.inference.training_data import read_object
 
     model, manifest = load_model(model_name, model_dir or MODEL_DIR)
     frames, positions = load_scan(scan)
@@ -199,8 +199,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING)
     if args.scan:
         from ptychoedge.inference.comparison import ComparisonError
-        from ptychoedge.inference.training_data import ScanError
         from ptychoedge.inference.scan_file import ScanFileError
+        from ptychoedge.inference.training_data import ScanError
         try:
             report = evaluate_scan(args.model, args.model_dir, args.scan, args.reference,
                                    args.out, args.backends[0])

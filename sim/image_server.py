@@ -19,11 +19,11 @@ from typing import Any
 
 import pvaccess as pva
 
+from ptychoedge.inference.scan_file import ScanFileError
 from ptychoedge.pvdb import detector
 from ptychoedge.pvdb.spec import Kind
 from ptychoedge.sim import probes, samples
 from ptychoedge.sim.ntndarray import stamp
-from ptychoedge.inference.scan_file import ScanFileError
 from ptychoedge.sim.sources import (
     MICROMETRE,
     CodecSettings,

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 import pvaccess as pva
 
+from ptychoedge.inference.scan_file import load_scan
 from ptychoedge.sim import physics, probes, samples
 from ptychoedge.sim.ntndarray import make_compressed_frame, make_frame
-from ptychoedge.inference.scan_file import load_scan
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from caproto import ChannelType
 from caproto.sync.client import write as ca_write
 from conftest import ptychoedge, pva_ready, wait_until
 
-from ptychoedge.sim import physics
 from ptychoedge.inference.scan_file import save_scan
+from ptychoedge.sim import physics
 
 RECORDER = Path(__file__).with_name("frame_recorder.py")
 

@@ -8,9 +8,9 @@ import pytest
 
 from ptychoedge.inference import forward
 from ptychoedge.inference.instrument import PROBE_PATH, Instrument, read_cxi, write_cxi
+from ptychoedge.inference.scan_file import load_scan
 from ptychoedge.iocs import cli
 from ptychoedge.sim import make_scan, physics, probes, samples
-from ptychoedge.inference.scan_file import load_scan
 
 ENERGY = 10_000.0  # eV
 DX = 10e-9  # m
