@@ -108,6 +108,7 @@ class Pipeline(StandardReadable):
         super().__init__(name=name)
 
     def set_name(self, name: str, *, child_name_separator: str | None = None) -> None:
+        """Name the device and its children, and `images` as `<name>-images`."""
         super().set_name(name, child_name_separator=child_name_separator)
         self.images.set_name(f"{name}{child_name_separator or '-'}images" if name else "")
 
@@ -116,7 +117,7 @@ class Pipeline(StandardReadable):
         await self.images.connect(timeout=timeout)
 
     async def mosaic_stamp(self) -> tuple[int, float]:
-        """uniqueId and time stamp (s) of the mosaic the collector published last."""
+        """The uniqueId and time stamp (s) of the mosaic the collector published last."""
         if self._pva is None:
             from p4p.client.asyncio import Context
 
@@ -169,11 +170,13 @@ class SimTriggerLogic(DetectorTriggerLogic):
         self.driver = driver
 
     def config_sigs(self) -> set[SignalR]:
+        """The settings a run's descriptor records: exposure, source, frame size and type."""
         return {self.driver.acquire_time, self.driver.acquire_period, self.driver.scan_source,
                 self.driver.size_x, self.driver.size_y, self.driver.data_type,
                 self.driver.manufacturer, self.driver.model}
 
     async def prepare_internal(self, num: int, livetime: float, deadtime: float) -> None:
+        """Set up `num` frames (0: Continuous) of `livetime` s, `deadtime` s apart."""
         settings = [(self.driver.image_mode, "Continuous" if num == 0 else "Multiple")]
         if num:
             settings.append((self.driver.num_images, num))
@@ -187,6 +190,7 @@ class SimTriggerLogic(DetectorTriggerLogic):
                                for signal, value in settings))
 
     async def default_trigger_info(self) -> TriggerInfo:
+        """One frame per event, internally triggered, at the detector's own exposure."""
         return TriggerInfo()
 
 
@@ -199,6 +203,7 @@ class SimAcquireLogic(DetectorAcquireLogic):
         self._timeout = DEFAULT_TIMEOUT
 
     async def start_acquiring(self) -> None:
+        """Put Acquire, once the last acquisition has wound down, and note the frame to reach."""
         # A put while the last acquisition is still winding down would be undone by it
         await wait_for_value(self.driver.acquire_request, "Done", timeout=DEFAULT_TIMEOUT)
         mode, count, period, counter = await asyncio.gather(
@@ -210,6 +215,7 @@ class SimAcquireLogic(DetectorAcquireLogic):
         await self.driver.acquire.set("Acquire")
 
     async def wait_for_idle(self) -> None:
+        """Wait until the counter holds every frame asked for and Acquire is back at Done."""
         if self._target is None:  # Continuous: nothing to wait for
             return
         target = self._target
@@ -218,6 +224,7 @@ class SimAcquireLogic(DetectorAcquireLogic):
         await wait_for_value(self.driver.acquire_request, "Done", timeout=DEFAULT_TIMEOUT)
 
     async def ensure_stopped(self) -> None:
+        """Stop an acquisition under way and wait until Acquire reads Done."""
         if await self.driver.acquire_request.get_value() != "Done":
             await self.driver.acquire.set("Done")
         await wait_for_value(self.driver.acquire, "Done", timeout=DEFAULT_TIMEOUT)
@@ -247,9 +254,11 @@ class SimFrameDataLogic(DetectorDataLogic):
         self.signals = [driver.array_counter, *([image] if read_frames else [])]
 
     async def prepare_single(self, datakey_name: str) -> ReadableDataProvider:
+        """What each event reads: the frame counter, and the frame if asked for."""
         return _SignalsProvider(self.signals)
 
     def get_hinted_fields(self, datakey_name: str) -> Sequence[str]:
+        """The frame counter, the field a live plot shows."""
         return [self.signals[0].name]
 
 

@@ -77,6 +77,7 @@ class ScanFigures(StandardReadable):
         super().__init__(name=name)
 
     def set_counts(self, processed: int, missed: int) -> None:
+        """Record the scan's frames processed and lost."""
         self._set_processed(processed)
         self._set_missed(missed)
 
