@@ -1,1 +1,1 @@
-"""ptychoedge.pvdb"""
+"""The PV contract: every PV, and what the processes say to each other, written once."""

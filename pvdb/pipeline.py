@@ -15,34 +15,38 @@ PRECISIONS = ("fp32", "fp16", "int8")
 # Misfit: running, but the frames do not fit the model (iocs/residual_guard.py)
 STATES = ("Idle", "Starting", "Running", "Scaling", "Fault", "Misfit")
 MAX_INSTANCES = 64  # length of the per-instance waveform, and the knob's ceiling
+# frames per batch: TensorRT engines are built for batches up to this (inference/backends.py)
+MAX_BATCH = 256
 
 IMAGES = ("Recon:Amplitude", "Recon:Phase", "Mosaic:Amplitude", "Mosaic:Phase")
 """NTNDArray images over PVA: the mosaic collector's, relayed by the IOC's image relay."""
 
 KNOBS = (
     PvSpec("Run", Kind.ENUM, "Run or stop the pipeline", initial=0, choices=("Stop", "Run"),
-           readback=True),
+           readback=True, setting="run"),
     PvSpec("InputChannel", Kind.STRING, "Detector image PV (NTNDArray)",
-           initial="SIM1:Pva1:Image", readback=True, allow_empty=False),
+           initial="SIM1:Pva1:Image", readback=True, allow_empty=False,
+           setting="input_channel"),
     PvSpec("Nodes", Kind.INT, "Inference nodes (hosts)", initial=1, low=1, high=MAX_NODES,
-           readback=True),
+           readback=True, setting="nodes"),
     PvSpec("InstancesPerNode", Kind.INT, "Inference instances on each node", initial=1,
-           low=1, high=MAX_INSTANCES, readback=True),
-    PvSpec("BatchSize", Kind.INT, "Frames per inference batch", initial=8, low=1, high=256,
-           readback=True),
+           low=1, high=MAX_INSTANCES, readback=True, setting="instances"),
+    PvSpec("BatchSize", Kind.INT, "Frames per inference batch", initial=8, low=1,
+           high=MAX_BATCH, readback=True, setting="batch_size"),
     PvSpec("Backend", Kind.ENUM, "Inference backend", initial=1, choices=BACKENDS,
-           readback=True),
+           readback=True, setting="backend"),
     PvSpec("Precision", Kind.ENUM, "Inference precision", initial=0, choices=PRECISIONS,
-           readback=True),
+           readback=True, setting="precision"),
     # every put acts: a model refused, once mended, is tried again at a put of its name
     PvSpec("Model", Kind.STRING, "Model name in the model directory",
-           initial="ptychonn-default", readback=True, allow_empty=False, every_put=True),
+           initial="ptychonn-default", readback=True, allow_empty=False, every_put=True,
+           setting="model"),
     PvSpec("AutoScale", Kind.ENUM, "Scale instances to the input rate", initial=0,
-           choices=("Off", "On"), readback=True),
+           choices=("Off", "On"), readback=True, setting="auto_scale"),
     PvSpec("TargetRate", Kind.FLOAT, "Rate to be ready for before frames come", initial=0.0,
-           units="Hz", low=0.0, high=100_000.0, precision=1, readback=True),
+           units="Hz", low=0.0, high=100_000.0, precision=1, readback=True, setting="target_rate"),
     PvSpec("MaxInstances", Kind.INT, "Most instances automatic scaling may run", initial=8,
-           low=1, high=MAX_INSTANCES, readback=True),
+           low=1, high=MAX_INSTANCES, readback=True, setting="max_instances"),
 )
 
 RESET_STATS = PvSpec("ResetStats", Kind.INT, "Put 1 to zero the counters", initial=0, low=0,
@@ -81,6 +85,20 @@ STATUS_PVS = (
 )
 
 PVS = KNOBS + (RESET_STATS,) + STATUS_PVS
+
+
+def knob(setting: str) -> PvSpec:
+    """The knob that sets the settings' field `setting`; KeyError if none does."""
+    for spec in KNOBS:
+        if spec.setting == setting:
+            return spec
+    raise KeyError(setting)
+
+
+def initial_setting(setting: str) -> float | int | str:
+    """The value the field `setting` starts with: an enum knob's by its choice's string."""
+    spec = knob(setting)
+    return spec.choices[int(spec.initial)] if spec.kind is Kind.ENUM else spec.initial
 
 
 def instance_channels(prefix: str, index: int) -> dict[str, str]:

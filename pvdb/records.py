@@ -81,8 +81,11 @@ class Setting:
 
     def __init__(self, spec: PvSpec, on_change: OnChange, on_refused: OnRefused,
                  autosave: bool = False):
-        """`autosave` keeps the value across IOC restarts (softioc's autosave, configured
-        by the IOC)."""
+        """Build the record of `spec`, calling `on_change` with each accepted put.
+
+        `autosave` keeps the value across IOC restarts (softioc's autosave, configured
+        by the IOC).
+        """
         self.spec = spec
         self._on_change = on_change
         self._on_refused = on_refused
@@ -112,6 +115,7 @@ class Setting:
                 raise ValueError(f"{spec.name}: no writable record for {spec.kind}")
 
     def get(self) -> Any:
+        """The value the record holds."""
         return self.record.get()
 
     def set(self, value: Any) -> None:

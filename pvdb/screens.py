@@ -84,6 +84,7 @@ class Screen:
 
     def widget(self, kind: str, x: int, y: int, width: int, height: int,
                name: str | None = None, **properties: object) -> ET.Element:
+        """Add a widget of `kind` at (x, y), its properties as elements of its own."""
         self._count += 1
         element = ET.SubElement(self._parent, "widget", type=kind, version=VERSIONS[kind])
         _text(element, "name", name or f"{kind}_{self._count}")
@@ -96,6 +97,7 @@ class Screen:
 
     @contextmanager
     def group(self, name: str, x: int, y: int, width: int, height: int) -> Iterator[None]:
+        """Add a group box; widgets added inside the `with` block go into it."""
         outer = self._parent
         self._parent = self.widget("group", x, y, width, height, name=name)
         try:
@@ -106,10 +108,12 @@ class Screen:
     # -- widgets ------------------------------------------------------------------------------
 
     def label(self, text: str, x: int, y: int, width: int = 150, tooltip: str = "") -> None:
+        """Add a text label."""
         self.widget("label", x, y, width, 20, text=text, tooltip=tooltip or None)
 
     def readback(self, pv: str, x: int, y: int, width: int = 110,
                  spec: PvSpec | None = None) -> None:
+        """Add a text update of `pv`, alarm-sensitive, with units when `spec` has them."""
         string = spec is not None and spec.kind is Kind.STRING
         self.widget("textupdate", x, y, width, 20, pv_name=pv,
                     format=FORMAT_STRING if string else FORMAT_DEFAULT,
@@ -134,6 +138,7 @@ class Screen:
 
     def write_button(self, pv: str, value: object, text: str, x: int, y: int,
                      width: int = 80, colour: str | None = None) -> None:
+        """Add a button that writes `value` to `pv`."""
         button = self.widget("action_button", x, y, width, 26, text=text, pv_name=pv)
         actions = ET.SubElement(button, "actions")
         action = ET.SubElement(actions, "action", type="write_pv")
@@ -144,6 +149,7 @@ class Screen:
             _colour(button, "background_color", colour)
 
     def open_button(self, file: str, text: str, x: int, y: int, width: int = 160) -> None:
+        """Add a button that opens the screen `file`."""
         button = self.widget("action_button", x, y, width, 26, text=text)
         action = ET.SubElement(ET.SubElement(button, "actions"), "action", type="open_display")
         _text(action, "file", file)
@@ -154,10 +160,12 @@ class Screen:
             _text(macros, macro, f"$({macro})")
 
     def led(self, pv: str, x: int, y: int) -> None:
+        """Add an LED showing `pv`."""
         self.widget("led", x, y, 20, 20, pv_name=pv)
 
     def image(self, pv: str, title: str, x: int, y: int, size: int,
               colour_map: str = "VIRIDIS") -> None:
+        """Add an image widget showing the NTNDArray `pv`."""
         widget = self.widget("image", x, y, size, size, name=title, pv_name=pv,
                              autoscale=True)
         _text(ET.SubElement(widget, "color_map"), "name", colour_map)
@@ -196,6 +204,7 @@ class Screen:
 
     def waveform_plot(self, title: str, pv: str, y_title: str, x: int, y: int, width: int,
                       height: int) -> None:
+        """Add a plot of the waveform `pv` against its index."""
         widget = self.widget("xyplot", x, y, width, height, name=title, title=title,
                              show_legend=False)
         x_axis = ET.SubElement(widget, "x_axis")
@@ -230,11 +239,13 @@ class Screen:
 
     def status_row(self, prefix: str, spec: PvSpec, x: int, y: int, label_width: int = 150,
                    width: int = 120) -> None:
+        """Add a label and the readback of the status PV `spec`."""
         self.label(spec.name.split(":")[-1].removesuffix("_RBV"), x, y, label_width,
                    tooltip=spec.description)
         self.readback(prefix + spec.name, x + label_width, y, width, spec)
 
     def motor_row(self, prefix: str, motor: stage.MotorSpec, x: int, y: int) -> None:
+        """Add a motor's label, set point, readback, moving LED and stop button."""
         pv = prefix + motor.name
         self.label(f"{motor.name} ({motor.axis})", x, y + 2, 70, tooltip=motor.description)
         self.widget("textentry", x + 70, y, 90, 24, pv_name=pv, format=FORMAT_DEFAULT,
@@ -244,6 +255,7 @@ class Screen:
         self.write_button(pv + ".STOP", 1, "Stop", x + 304, y, 60)
 
     def xml(self) -> str:
+        """The screen as the text of a `.bob` file."""
         ET.indent(self.root, "  ")
         return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(
             self.root, encoding="unicode") + "\n"
@@ -362,6 +374,7 @@ def generate() -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Write (or with --check, compare) the screens; the exit status."""
     parser = argparse.ArgumentParser(prog="python -m ptychoedge.pvdb.screens",
                                      description="Write the Phoebus screens from the PV spec.")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "opi",

@@ -15,6 +15,8 @@ MAX_STRING_LENGTH = 255  # characters a STRING setting holds (its records have o
 
 
 class Kind(Enum):
+    """The kind of value a PV carries, which decides its record type."""
+
     FLOAT = "float"
     INT = "int"
     ENUM = "enum"
@@ -24,6 +26,8 @@ class Kind(Enum):
 
 @dataclass(frozen=True)
 class PvSpec:
+    """One PV: its name under the IOC's prefix, its kind, limits, units and enum strings."""
+
     name: str
     kind: Kind
     description: str
@@ -38,9 +42,13 @@ class PvSpec:
     length: int = 0  # element count of a FLOAT_ARRAY
     every_put: bool = False  # act on (and post) every put, even of the value it holds
     allow_empty: bool = True  # whether a STRING setting may be set to ""
+    # the field of the programs' settings this knob sets (snake_case; the processors'
+    # argument is its camelCase), "" for a PV no program reads as a setting
+    setting: str = ""
 
     @property
     def readback_name(self) -> str:
+        """The name of the read-only record that shows the value applied."""
         return f"{self.name}_RBV"
 
     def check(self, value: float | int | str) -> str | None:
@@ -66,6 +74,7 @@ class PvSpec:
 
 
 def find(specs: tuple[PvSpec, ...], name: str) -> PvSpec:
+    """The spec named `name` in `specs`; KeyError if there is none."""
     for spec in specs:
         if spec.name == name:
             return spec

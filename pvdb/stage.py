@@ -11,6 +11,8 @@ from dataclasses import KW_ONLY, dataclass
 
 @dataclass(frozen=True)
 class MotorSpec:
+    """One motor record of the stage: its name, axis, limits and speed."""
+
     name: str
     axis: str
     description: str
@@ -25,6 +27,7 @@ class MotorSpec:
     resolution: float = 1e-4  # motor step size (MRES)
 
     def __post_init__(self) -> None:
+        """Refuse limits and speeds no motor record would take."""
         if not self.low_limit < self.high_limit:
             raise ValueError(f"{self.name}: low limit must be below the high limit")
         if not 0 < self.velocity <= self.max_velocity:

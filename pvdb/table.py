@@ -1,6 +1,6 @@
 """The PV table of the README, generated from the spec so the two never drift.
 
-    python -m ptychoedge.pvdb.table   # prints the Markdown table
+Run `python -m ptychoedge.pvdb.table` to print the Markdown table.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ def _row(prefix: str, spec: PvSpec) -> str:
 
 
 def markdown() -> str:
+    """The README's PV table, in Markdown."""
     lines = ["| PV | type | units | range / choices | access | what |",
              "| --- | --- | --- | --- | --- | --- |"]
     lines += [_row("$(D)", spec) for spec in detector.PVS]
