@@ -25,8 +25,7 @@ from waiting import wait
 from ptychoedge.inference.backends import open_backend
 from ptychoedge.inference.manifest import DEFAULT_MODEL, MODEL_DIR, load_model
 from ptychoedge.inference.onnx_export import calibration_inputs
-from ptychoedge.iocs.instances import PROCESSOR_FILE  # no pvaccess here
-from ptychoedge.iocs.supervisor import MOSAIC_FILE
+from ptychoedge.pvdb.processors import COLLECTOR_PROCESSOR, INSTANCE_PROCESSOR
 
 
 def bare_rate(args) -> float:
@@ -65,14 +64,14 @@ class Pipeline:
             start(f"instance-{i}", [
                 "pvapy-hpc-consumer", "-ic", p + "Pva1:Image", "--consumer-id", str(i),
                 "-oc", f"{p}recon:{i}", "-sc", f"{p}recon:{i}:status",
-                "-pf", str(PROCESSOR_FILE), "-pc", "PtychoNNProcessor",
+                "-pc", INSTANCE_PROCESSOR,
                 "-pa", json.dumps(config), "-dg", "inference", "-du", "1", "-dt", "uniqueId",
                 "-oo", str(instances), "-sqs", str(args.server_queue), "-rp", "0.5", "-dc"])
         start("collector", [
             "pvapy-hpc-collector", "-ic", f"{p}recon:*",
             "-pid", ",".join(str(i) for i in range(1, instances + 1)),
-            "-sc", p + "collector:status", "-pf", str(MOSAIC_FILE),
-            "-pc", "MosaicProcessor", "-pa", json.dumps({"prefix": p, "model": args.model,
+            "-sc", p + "collector:status",
+            "-pc", COLLECTOR_PROCESSOR, "-pa", json.dumps({"prefix": p, "model": args.model,
                                                          "modelDir": str(args.model_dir)}),
             "-rp", "0.5", "-dc"])
         wait(lambda: str(self.ctx.get(p + "cam1:DetectorState_RBV", timeout=1)) == "Idle", 120,

@@ -1,10 +1,8 @@
-"""The mosaic processor that `pvapy-hpc-collector` runs over all inference instances.
+r"""The mosaic processor that `pvapy-hpc-collector` runs over all inference instances.
 
-    FILE=$(python -c 'import ptychoedge.inference.mosaic_processor as m; print(m.__file__)')
-    pvapy-hpc-collector --input-channel 'EDGE1:recon:*' --producer-id-list 1,2 \\
-        --processor-file $FILE \\
-        --processor-class MosaicProcessor --processor-args '{"prefix": "EDGE1:"}' \\
-        --skip-initial-updates 0
+    pvapy-hpc-collector --input-channel 'EDGE1:recon:*' --producer-id-list 1,2 \
+        --processor-class ptychoedge.inference.mosaic_processor.MosaicProcessor \
+        --processor-args '{"prefix": "EDGE1:collector:"}' --skip-initial-updates 0
 
 It places every patch at its scan position and publishes, at a display rate,
 `$(P)Recon:Amplitude` and `$(P)Recon:Phase` (the latest patch) and
@@ -20,7 +18,8 @@ what a restart looks like: an id at or below the last one on a frame taken
 after it (`dataTimeStamp`); such frames wait until the old scan's tail has gone
 through, then start the new sequence. It also keeps what a producer channel sends
 on connecting (see `Receipts`) out of the id sequence; the collector therefore
-runs with `--skip-initial-updates 0`.
+runs with `--skip-initial-updates 0`. Its arguments and status fields are those of
+pvdb/processors.py.
 """
 
 from __future__ import annotations
@@ -36,13 +35,12 @@ from pvapy.hpc.dataCollector import DataCollector
 
 from ptychoedge.inference.manifest import MODEL_DIR, ModelError, load_manifest
 from ptychoedge.inference.mosaic import Mosaic
-
-IMAGES = ("Recon:Amplitude", "Recon:Phase", "Mosaic:Amplitude", "Mosaic:Phase")
-DEFAULTS = {"prefix": "EDGE1:", "model": "ptychonn-default", "modelDir": str(MODEL_DIR),
-            "displayRate": 5.0}
+from ptychoedge.pvdb.pipeline import IMAGES
+from ptychoedge.pvdb.processors import CollectorArgs, CollectorStatus
 
 
 def image_frame(image: np.ndarray, unique_id: int) -> pva.NtNdArray:
+    """`image` as a float32 NTNDArray numbered `unique_id`, stamped now."""
     ny, nx = image.shape
     frame = pva.NtNdArray()
     frame["uniqueId"] = int(unique_id)
@@ -69,7 +67,7 @@ def taken_at(pv_object) -> float:
     try:
         stamp = pv_object["dataTimeStamp"]
         return stamp["secondsPastEpoch"] + 1e-9 * stamp["nanoseconds"]
-    except Exception:
+    except (pva.PvaException, LookupError, TypeError):
         return 0.0
 
 
@@ -103,6 +101,7 @@ class Receipts:
             return True
 
     def reset(self) -> None:
+        """Count from 0 again."""
         with self._lock:
             self.count = 0
 
@@ -154,13 +153,25 @@ def follow_detector_restarts(collector_class=DataCollector) -> None:
 
 
 class MosaicProcessor(AdImageProcessor):
+    """Stitches every instance's patches into a mosaic of the sample and serves its images.
+
+    pvapy calls the camelCase methods; their arguments and the status they report
+    are `CollectorArgs` and `CollectorStatus` of pvdb/processors.py.
+    """
+
     def __init__(self, configDict: dict | None = None):  # noqa: N803 - pvapy's names
+        """Load the model's geometry that `configDict` (`CollectorArgs`) names.
+
+        Raises:
+            ValueError: the model cannot be had.
+        """
         super().__init__(configDict or {})
         follow_detector_restarts()
-        self.config = {**DEFAULTS, **(configDict or {})}
-        manifest = load_manifest(self.config["model"], Path(self.config["modelDir"]))
+        self.args = CollectorArgs.from_args(configDict or {})
+        self.model = self.args.model
+        manifest = load_manifest(self.model, self._model_dir)
         self.mosaic = Mosaic(manifest.object_pixel_size, manifest.illumination())
-        self.names = {image: self.config["prefix"] + image for image in IMAGES}
+        self.names = {image: self.args.prefix + image for image in IMAGES}
         self.latest: tuple[np.ndarray, np.ndarray] | None = None
         self.last_id = 0
         self.scans = 1
@@ -171,12 +182,16 @@ class MosaicProcessor(AdImageProcessor):
         self._quit = threading.Event()
         self._server: pva.PvaServer | None = None
 
+    @property
+    def _model_dir(self) -> Path:
+        return Path(self.args.model_dir or MODEL_DIR)
+
     def configure(self, configDict):  # noqa: N803
         """A new model (its pixel size and probe) starts a new mosaic."""
-        if "model" not in configDict or configDict["model"] == self.config["model"]:
+        if "model" not in configDict or configDict["model"] == self.model:
             return
         try:
-            manifest = load_manifest(configDict["model"], Path(self.config["modelDir"]))
+            manifest = load_manifest(configDict["model"], self._model_dir)
         except ModelError as error:
             self.logger.warning("model refused: %s", error)
             self.errors += 1
@@ -184,22 +199,24 @@ class MosaicProcessor(AdImageProcessor):
         with self._lock:
             self.mosaic = Mosaic(manifest.object_pixel_size,
                                  manifest.illumination())
-            self.config["model"] = configDict["model"]
+            self.model = configDict["model"]
             self.scans += 1
 
     def start(self):
+        """Serve the images, and update them at the display rate."""
         self._server = self.pvaServer or pva.PvaServer()
         for name in self.names.values():
             self._server.addRecord(name, pva.NtNdArray())
         threading.Thread(target=self._display, daemon=True).start()
 
     def process(self, pvObject):  # noqa: N803
+        """Place one output's patch; a lower id than the last starts a new scan's mosaic."""
         unique_id = pvObject["uniqueId"]
         if unique_id == 0:  # a channel's initial value, before any output
             return None
         try:
             amplitude, phase, x, y = read_patch(pvObject)
-        except Exception as error:
+        except (pva.PvaException, LookupError, TypeError, ValueError) as error:
             self.logger.warning("output %s without a usable patch: %s", unique_id, error)
             self.errors += 1
             return None
@@ -215,7 +232,7 @@ class MosaicProcessor(AdImageProcessor):
         return None
 
     def _display(self) -> None:
-        period = 1.0 / float(self.config["displayRate"])
+        period = 1.0 / float(self.args.display_rate)
         while not self._quit.wait(period):
             with self._lock:
                 if not self._changed:
@@ -229,20 +246,24 @@ class MosaicProcessor(AdImageProcessor):
                 self._server.update(self.names[image], image_frame(data, unique_id))
 
     def stop(self):
+        """Stop updating the images."""
         self._quit.set()
 
     def resetStats(self):
+        """Zero the counts `getStats` reports (the mosaic stays)."""
         self.placed = self.errors = 0
         RECEIPTS.reset()
 
     def getStats(self):
-        return {"placed": self.placed, "scans": self.scans, "errors": self.errors,
-                "patches": self.mosaic.patches, "received": RECEIPTS.count,
-                "model": self.config["model"]}
+        """The `CollectorStatus` by wire names."""
+        return CollectorStatus(placed=self.placed, scans=self.scans, errors=self.errors,
+                               patches=self.mosaic.patches, received=RECEIPTS.count,
+                               model=self.model).to_stats()
 
     def getStatsPvaTypes(self):
-        return {"placed": pva.ULONG, "scans": pva.UINT, "errors": pva.UINT,
-                "patches": pva.ULONG, "received": pva.ULONG, "model": pva.STRING}
+        """The pvaccess type of each field `getStats` reports."""
+        return {name: getattr(pva, kind) for name, kind in CollectorStatus.pva_types().items()}
 
     def getOutputPvObjectType(self, pvObject):  # noqa: N803
+        """None: the collector serves its images itself, on no output channel."""
         return None

@@ -13,12 +13,14 @@ import json
 import logging
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-import ptychoedge.inference as inference_package
 from ptychoedge.iocs.processes import Child, stop_all
 from ptychoedge.pvdb import pipeline
+from ptychoedge.pvdb.processors import INSTANCE_PROCESSOR, InstanceArgs, ModelConfig
 
 log = logging.getLogger(__name__)
 
@@ -28,21 +30,6 @@ STOP_TIMEOUT = 10.0  # s an instance gets to finish its frames on SIGINT
 CRASH_WINDOW = 60.0  # s: more than CRASH_LIMIT deaths in it and a child is left down
 CRASH_LIMIT = 3
 FIRST_DELAY = 1.0  # s a new instance holds its outputs, while the collector finds it
-PROCESSOR_FILE = Path(inference_package.__file__).with_name("processor.py")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """What an instance runs; changed live through its control channel."""
-
-    model: str = "ptychonn-default"
-    backend: str = "onnxruntime"
-    precision: str = "fp32"
-    batch_size: int = 8
-
-    def processor_args(self) -> dict:
-        return {"model": self.model, "backend": self.backend, "precision": self.precision,
-                "batchSize": self.batch_size}
 
 
 @dataclass(frozen=True)
@@ -73,14 +60,15 @@ class InstanceSpec:
             spec = cls(config=config, **data)
         except (ValueError, TypeError, KeyError, AttributeError) as error:
             raise ValueError(f"not an instance spec: {error}") from error
-        numbers = (spec.first, spec.step, spec.count, spec.oid_offset, config.batch_size)
+        numbers = (spec.first, spec.step, spec.count, spec.oid_offset)
         if not all(isinstance(n, int) and n >= 0 for n in numbers) or spec.step < 1:
-            raise ValueError("instance spec: ids, counts and batch size must be counts")
+            raise ValueError("instance spec: ids and counts must be counts")
         if spec.count > pipeline.MAX_INSTANCES:
             raise ValueError(f"instance spec: at most {pipeline.MAX_INSTANCES} instances")
-        texts = (spec.prefix, spec.source, config.model, config.backend, config.precision)
-        if not all(isinstance(t, str) and t for t in texts):
-            raise ValueError("instance spec: names must be non-empty strings")
+        if not all(isinstance(t, str) and t for t in (spec.prefix, spec.source)):
+            raise ValueError("instance spec: channel names must be non-empty strings")
+        if problem := config.problem():
+            raise ValueError(f"instance spec: {problem}")
         return spec
 
 
@@ -96,6 +84,35 @@ def group_name(prefix: str) -> str:
     return "ptychoedge" + re.sub(r"[^A-Za-z0-9]", "", prefix)
 
 
+@dataclass(frozen=True)
+class Report:
+    """One reading of a pvapy consumer's or collector's status channel.
+
+    pvapy's own figures, and `user`: the processor's (pvdb/processors.py), None
+    while it has reported none.
+    """
+
+    first_object_id: int  # the first frame id it took
+    last_object_id: int  # the last
+    last_object_time: float  # s since the epoch, when it took that one
+    received: int  # objects its receiver got
+    missed: int  # a collector's: ids it gave up waiting for
+    rejected: int  # a collector's: objects that came after it gave up on them
+    user: Any
+
+    @classmethod
+    def read(cls, value: Mapping[str, Any], user_status: Any) -> Report:
+        """The report in a status channel's `value`, its `userStats` as `user_status`."""
+        processed = value["processorStats"]
+        collected = value.get("collectorStats", {})
+        user = value.get("userStats") or None
+        return cls(int(processed["firstObjectId"]), int(processed["lastObjectId"]),
+                   float(processed["lastObjectTime"]),
+                   int(value.get("receiverStats", {}).get("nReceived", 0)),
+                   int(collected.get("nMissed", 0)), int(collected.get("nRejected", 0)),
+                   user_status.from_stats(user) if user else None)
+
+
 class Instance:
     """What the supervisor knows of one instance, wherever it runs."""
 
@@ -105,8 +122,17 @@ class Instance:
         self.control_channel = control
         self.input_channel = source
         self.reporting_since: float | None = None  # when its status first answered
-        self.stats: dict = {}
+        self.report: Report | None = None  # its latest status, None while it does not answer
         self.received = False  # whether its input ever sent it a frame
+
+    def send(self, ctx: Any, command: str, args: Mapping[str, Any] | None = None) -> None:
+        """Put `command` (a processor method: `configure`, `reset_stats`) to its control
+        channel through the p4p context `ctx`; a failure is logged, not raised."""
+        request = {"command": command, "args": json.dumps(dict(args or {}))}
+        try:
+            ctx.put(self.control_channel, request, timeout=2.0)
+        except (TimeoutError, RuntimeError) as error:  # p4p's timeout, remote error, disconnect
+            log.warning("%s: %s refused: %s", self.name, command, error)
 
 
 class Supervised(Instance):
@@ -166,15 +192,14 @@ class Deaths:
 
 def instance_command(spec: InstanceSpec, consumer_id: int,
                      model_dir: Path | None) -> list[str]:
+    """The `pvapy-hpc-consumer` command line of instance `consumer_id` of `spec`."""
     channels = pipeline.instance_channels(spec.prefix, consumer_id)
-    args = {**spec.config.processor_args(), "firstDelay": FIRST_DELAY}
-    if model_dir is not None:
-        args["modelDir"] = str(model_dir)
+    args = InstanceArgs(spec.config, str(model_dir or ""), first_delay=FIRST_DELAY)
     return ["pvapy-hpc-consumer", "--input-channel", spec.source,
             "--consumer-id", str(consumer_id), "--output-channel", channels["output"],
             "--status-channel", channels["status"], "--control-channel", channels["control"],
-            "--processor-file", str(PROCESSOR_FILE), "--processor-class", "PtychoNNProcessor",
-            "--processor-args", json.dumps(args),
+            "--processor-class", INSTANCE_PROCESSOR,
+            "--processor-args", json.dumps(args.to_args()),
             "--distributor-group", group_name(spec.prefix), "--distributor-updates", "1",
             "--distributor-trigger", "uniqueId", "--oid-offset", str(spec.oid_offset),
             "--server-queue-size", str(SERVER_QUEUE),

@@ -14,15 +14,22 @@ import os
 import signal
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from softioc import alarm, asyncio_dispatcher, autosave, builder, softioc
 
 from ptychoedge.iocs import access
-from ptychoedge.iocs.instances import ModelConfig
 from ptychoedge.iocs.served import refuse_if_served
-from ptychoedge.iocs.supervisor import Refusal, Settings, Status, Supervisor
+from ptychoedge.iocs.settings import (
+    Settings,
+    record_value,
+    record_values,
+    setting_value,
+    settings_from,
+)
+from ptychoedge.iocs.supervisor import Refusal, Status, Supervisor
 from ptychoedge.pvdb import pipeline, records
 from ptychoedge.pvdb.spec import PvSpec
 
@@ -31,27 +38,6 @@ log = logging.getLogger("ptychoedge.ioc")
 AUTOSAVE_PERIOD = 1.0  # s
 MESSAGE_LENGTH = records.LONG_STRING_LENGTH - 1
 REFUSAL_HOLD = 10.0  # s a refused put's reason stays in Message_RBV before other news
-
-# knob -> (Settings or ModelConfig field, how a record value becomes the field's)
-KNOB_FIELDS = {
-    "Run": ("run", bool),
-    "InputChannel": ("input_channel", str),
-    "Nodes": ("nodes", int),
-    "InstancesPerNode": ("instances", int),
-    "BatchSize": ("batch_size", int),
-    "Backend": ("backend", pipeline.BACKENDS.__getitem__),
-    "Precision": ("precision", pipeline.PRECISIONS.__getitem__),
-    "Model": ("model", str),
-    "AutoScale": ("auto_scale", bool),
-    "TargetRate": ("target_rate", float),
-    "MaxInstances": ("max_instances", int),
-}
-
-
-def record_value(knob: str, value: Any) -> Any:
-    """A setting's value as its knob's record holds it (an enum by index)."""
-    choices = {"Backend": pipeline.BACKENDS, "Precision": pipeline.PRECISIONS}.get(knob)
-    return choices.index(value) if choices else value
 
 
 def default_state_dir(prefix: str) -> Path:
@@ -84,10 +70,7 @@ class PipelineIOC:
 
     def settings(self) -> Settings:
         """The knobs' values (after autosave restored them) as supervisor settings."""
-        values = {field: convert(self.knobs[name].get())
-                  for name, (field, convert) in KNOB_FIELDS.items()}
-        config = {k: values.pop(k) for k in list(values) if k in ModelConfig.__dataclass_fields__}
-        return Settings(config=ModelConfig(**config), **values)
+        return settings_from({name: knob.get() for name, knob in self.knobs.items()})
 
     def start(self) -> None:
         settings = self.settings()
@@ -97,22 +80,22 @@ class PipelineIOC:
     # -- puts ----------------------------------------------------------------------
 
     def _changed(self, spec: PvSpec, value: Any) -> None:
-        field, convert = KNOB_FIELDS.get(spec.name, (None, None))
-        if field is not None:
-            self.supervisor.change(**{field: convert(value)})
+        if spec.setting:
+            self.supervisor.change(**{spec.setting: setting_value(spec, value)})
 
     def _refused(self, spec: PvSpec, reason: str) -> None:
         self._show_refusal(reason)
 
     def _config_refused(self, refusal: Refusal) -> None:
         """The instances refused a configuration: its knobs go back to the one in force."""
-        for name, (field, convert) in KNOB_FIELDS.items():
-            if field not in ModelConfig.__dataclass_fields__:
+        for spec in pipeline.KNOBS:
+            if spec.setting not in refusal.refused.__dataclass_fields__:
                 continue
-            refused, in_force = getattr(refusal.refused, field), getattr(refusal.in_force, field)
-            knob = self.knobs[name]
-            if refused != in_force and convert(knob.get()) == refused:  # not put again since
-                knob.restore(record_value(name, in_force))
+            refused = getattr(refusal.refused, spec.setting)
+            in_force = getattr(refusal.in_force, spec.setting)
+            knob = self.knobs[spec.name]
+            if refused != in_force and setting_value(spec, knob.get()) == refused:
+                knob.restore(record_value(spec, in_force))  # not put again since
         self._show_refusal(refusal.message)
 
     def _show_refusal(self, reason: str) -> None:
@@ -130,14 +113,9 @@ class PipelineIOC:
     def publish(self, status: Status) -> None:
         """Show what the supervisor measured and applied."""
         settings = self.supervisor.settings
-        applied = {"Run": int(settings.run), "InputChannel": settings.input_channel,
-                   "Nodes": settings.nodes,
-                   "InstancesPerNode": -(-status.wanted_instances // settings.nodes),
-                   "BatchSize": status.config.batch_size,
-                   "Backend": record_value("Backend", status.config.backend),
-                   "Precision": record_value("Precision", status.config.precision),
-                   "Model": status.config.model, "AutoScale": int(settings.auto_scale),
-                   "TargetRate": settings.target_rate, "MaxInstances": settings.max_instances}
+        applied = record_values(replace(
+            settings, instances=-(-status.wanted_instances // settings.nodes),
+            config=status.config))
         for name, value in applied.items():
             self._set(self.readbacks[name], value)
         lost = status.missed_rate > 0

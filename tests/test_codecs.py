@@ -26,7 +26,7 @@ from ptychoedge.inference.batcher import Reconstructor
 from ptychoedge.inference.manifest import Manifest, load_model, save_model
 from ptychoedge.inference.model import ModelShape, PtychoNN
 from ptychoedge.inference.preprocess import FrameError, Preprocessing
-from ptychoedge.iocs.instances import PROCESSOR_FILE  # no pvaccess here
+from ptychoedge.pvdb.processors import INSTANCE_PROCESSOR
 from ptychoedge.sim import physics
 
 CODEC_SERVER = Path(__file__).with_name("codec_frames_server.py")
@@ -162,7 +162,7 @@ def test_missing_codec_package_is_one_clear_message(spawn, prefix, pva, model_di
     consumer = spawn(
         "pvapy-hpc-consumer", "--input-channel", channel, "--output-channel",
         prefix + "recon:1", "--status-channel", prefix + "recon:1:status",
-        "--processor-file", str(PROCESSOR_FILE), "--processor-class", "PtychoNNProcessor",
+        "--processor-class", INSTANCE_PROCESSOR,
         "--processor-args", json.dumps(args),
         "--report-period", "0.5", "--disable-curses", name="consumer",
         env={"PYTHONPATH": str(hidden)})

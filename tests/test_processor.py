@@ -15,8 +15,7 @@ from conftest import ptychoedge, pva_ready, wait_until
 from ptychoedge.inference.manifest import Manifest, save_model
 from ptychoedge.inference.model import ModelShape, PtychoNN
 from ptychoedge.inference.preprocess import Preprocessing
-from ptychoedge.iocs.instances import PROCESSOR_FILE  # no pvaccess here
-from ptychoedge.iocs.supervisor import MOSAIC_FILE
+from ptychoedge.pvdb.processors import COLLECTOR_PROCESSOR, INSTANCE_PROCESSOR
 from ptychoedge.sim import physics
 
 INSTRUMENT = physics.default_instrument()
@@ -53,8 +52,8 @@ class Instance:
         self.child = spawn(
             "pvapy-hpc-consumer", "--input-channel", input_channel,
             "--output-channel", self.output, "--status-channel", self.status,
-            "--control-channel", self.control, "--processor-file", str(PROCESSOR_FILE),
-            "--processor-class", "PtychoNNProcessor", "--processor-args", json.dumps(args),
+            "--control-channel", self.control, "--processor-class", INSTANCE_PROCESSOR,
+            "--processor-args", json.dumps(args),
             "--report-period", "0.5", "--disable-curses", name="consumer")
         wait_until(pva_ready(ctx, self.status), 60, "consumer status channel", self.child)
 
@@ -226,14 +225,14 @@ def test_collector_stitches_two_instances_and_starts_again_with_a_new_scan(
             "pvapy-hpc-consumer", "--input-channel", prefix + "Pva1:Image",
             "--consumer-id", str(consumer_id), "--output-channel", f"{prefix}recon:{consumer_id}",
             "--status-channel", f"{prefix}recon:{consumer_id}:status",
-            "--processor-file", str(PROCESSOR_FILE), "--processor-class", "PtychoNNProcessor",
+            "--processor-class", INSTANCE_PROCESSOR,
             "--processor-args", json.dumps(args), "--distributor-group", "inference",
             "--distributor-updates", "1", "--distributor-trigger", "uniqueId",
             "--oid-offset", "2", "--report-period", "0.5", "--disable-curses", name="consumer"))
     collector = spawn(
         "pvapy-hpc-collector", "--input-channel", f"{prefix}recon:*", "--producer-id-list", "1,2",
-        "--status-channel", prefix + "collector:status", "--processor-file",
-        str(MOSAIC_FILE), "--processor-class", "MosaicProcessor", "--processor-args",
+        "--status-channel", prefix + "collector:status", "--processor-class",
+        COLLECTOR_PROCESSOR, "--processor-args",
         json.dumps({"prefix": prefix, "model": "small-a", "modelDir": str(model_dir),
                     "displayRate": 10}),
         "--skip-initial-updates", "0", "--report-period", "0.5", "--disable-curses",

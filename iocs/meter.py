@@ -1,0 +1,197 @@
+"""Measuring the pipeline once a period: rates, counts, backlog, latency, what was lost.
+
+Frames are counted as docs/design.md asks: a frame is delivered only when its
+reconstruction was published. Lost frames are the gaps in the `uniqueId`
+sequence that reaches the collector (less those that only came late); the
+backlog is what the detector produced that no instance has taken or finished.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ptychoedge.iocs.accounting import Counter, RefusedFrames
+from ptychoedge.iocs.autoscaler import Observation
+from ptychoedge.iocs.instances import Instance, Report
+from ptychoedge.pvdb.processors import CollectorStatus, InstanceStatus
+
+STATUS_TIMEOUT = 0.5  # s for a child's status channel, or the input, to answer
+
+
+@dataclass
+class Figures:
+    """What the pipeline did, as the status PVs show it."""
+
+    input_rate: float = 0.0  # Hz
+    processed_rate: float = 0.0  # Hz
+    frames_processed: int = 0
+    frames_missed: int = 0
+    missed_rate: float = 0.0  # Hz
+    backlog: int = 0
+    frame_errors: int = 0
+    latency_p50: float = 0.0  # ms
+    latency_p99: float = 0.0  # ms
+    inference_time: float = 0.0  # ms per frame
+    residual: float = 0.0
+    instances: int = 0  # reporting
+    instance_rates: list[float] = field(default_factory=list)
+
+
+class Meter:
+    """Reads the children's status channels and the input's frame count, and keeps the
+    running totals across the children's restarts."""
+
+    def __init__(self, ctx: Any):
+        self._ctx = ctx
+        self.figures = Figures()
+        self.observation: Observation | None = None  # for the autoscaler
+        self.input_missing = False
+        self._last_measured = 0.0
+        self._last_input: tuple[float, int] | None = None  # (when, its uniqueId)
+        self._processed = Counter()
+        self._missed = Counter()
+        self._late = Counter()
+        self._errors = Counter()
+        self._received = Counter()  # outputs the collector received
+        self._refused_frames = RefusedFrames()
+        self._collected_to = 0  # the last id the collector took
+        self._restart_gap_from: int | None = None  # its last id, when it died
+        self._restart_gaps = 0  # ids between a dead collector's last and its successor's first
+
+    def read(self, instances: list[Instance], collector: Instance | None) -> None:
+        """Read every child's status channel into its `report` (None if it did not answer)."""
+        children = [*((i, InstanceStatus) for i in instances),
+                    *([(collector, CollectorStatus)] if collector else [])]
+        replies = self._ctx.get([c.status_channel for c, _ in children],
+                                timeout=STATUS_TIMEOUT, throw=False)
+        for (child, user_status), reply in zip(children, replies, strict=True):
+            if isinstance(reply, Exception):
+                child.report = None
+                # A channel searched for before its server started is searched for
+                # ever more rarely: search afresh while the child comes up.
+                self._ctx.disconnect(child.status_channel)
+                continue
+            child.report = Report.read(reply.todict(), user_status)
+            if child.reporting_since is None:
+                child.reporting_since = time.monotonic()
+
+    def input_id(self, channel: str) -> int | None:
+        """The `uniqueId` of the input's latest frame; None if it does not answer."""
+        try:
+            reply = self._ctx.get(channel, request="field(uniqueId)", timeout=STATUS_TIMEOUT)
+            return int(reply["uniqueId"])
+        except (TimeoutError, RuntimeError, KeyError):  # p4p's errors, or not an NTNDArray
+            return None
+
+    def stopped(self) -> None:
+        """The pipeline stopped: the input's rate starts afresh at Run."""
+        self._last_input = None
+
+    def collector_replaced(self) -> None:
+        """A new collector replaced one: the ids between the two are lost."""
+        self._restart_gap_from = self._collected_to
+
+    def measure(self, unique_id: int | None, instances: dict[int, Instance],
+                collector: Instance | None) -> None:
+        """Update the figures and the observation from the reports just read and the
+        input's latest `uniqueId`."""
+        now = time.monotonic()
+        period = now - self._last_measured if self._last_measured else 1.0
+        self._last_measured = now
+        figures = self.figures
+        self.input_missing = unique_id is None
+        self._input_rate(now, unique_id)
+        busy, refused_now, last_taken, queued = self._instances(period, instances)
+        waiting = max(0, unique_id - last_taken) if unique_id and last_taken else 0
+        figures.backlog = waiting + queued
+        missed_now, collected_to = self._collector(collector)
+        # An instance that dies takes the count of its last outputs with it: a frame is
+        # delivered when its instance reported it published or the collector received it.
+        figures.frames_processed = max(self._processed.total, self._received.total)
+        # a frame an instance refused is an error, not a lost frame, though it leaves a gap
+        known = self._last_input[1] if self._last_input else 1 << 62
+        self._refused_frames.refused(now, unique_id or known, refused_now)
+        lost_now = self._refused_frames.lost(now, max(0, missed_now), collected_to)
+        figures.frames_missed = max(0, self._missed.total - self._late.total
+                                    - self._refused_frames.gaps) + self._restart_gaps
+        figures.missed_rate = lost_now / period
+        self.observation = Observation(
+            input_rate=figures.input_rate, processed_rate=figures.processed_rate,
+            missed=lost_now, backlog=figures.backlog, instances=figures.instances,
+            busy=busy, frame_time=figures.inference_time / 1e3)
+
+    def reset(self) -> None:
+        """Zero the running totals."""
+        for counter in (self._processed, self._missed, self._late, self._errors,
+                        self._received):
+            counter.reset()
+        self._refused_frames.reset()
+        self._restart_gaps = 0
+        self.figures.frames_missed = self.figures.frames_processed = 0
+
+    def _input_rate(self, now: float, unique_id: int | None) -> None:
+        if unique_id is None:
+            self.figures.input_rate = 0.0
+            return
+        last = self._last_input
+        if last is not None and unique_id >= last[1]:
+            self.figures.input_rate = (unique_id - last[1]) / (now - last[0])
+        else:
+            self.figures.input_rate = 0.0
+        self._last_input = (now, unique_id)
+
+    def _instances(self, period: float, instances: dict[int, Instance]
+                   ) -> tuple[float, int, int, int]:
+        """Rates, latency and the like from the instances' reports; the busy instances'
+        worth, frames refused since the last period, the last frame id taken, frames queued."""
+        figures = self.figures
+        rates, busy, processed_now, last_taken, queued, refused_now = [], 0.0, 0, 0, 0, 0
+        for index in range(1, max(instances, default=0) + 1):
+            instance = instances.get(index)
+            report = instance.report if instance else None
+            if report is None or report.user is None:
+                rates.append(0.0)
+                continue
+            counts = report.user.counts
+            added = self._processed.add(instance.name, counts.published)
+            rate = added / period
+            rates.append(rate)
+            processed_now += added
+            busy += rate * counts.inference_time
+            queued += counts.queued
+            refused_now += self._errors.add(instance.name, counts.errors)
+            # The status is up to a report period old: what the instance would have
+            # taken by now, had it kept up, is compared with the detector's count.
+            age = max(0.0, time.time() - report.last_object_time)
+            last_taken = max(last_taken,
+                             int(report.last_object_id + figures.input_rate * age))
+        figures.instance_rates = rates
+        figures.instances = len([i for i in instances.values() if i.report is not None])
+        figures.processed_rate = processed_now / period
+        figures.frame_errors = self._errors.total
+        counts = [i.report.user.counts for i in instances.values()
+                  if i.report is not None and i.report.user is not None]
+        if counts:
+            figures.latency_p50 = 1e3 * max(c.latency_p50 for c in counts)
+            figures.latency_p99 = 1e3 * max(c.latency_p99 for c in counts)
+            figures.inference_time = 1e3 * sum(c.inference_time for c in counts) / len(counts)
+            figures.residual = sum(c.residual_mean for c in counts) / len(counts)
+        return busy, refused_now, last_taken, queued
+
+    def _collector(self, collector: Instance | None) -> tuple[int, int | None]:
+        """Frames the collector gave up waiting for since the last period, less those that
+        came late after all; the last id it took (None when it does not report)."""
+        if collector is None or collector.report is None:
+            return 0, None
+        report = collector.report
+        missed_now = (self._missed.add("collector", report.missed)
+                      - self._late.add("collector", report.rejected))
+        if report.user is not None:
+            self._received.add("collector", report.user.received)
+        self._collected_to = report.last_object_id
+        if self._restart_gap_from is not None and report.first_object_id:
+            self._restart_gaps += max(0, report.first_object_id - self._restart_gap_from - 1)
+            self._restart_gap_from = None
+        return missed_now, report.last_object_id
