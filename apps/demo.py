@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from p4p.client.thread import Context
@@ -174,7 +175,7 @@ class Demo:
             self.quit.wait(0.5)
 
     def _progress(self) -> dict:
-        status = {name: self._get(self.p + name) for name in PROGRESS}
+        status: dict[str, Any] = {name: self._get(self.p + name) for name in PROGRESS}
         status = {name: (0 if value is None and name != "Message_RBV" else value)
                   for name, value in status.items()}
         self.peak_instances = max(self.peak_instances, status["Instances_RBV"])

@@ -20,6 +20,7 @@ import asyncio
 import re
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from bluesky.protocols import Reading
@@ -33,6 +34,7 @@ from ophyd_async.core import (
     Device,
     ReadableDataProvider,
     SignalR,
+    SignalRW,
     StandardDetector,
     StandardReadable,
     StandardReadableFormat,
@@ -86,6 +88,15 @@ class PipelineImages(StandardReadable):
 
 class Pipeline(StandardReadable):
     """The pipeline IOC under `prefix` (`EDGE1:`)."""
+
+    # Among the signals built from the spec, those the plans use by name
+    model: SignalRW[str]
+    target_rate: SignalRW[float]
+    auto_scale: SignalRW[str]
+    state: SignalR[str]
+    frames_processed: SignalR[int]
+    frames_missed: SignalR[int]
+    images: PipelineImages
 
     def __init__(self, prefix: str, name: str = ""):
         self.prefix = prefix
@@ -151,6 +162,20 @@ class Pipeline(StandardReadable):
 class SimDetectorDriver(Device):
     """The cam1 records: each setting (read from its `_RBV`) and each status record."""
 
+    # Among the signals built from the spec, those the detector's logic and the plans use
+    acquire: SignalRW[str]
+    acquire_time: SignalRW[float]
+    acquire_period: SignalRW[float]
+    image_mode: SignalRW[str]
+    num_images: SignalRW[int]
+    array_counter: SignalRW[int]
+    scan_source: SignalRW[str]
+    size_x: SignalRW[int]
+    size_y: SignalRW[int]
+    data_type: SignalRW[str]
+    manufacturer: SignalR[str]
+    model: SignalR[str]
+
     def __init__(self, prefix: str, name: str = ""):
         # `prefix` is the detector's ($(D)); the spec's names carry the `cam1:`
         for spec in detector.SETTINGS:
@@ -177,7 +202,8 @@ class SimTriggerLogic(DetectorTriggerLogic):
 
     async def prepare_internal(self, num: int, livetime: float, deadtime: float) -> None:
         """Set up `num` frames (0: Continuous) of `livetime` s, `deadtime` s apart."""
-        settings = [(self.driver.image_mode, "Continuous" if num == 0 else "Multiple")]
+        settings: list[tuple[SignalRW[Any], Any]] = [
+            (self.driver.image_mode, "Continuous" if num == 0 else "Multiple")]
         if num:
             settings.append((self.driver.num_images, num))
         if livetime:

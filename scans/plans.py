@@ -153,7 +153,7 @@ def ptycho_scan(detector: SimDetector, x: Motor, y: Motor, pipeline: Pipeline, *
 
     @bpp.stage_decorator([detector])
     @bpp.run_decorator(md=metadata)
-    def scan() -> Generator[Msg, Any, None]:
+    def scan() -> Generator[Msg, Any, Any]:  # the decorated plan returns the run's uid
         last_start = time.time()
         for position_x, position_y in positions:
             yield from bps.checkpoint()
