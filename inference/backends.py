@@ -1,8 +1,8 @@
 """Where the network runs: PyTorch, ONNX Runtime or TensorRT, behind one small interface.
 
-`open_backend(kind, precision, model, manifest)` gives an object whose `infer`
-takes a (n, 1, s, s) float32 batch and returns (n, 2, s, s) float32 amplitude
-and phase. What runs where:
+`open_model(kind, precision, name)` gives an object whose `infer` takes a
+(n, 1, s, s) float32 batch and returns (n, 2, s, s) float32 amplitude and phase.
+What runs where:
 
 | kind        | fp32         | fp16 | int8                          |
 | ----------- | ------------ | ---- | ----------------------------- |
@@ -13,20 +13,31 @@ and phase. What runs where:
 `threads` is the intra-op thread count of one instance: 1 by default, since
 many instances run side by side; 0 leaves the runtime's default (every core).
 For torch it is process-wide (`torch.set_num_threads`).
+
+ONNX Runtime runs a bundle's exported graph (manifest.py) and needs no torch; the torch
+backend, and TensorRT (which moves its buffers with torch's CUDA tensors), need the
+`torch` extra. `open_backend` runs a network in hand: torch weights, or a graph file.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-import torch
 
 from ptychoedge.inference import onnx_export
-from ptychoedge.inference.manifest import Manifest
-from ptychoedge.inference.model import PtychoNN
+from ptychoedge.inference.manifest import (
+    MODEL_DIR,
+    Manifest,
+    bundled_graph,
+    load_manifest,
+    load_model,
+)
+
+if TYPE_CHECKING:
+    from ptychoedge.inference.model import PtychoNN
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +49,7 @@ DEVICES = ("auto", "cpu", "cuda")
 CACHE_DIR = onnx_export.default_cache_dir()
 TENSORRT_MAX_BATCH = 256  # the engines' optimisation profile: batches 1..256, tuned for 16
 TENSORRT_OPTIMAL_BATCH = 16
+NEEDS_TORCH = "the `torch` extra (pip install 'ptychoedge[torch]')"
 
 
 class BackendError(ValueError):
@@ -67,6 +79,11 @@ class TorchBackend:
     name = "torch"
 
     def __init__(self, model: PtychoNN, precision: str, device: str):
+        import torch
+
+        from ptychoedge.inference.model import PtychoNN
+
+        self.torch = torch
         self.precision, self.device = precision, device
         self.size = model.shape.input_size
         self.dtype = torch.float16 if precision == "fp16" else torch.float32
@@ -76,16 +93,16 @@ class TorchBackend:
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         batch = _checked(batch, self.size)
-        with torch.inference_mode():
-            x = torch.from_numpy(batch).to(self.device, self.dtype)
+        with self.torch.inference_mode():
+            x = self.torch.from_numpy(batch).to(self.device, self.dtype)
             return self.model(x).float().cpu().numpy()
 
 
 class OnnxRuntimeBackend:
     name = "onnxruntime"
 
-    def __init__(self, model: PtychoNN, manifest: Manifest, precision: str, device: str,
-                 threads: int, cache_dir: Path | None):
+    def __init__(self, network: PtychoNN | Path, manifest: Manifest, precision: str,
+                 device: str, threads: int, cache_dir: Path | None):
         import onnxruntime as ort
 
         providers = ["CPUExecutionProvider"]
@@ -95,7 +112,7 @@ class OnnxRuntimeBackend:
             elif device == "cuda":
                 raise BackendError("onnxruntime on cuda needs the `onnxruntime-gpu` package "
                                    "(no CUDAExecutionProvider in this onnxruntime)")
-        path = onnx_export.exported(model, manifest, precision, cache_dir)
+        path = onnx_export.exported(network, manifest, precision, cache_dir)
         options = ort.SessionOptions()
         if threads > 0:
             options.intra_op_num_threads = threads
@@ -124,14 +141,15 @@ class TensorRTBackend:
     name = "tensorrt"
     device = "cuda"
 
-    def __init__(self, model: PtychoNN, manifest: Manifest, precision: str,
+    def __init__(self, network: PtychoNN | Path, manifest: Manifest, precision: str,
                  cache_dir: Path | None):
         import tensorrt as trt
+        import torch
 
-        self.trt, self.precision = trt, precision
+        self.trt, self.torch, self.precision = trt, torch, precision
         self.size = manifest.shape.input_size
         onnx_path = onnx_export.exported(
-            model, manifest, "int8-symmetric" if precision == "int8" else "fp32", cache_dir)
+            network, manifest, "int8-symmetric" if precision == "int8" else "fp32", cache_dir)
         gpu = "".join(c if c.isalnum() else "_" for c in torch.cuda.get_device_name())
         engine_path = onnx_path.with_name(
             f"{onnx_path.stem}-{precision}-trt{trt.__version__}-{gpu}.engine")
@@ -172,6 +190,7 @@ class TensorRTBackend:
         return bytes(serialized)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
+        torch = self.torch
         batch = _checked(batch, self.size)
         if len(batch) > TENSORRT_MAX_BATCH:
             return np.concatenate([self.infer(batch[i:i + TENSORRT_MAX_BATCH])
@@ -196,16 +215,38 @@ def tensorrt_missing() -> str | None:
         import tensorrt  # noqa: F401
     except ImportError:
         missing.append("tensorrt is not installed")
-    if not torch.cuda.is_available():
-        missing.append("no CUDA GPU is available")
+    try:
+        import torch
+    except ImportError:
+        missing.append(f"torch is not installed ({NEEDS_TORCH})")
+    else:
+        if not torch.cuda.is_available():
+            missing.append("no CUDA GPU is available")
     return " and ".join(missing) or None
 
 
-def open_backend(kind: str, precision: str, model: PtychoNN, manifest: Manifest, *,
+def open_model(kind: str, precision: str, name: str, directory: Path = MODEL_DIR,
+               **options) -> tuple[Backend, Manifest]:
+    """Model `name` from `directory` ready on `kind` (see `open_backend` for `options`):
+    the torch backend loads the weights; the others run the bundle's graph, without torch."""
+    manifest = load_manifest(name, directory)
+    graph = None if kind == "torch" else bundled_graph(manifest, directory)
+    if graph is not None:
+        return open_backend(kind, precision, graph, manifest, **options), manifest
+    try:
+        network, manifest = load_model(name, directory)
+    except ImportError as error:
+        why = "the torch backend" if kind == "torch" else f"model {name!r} (no bundled graph)"
+        raise BackendError(f"{why} needs {NEEDS_TORCH}") from error
+    return open_backend(kind, precision, network, manifest, **options), manifest
+
+
+def open_backend(kind: str, precision: str, network: PtychoNN | Path, manifest: Manifest, *,
                  device: str = "auto", threads: int = 1,
                  cache_dir: Path | None = None) -> Backend:
-    """A ready backend. `device` is auto, cpu or cuda; ONNX files and engines are cached
-    in `cache_dir` (default $PTYCHOEDGE_CACHE or ~/.cache/ptychoedge)."""
+    """A ready backend running `network`: torch weights, or its fp32 ONNX graph (not for the
+    torch backend). `device` is auto, cpu or cuda; ONNX files and engines are cached in
+    `cache_dir` (default $PTYCHOEDGE_CACHE or ~/.cache/ptychoedge)."""
     if kind not in BACKENDS:
         raise BackendError(f"unknown backend {kind!r}: choose from {', '.join(BACKENDS)} "
                            f"(supported: {supported_combinations()})")
@@ -219,11 +260,16 @@ def open_backend(kind: str, precision: str, model: PtychoNN, manifest: Manifest,
         raise BackendError(f"unknown device {device!r}: choose from {', '.join(DEVICES)}")
     if threads < 0:
         raise BackendError(f"threads must be 0 (runtime default) or more, got {threads}")
-    cuda = torch.cuda.is_available()
-    if device == "cuda" and not cuda and kind != "onnxruntime":
-        raise BackendError(f"{kind} on cuda needs a CUDA GPU, and torch sees none")
-
     if kind == "torch":
+        if isinstance(network, Path):
+            raise BackendError("the torch backend runs torch weights, not an ONNX graph")
+        try:
+            import torch
+        except ImportError as error:
+            raise BackendError(f"the torch backend needs {NEEDS_TORCH}") from error
+        cuda = torch.cuda.is_available()
+        if device == "cuda" and not cuda:
+            raise BackendError("torch on cuda needs a CUDA GPU, and torch sees none")
         resolved = ("cuda" if cuda else "cpu") if device == "auto" else device
         if precision == "fp16" and resolved != "cuda":
             why = "device is cpu" if cuda else "none is available"
@@ -231,17 +277,17 @@ def open_backend(kind: str, precision: str, model: PtychoNN, manifest: Manifest,
                                f"(supported: {supported_combinations()})")
         if threads > 0:
             torch.set_num_threads(threads)
-        return TorchBackend(model, precision, resolved)
+        return TorchBackend(network, precision, resolved)
     if kind == "onnxruntime":
         try:
             import onnxruntime  # noqa: F401
         except ImportError as error:
             raise BackendError("onnxruntime backend needs the `onnxruntime` package") from error
-        return OnnxRuntimeBackend(model, manifest, precision, device, threads, cache_dir)
+        return OnnxRuntimeBackend(network, manifest, precision, device, threads, cache_dir)
     missing = tensorrt_missing()
     if missing:
         raise BackendError(f"tensorrt backend needs the `tensorrt` package and an NVIDIA GPU: "
                            f"{missing}")
     if device == "cpu":
         raise BackendError("tensorrt runs on a CUDA GPU only, and device is cpu")
-    return TensorRTBackend(model, manifest, precision, cache_dir)
+    return TensorRTBackend(network, manifest, precision, cache_dir)

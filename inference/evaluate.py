@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ptychoedge.inference.backends import BackendError, open_backend
-from ptychoedge.inference.manifest import DEFAULT_MODEL, MODEL_DIR, ModelError, load_model
+from ptychoedge.inference.backends import BackendError, open_model
+from ptychoedge.inference.manifest import DEFAULT_MODEL, MODEL_DIR, ModelError, load_manifest
 from ptychoedge.inference.metrics import psnr, ssim
 from ptychoedge.inference.mosaic import Mosaic
 from ptychoedge.sim import physics
@@ -41,11 +41,11 @@ def evaluate_scan(model_name: str, model_dir: Path | None, scan: Path, reference
     from ptychoedge.inference.scan_file import load_scan
     from ptychoedge.inference.training_data import read_object
 
-    model, manifest = load_model(model_name, model_dir or MODEL_DIR)
+    kind, _, precision = backend_choice.partition(":")
+    backend, manifest = open_model(kind, precision or "fp32", model_name, model_dir or MODEL_DIR,
+                                   threads=0)
     frames, positions = load_scan(scan)
     obj, pixel, origin = read_object(reference or scan)
-    kind, _, precision = backend_choice.partition(":")
-    backend = open_backend(kind, precision or "fp32", model, manifest, threads=0)
     result = reconstruct(frames, positions, Reconstructor(backend, manifest), progress=True)
     scores, aligned = compare(result.mosaic, obj, pixel, origin)
     report = {"model": model_name, "scan": str(scan), "reference": str(reference or scan),
@@ -157,7 +157,7 @@ def save_pictures(path: Path, title: str, mosaic: Mosaic | tuple[np.ndarray, np.
 
 def evaluate(model_name: str, model_dir: Path | None, backends: list[str], points: int, step: float,
              seed: int, photons: float, out: Path) -> list[dict]:
-    model, manifest = load_model(model_name, model_dir or MODEL_DIR)
+    manifest = load_manifest(model_name, model_dir or MODEL_DIR)
     frames, targets, positions = simulate(manifest, points, step, seed, photons)
     truth_mosaic = mosaic_of(targets, positions, manifest)
     inputs = manifest.preprocessing.canonical().frames(frames)
@@ -166,7 +166,8 @@ def evaluate(model_name: str, model_dir: Path | None, backends: list[str], point
     for choice in backends:
         kind, _, precision = choice.partition(":")
         try:
-            backend = open_backend(kind, precision or "fp32", model, manifest, threads=0)
+            backend, _ = open_model(kind, precision or "fp32", model_name,
+                                    model_dir or MODEL_DIR, threads=0)
         except BackendError as error:
             print(f"{choice}: skipped: {error}", file=sys.stderr)
             continue

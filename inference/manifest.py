@@ -1,21 +1,25 @@
-"""Model bundles: weights, the probe over the network's field, and a JSON manifest.
+"""Model bundles: weights, the exported graph, the probe, and a JSON manifest.
 
-A bundle in the model directory is three files:
+A bundle in the model directory is four files:
 
 - `<name>.pt`: a PyTorch state dict (tensors only: loaded with `weights_only=True`,
-  never unpickling objects);
+  never unpickling objects), for training and the torch backend;
+- `<name>.onnx`: the same network exported as an fp32 ONNX graph, which ONNX Runtime and
+  TensorRT run: inference needs no torch (bundles made before it existed have none;
+  their graph is exported from the weights, which needs torch);
 - `<name>.probe.npy`: the instrument's probe, (modes, n, n) complex64 at the object
   pixel of an n-pixel detector window (see instrument.py); the probe over the network's
   field, which stitching and the diffraction residual use, follows from it and the
   preprocessing (see preprocess.py);
-- `<name>.json`: the sha256 of both files, the network's shape, the preprocessing
+- `<name>.json`: the sha256 of the other files, the network's shape, the preprocessing
   (crop, binning, detector orientation), the instrument's geometry and flux, the
   training recipe and lineage, and the validation figures (the residual's distribution
-  among them). A model loads only when both sha256 match.
+  among them). A file is used only when its sha256 matches.
 
 Names are plain file names in the model directory: no paths, and no link to a file
 outside it. A model is known by its file name, whatever its manifest calls it. The
-manifest is JSON; nothing in it is executed.
+manifest is JSON; nothing in it is executed. torch is imported only to read or write
+the weights.
 """
 
 from __future__ import annotations
@@ -27,14 +31,16 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from ptychoedge.inference.instrument import Geometry, Instrument, checked_probe
-from ptychoedge.inference.model import ModelShape, PtychoNN
+from ptychoedge.inference.model_shape import ModelShape
 from ptychoedge.inference.preprocess import Preprocessing
+
+if TYPE_CHECKING:
+    from ptychoedge.inference.model import PtychoNN
 
 MODEL_DIR = Path(__file__).with_name("models")
 DEFAULT_MODEL = "ptychonn-default"
@@ -121,23 +127,29 @@ def model_paths(name: str, directory: Path = MODEL_DIR) -> dict[str, Path]:
     """The files of model `name`, which must be a plain name in `directory`."""
     if not name or Path(name).name != name or name.startswith("."):
         raise ModelError(f"model name {name!r} must be a plain name in {directory}")
-    return {"weights": directory / f"{name}.pt", "probe": directory / f"{name}.probe.npy",
-            "manifest": directory / f"{name}.json"}
+    return {"weights": directory / f"{name}.pt", "graph": directory / f"{name}.onnx",
+            "probe": directory / f"{name}.probe.npy", "manifest": directory / f"{name}.json"}
 
 
 def save_model(model: PtychoNN, manifest: Manifest, directory: Path = MODEL_DIR) -> Path:
     """Write the bundle; the sha256 are filled in here. All files appear, or none changes."""
+    import torch
+
+    from ptychoedge.inference.onnx_export import export_fp32
+
     paths = model_paths(manifest.name, directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=directory, prefix=".saving-") as staging:
             staged = {kind: Path(staging) / path.name for kind, path in paths.items()}
             torch.save(model.state_dict(), staged["weights"])
+            export_fp32(model, manifest.shape.input_size, staged["graph"])
             np.save(staged["probe"], manifest.instrument.probe)
-            manifest.sha256 = {kind: sha256_of(staged[kind]) for kind in ("weights", "probe")}
+            manifest.sha256 = {kind: sha256_of(staged[kind])
+                               for kind in ("weights", "graph", "probe")}
             staged["manifest"].write_text(manifest.to_json() + "\n")
             # the manifest last: until it is replaced, the old one's digests refuse a mix
-            for kind in ("weights", "probe", "manifest"):
+            for kind in ("weights", "graph", "probe", "manifest"):
                 os.replace(staged[kind], paths[kind])
     except OSError as error:
         raise ModelError(f"cannot write model {manifest.name!r} to {directory}: "
@@ -181,8 +193,22 @@ def load_manifest(name: str, directory: Path = MODEL_DIR) -> Manifest:
     return manifest
 
 
+def bundled_graph(manifest: Manifest, directory: Path = MODEL_DIR) -> Path | None:
+    """The fp32 ONNX graph of the loaded model `manifest` after checking its sha256, or None
+    for a bundle made before graphs were bundled."""
+    if "graph" not in manifest.sha256:
+        return None
+    graph = model_paths(manifest.name, directory)["graph"]
+    _checked_file(manifest.name, "graph", graph, directory, manifest.sha256["graph"])
+    return graph
+
+
 def load_model(name: str, directory: Path = MODEL_DIR) -> tuple[PtychoNN, Manifest]:
     """The model `name` from `directory`, after checking its files against its manifest."""
+    import torch
+
+    from ptychoedge.inference.model import PtychoNN
+
     manifest = load_manifest(name, directory)
     weights = model_paths(name, directory)["weights"]
     _checked_file(name, "weights", weights, directory, manifest.sha256.get("weights"))

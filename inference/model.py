@@ -23,36 +23,11 @@ and a patch's free constant phase may drift to +-pi, where a tanh is flat.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
-LEVELS = 3  # each halves the image: the input size must divide by 2**LEVELS
-OUTPUTS = ("bounded", "free")  # see the module doc
-NORMS = ("none", "batch")
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    input_size: int = 64
-    width: int = 32
-    norm: str = "none"  # what models trained before it existed have
-    output: str = "bounded"  # likewise
-
-    def __post_init__(self) -> None:
-        if self.output not in OUTPUTS:
-            raise ValueError(f"output must be one of {', '.join(OUTPUTS)}, got {self.output!r}")
-        if self.norm not in NORMS:
-            raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
-        if self.input_size < 2**LEVELS or self.input_size % 2**LEVELS:
-            raise ValueError(f"input size must be a multiple of {2**LEVELS}, "
-                             f"got {self.input_size}")
-        if self.width < 1:
-            raise ValueError(f"width must be at least 1, got {self.width}")
-
-    def as_dict(self) -> dict[str, int | str]:
-        return asdict(self)
+from ptychoedge.inference.model_shape import LEVELS, ModelShape
 
 
 def _double_conv(channels_in: int, channels_out: int, norm: str) -> list[nn.Module]:
@@ -101,9 +76,9 @@ class WrappedPhase(nn.Module):
 class PtychoNN(nn.Module):
     """(batch, 1, n, n) preprocessed diffraction -> (batch, 2, n, n) amplitude, phase."""
 
-    def __init__(self, shape: ModelShape = ModelShape()):
+    def __init__(self, shape: ModelShape | None = None):
         super().__init__()
-        self.shape = shape
+        self.shape = shape = shape or ModelShape()
         layers: list[nn.Module] = []
         previous = 1
         for level in range(LEVELS):

@@ -1,7 +1,9 @@
 """ONNX files of a model: fp32, and int8 by static quantization on simulated frames.
 
-Files are cached in a cache directory (never the package) under a key made of
-the weights' sha256 and the precision, so each is built once per model. The
+A network comes as torch weights or as its fp32 graph (a bundle's `.onnx` file, see
+manifest.py); from a graph, nothing here needs torch. Files are cached in a cache
+directory (never the package) under a key made of the network's sha256 (of its
+weights, or of its graph) and the precision, so each is built once per model. The
 int8 files are calibrated on frames the simulator makes of a Fermat scan over a
 sample the model is not scored on (seed 7), through the model's own
 preprocessing. Two int8 flavours exist: "int8" (unsigned activations and weights
@@ -22,13 +24,14 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from ptychoedge.inference.manifest import Manifest
-from ptychoedge.inference.model import PtychoNN
-from ptychoedge.sim import physics
+from ptychoedge.inference.manifest import Manifest, sha256_of
+
+if TYPE_CHECKING:
+    from ptychoedge.inference.model import PtychoNN
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +57,12 @@ def weights_sha256(model: PtychoNN) -> str:
     return digest.hexdigest()
 
 
-def cache_key(model: PtychoNN, manifest: Manifest, flavour: str) -> str:
+def network_sha256(network: PtychoNN | Path) -> str:
+    """sha256 of torch weights, or of an fp32 graph file."""
+    return sha256_of(network) if isinstance(network, Path) else weights_sha256(network)
+
+
+def cache_key(network: PtychoNN | Path, manifest: Manifest, flavour: str) -> str:
     recipe = {"opset": OPSET, "shape": manifest.shape.as_dict()}
     if flavour != "fp32":  # the calibration frames depend on the physics and preprocessing
         recipe |= {"preprocessing": manifest.preprocessing.as_dict(),
@@ -62,19 +70,22 @@ def cache_key(model: PtychoNN, manifest: Manifest, flavour: str) -> str:
                    "seed": CALIBRATION_SEED, "frames": CALIBRATION_FRAMES}
     if flavour == "int8":  # 7-bit weights (see quantize_int8): files made before are rebuilt
         recipe["weights"] = "reduce_range"
-    digest = hashlib.sha256(weights_sha256(model).encode())
+    digest = hashlib.sha256(network_sha256(network).encode())
     digest.update(json.dumps(recipe, sort_keys=True).encode())
     return digest.hexdigest()[:20]
 
 
-def exported(model: PtychoNN, manifest: Manifest, flavour: str,
+def exported(network: PtychoNN | Path, manifest: Manifest, flavour: str,
              cache_dir: Path | None = None) -> Path:
-    """The ONNX file of `model` in `flavour` (see FLAVOURS), built unless already cached."""
+    """The ONNX file of `network` (torch weights, or its fp32 graph) in `flavour` (see
+    FLAVOURS), built unless already cached."""
     if flavour not in FLAVOURS:
         raise ValueError(f"unknown ONNX flavour {flavour!r}: choose from {', '.join(FLAVOURS)}")
+    if isinstance(network, Path) and flavour == "fp32":
+        return network
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache_dir.mkdir(parents=True, exist_ok=True)
-    path = cache_dir / f"{manifest.name}-{cache_key(model, manifest, flavour)}-{flavour}.onnx"
+    path = cache_dir / f"{manifest.name}-{cache_key(network, manifest, flavour)}-{flavour}.onnx"
     if path.exists():
         return path
     # Many instances may start at once: one builds, the others wait and reuse its file.
@@ -82,10 +93,10 @@ def exported(model: PtychoNN, manifest: Manifest, flavour: str,
         if path.exists():
             return path
         if flavour == "fp32":
-            _write_atomically(path, lambda tmp: export_fp32(model, manifest.shape.input_size,
+            _write_atomically(path, lambda tmp: export_fp32(network, manifest.shape.input_size,
                                                             tmp))
         else:
-            fp32 = exported(model, manifest, "fp32", cache_dir)
+            fp32 = exported(network, manifest, "fp32", cache_dir)
             inputs = calibration_inputs(manifest)
             _write_atomically(path, lambda tmp: quantize_int8(
                 fp32, inputs, tmp, symmetric=flavour == "int8-symmetric"))
@@ -118,6 +129,7 @@ def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
 def export_fp32(model: PtychoNN, input_size: int, path: Path) -> None:
     """Export with a dynamic batch axis; a copy is exported, so `model` is left as it was."""
     import onnx
+    import torch
 
     exportable = copy.deepcopy(model).float().eval().cpu()
     example = torch.zeros(1, 1, input_size, input_size)
@@ -132,6 +144,8 @@ def export_fp32(model: PtychoNN, input_size: int, path: Path) -> None:
 
 def simulated_inputs(manifest: Manifest, points: int, seed: int) -> np.ndarray:
     """Preprocessed frames (points, 1, s, s) of a Fermat scan over the sample of `seed`."""
+    from ptychoedge.sim import physics  # only to build int8 files: inference runs without it
+
     simulator = physics.simulator_for(manifest.instrument, seed=seed)
     frames, _ = simulator.frames(physics.fermat_spiral_positions(points, SCAN_STEP))
     return manifest.preprocessing.canonical().frames(frames)

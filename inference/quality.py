@@ -12,7 +12,6 @@ the frames it was validated on.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from ptychoedge.inference import forward
 from ptychoedge.inference.manifest import Manifest
@@ -20,16 +19,18 @@ from ptychoedge.inference.manifest import Manifest
 
 class DiffractionResidual:
     def __init__(self, manifest: Manifest):
-        self.probe = torch.from_numpy(manifest.probe)
+        self.probe = manifest.probe
 
     def __call__(self, binned: np.ndarray, amplitude: np.ndarray,
                  phase: np.ndarray) -> np.ndarray:
         """(n,) residuals of binned counts (n, s, s) against amplitude and phase (n, s, s)."""
-        # torch, not numpy: its complex64 FFT is about 10x faster here (under 10% of inference).
-        patches = torch.polar(torch.as_tensor(np.ascontiguousarray(amplitude), dtype=torch.float32),
-                              torch.as_tensor(np.ascontiguousarray(phase), dtype=torch.float32))
-        predicted = forward.far_field(self.probe, patches).sqrt()
-        measured = torch.as_tensor(binned, dtype=torch.float32).clamp(min=0).sqrt()
-        predicted = predicted / (predicted.square().sum(dim=(1, 2), keepdim=True).sqrt() + 1e-12)
-        measured = measured / (measured.square().sum(dim=(1, 2), keepdim=True).sqrt() + 1e-12)
-        return (predicted - measured).square().sum(dim=(1, 2)).numpy()
+        amplitude = np.asarray(amplitude, dtype=np.float32)
+        phase = np.asarray(phase, dtype=np.float32)
+        patches = np.empty(amplitude.shape, np.complex64)  # 6x faster than amplitude x exp(i phase)
+        patches.real = amplitude * np.cos(phase)
+        patches.imag = amplitude * np.sin(phase)
+        predicted = np.sqrt(forward.far_field(self.probe, patches))
+        measured = np.sqrt(np.clip(np.asarray(binned, dtype=np.float32), 0, None))
+        predicted /= np.sqrt(np.square(predicted).sum(axis=(1, 2), keepdims=True)) + 1e-12
+        measured /= np.sqrt(np.square(measured).sum(axis=(1, 2), keepdims=True)) + 1e-12
+        return np.square(predicted - measured).sum(axis=(1, 2))

@@ -23,9 +23,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from ptychoedge.inference.backends import BackendError, open_backend
+from ptychoedge.inference.backends import BackendError, open_model
 from ptychoedge.inference.batcher import Reconstructor
-from ptychoedge.inference.manifest import DEFAULT_MODEL, MODEL_DIR, ModelError, load_model
+from ptychoedge.inference.manifest import DEFAULT_MODEL, MODEL_DIR, ModelError
 from ptychoedge.inference.mosaic import Mosaic
 from ptychoedge.inference.preprocess import FrameError
 
@@ -127,8 +127,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         frames, positions = load_scan(args.scan)
-        model, manifest = load_model(args.model, args.model_dir)
-        backend = open_backend(args.backend, "fp32", model, manifest, threads=0)
+        backend, manifest = open_model(args.backend, "fp32", args.model, args.model_dir,
+                                       threads=0)
         args.out.mkdir(parents=True, exist_ok=True)
     except (ScanFileError, ModelError, BackendError, OSError) as error:
         print(f"ptychoedge reconstruct: error: {error}", file=sys.stderr)

@@ -40,14 +40,12 @@ from ptychoedge.inference.manifest import (
     save_model,
 )
 from ptychoedge.inference.model import (
-    NORMS,
-    OUTPUTS,
-    ModelShape,
     PtychoNN,
     count_parameters,
     initialise,
     start_at_empty_beam,
 )
+from ptychoedge.inference.model_shape import NORMS, OUTPUTS, ModelShape
 from ptychoedge.inference.physics_loss import (
     complex_patches,
     diffraction_loss,

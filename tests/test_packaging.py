@@ -1,4 +1,5 @@
-"""The wheel as a user installs it: the shipped model inside, a reconstruction from it."""
+"""The wheel as a user installs it: the shipped model inside, a reconstruction from it
+without torch (the runtime install has none: inference runs the bundle's ONNX graph)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration  # every test here starts processes
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = REPO / "inference" / "models"
@@ -60,8 +65,36 @@ def test_the_wheel_carries_the_model_and_reconstructs_from_it(tmp_path):
                     cwd=tmp_path)
     assert installed.startswith(str(venv)), installed
 
-    # a short simulated scan reconstructed with the default model, scored against the truth
-    report = run(python, "-m", "ptychoedge.iocs.cli", "evaluate", "--backends",
-                 "onnxruntime:fp32", "--points", "16", "--out", "evaluation", cwd=tmp_path)
+    # a short simulated scan reconstructed with the default model, scored against the truth,
+    # with torch made unimportable, as in an install without the torch extra
+    report = run(python, "-c", WITHOUT_TORCH + "sys.exit(main())", "evaluate", "--backends",
+                 "onnxruntime:fp32", "onnxruntime:int8", "--points", "16", "--out", "evaluation",
+                 cwd=tmp_path)
     assert "onnxruntime:fp32: patch SSIM" in report, report
+    assert "onnxruntime:int8: patch SSIM" in report, report
     assert (tmp_path / "evaluation" / "report.json").is_file()
+
+
+WITHOUT_TORCH = ("import sys; sys.modules['torch'] = None; "
+                 "from ptychoedge.iocs.cli import main; ")
+
+
+def test_the_runtime_needs_no_torch(tmp_path):
+    """What an inference node runs: the processors, the IOC, the simulator, a model on ONNX
+    Runtime; the torch backend says which extra it needs."""
+    script = WITHOUT_TORCH + """
+import numpy as np
+import ptychoedge.inference.processor, ptychoedge.inference.mosaic_processor
+import ptychoedge.iocs.pipeline_ioc, ptychoedge.sim.beamline
+from ptychoedge.inference.backends import BackendError, open_model
+backend, manifest = open_model("onnxruntime", "fp32", "ptychonn-default")
+size = manifest.shape.input_size
+print(backend.infer(np.ones((2, 1, size, size), np.float32)).shape)
+try:
+    open_model("torch", "fp32", "ptychonn-default")
+except BackendError as error:
+    print(error)
+"""
+    said = run(sys.executable, "-c", script, cwd=tmp_path)
+    assert "(2, 2, 64, 64)" in said, said
+    assert "ptychoedge[torch]" in said, said
