@@ -22,7 +22,7 @@ from softioc import asyncio_dispatcher, builder, softioc
 from ptychoedge.iocs import access
 from ptychoedge.iocs.instances import InstancePool, InstanceSpec
 from ptychoedge.iocs.served import refuse_if_served
-from ptychoedge.pvdb import node, records
+from ptychoedge.pvdb import node, readiness, records
 from ptychoedge.pvdb.spec import PvSpec
 
 log = logging.getLogger("ptychoedge.node")
@@ -116,6 +116,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s node-agent %(message)s")
+    ready = readiness.claim()
     if not 1 <= args.node <= node.MAX_NODES:
         raise SystemExit(f"ptychoedge node: error: --node must be 1..{node.MAX_NODES}")
     if args.model_dir is not None and not args.model_dir.is_dir():
@@ -129,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
     access.init_ioc(dispatcher, args.acf, "ptychoedge node")
     agent.start()
     log.info("node agent %s on %s ready; Ctrl-C stops", prefix, socket.gethostname())
+    ready.announce(prefix)
 
     quit_event = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: quit_event.set())

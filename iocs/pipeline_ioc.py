@@ -30,7 +30,7 @@ from ptychoedge.iocs.settings import (
     settings_from,
 )
 from ptychoedge.iocs.supervisor import Refusal, Status, Supervisor
-from ptychoedge.pvdb import pipeline, records
+from ptychoedge.pvdb import pipeline, readiness, records
 from ptychoedge.pvdb.spec import PvSpec
 
 log = logging.getLogger("ptychoedge.ioc")
@@ -175,6 +175,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s pipeline-ioc %(message)s")
+    ready = readiness.claim()
     state_dir = args.state_dir or default_state_dir(args.prefix)
     if args.model_dir is not None and not args.model_dir.is_dir():
         raise SystemExit(f"ptychoedge ioc: error: no model directory {args.model_dir}")
@@ -187,6 +188,7 @@ def run(args: argparse.Namespace) -> int:
         ioc.knobs["InputChannel"].set(args.input_channel)
     ioc.start()
     log.info("serving %s records; knobs saved in %s; Ctrl-C stops", args.prefix, state_dir)
+    ready.announce(args.prefix)
 
     quit_event = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: quit_event.set())

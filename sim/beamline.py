@@ -20,7 +20,7 @@ from p4p.client.thread import Context
 from ptychoedge.inference.instrument import PROBE_PATH
 from ptychoedge.iocs.processes import Child, python_module, stop_all
 from ptychoedge.iocs.served import refuse_if_served
-from ptychoedge.pvdb import detector
+from ptychoedge.pvdb import detector, readiness
 from ptychoedge.pvdb.spec import find
 from ptychoedge.sim import physics, probes, samples
 
@@ -214,6 +214,7 @@ class Beamline:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    ready = readiness.claim()
     beamline = Beamline(args)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: beamline.quit.set())
@@ -227,6 +228,7 @@ def run(args: argparse.Namespace) -> int:
             beamline.configure()
             log.info("detector %sPva1:Image ready%s; Ctrl-C stops", args.prefix,
                      ", acquiring" if args.acquire else "")
+            ready.announce(args.prefix)
             beamline.readout()
     finally:
         beamline.stop()

@@ -17,6 +17,8 @@ from pathlib import Path
 import epicscorelibs.path.pyepics  # noqa: F401, I001
 import pytest
 
+from ptychoedge.pvdb import readiness
+
 RELIABILITY_FIGURES = pytest.StashKey[list[dict]]()
 """Rows that tests/test_faults.py records, shown in the summary of the run."""
 RELIABILITY_COLUMNS = ("scenario", "load", "faults", "survived", "inputs", "frames lost", "notes")
@@ -43,15 +45,22 @@ def prefix() -> str:
 
 
 class Spawned:
-    """A child process in its own process group, its output in a log file."""
+    """A child process in its own process group, its output in a log file, run in the
+    log file's folder (what it writes by default lands there, not in the repository).
+
+    It is handed a ready file (pvdb/readiness.py): `ready()` says whether a command that
+    announces readiness (`ptychoedge sim`, `ioc`, `node`) has said that it serves.
+    """
 
     def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None):
         self.args = args
         self.log_path = log_path
+        self.ready_path = log_path.with_suffix(".ready")
         self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(
             args, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, env={**os.environ, **(env or {})},
+            start_new_session=True, cwd=log_path.parent,
+            env={**os.environ, readiness.ENV: str(self.ready_path), **(env or {})},
         )
 
     @property
@@ -61,6 +70,10 @@ class Spawned:
     def log(self) -> str:
         self._log.flush()
         return self.log_path.read_text(errors="replace")
+
+    def ready(self) -> bool:
+        """Whether the child announced that it serves."""
+        return readiness.announced(self.ready_path) is not None
 
     def alive(self) -> bool:
         return self.popen.poll() is None
@@ -114,7 +127,7 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., Spawned]]:
 def start_sim(start: Callable[..., Spawned], d: str, log_dir: Path, *args: str) -> Spawned:
     """`ptychoedge sim` on prefix `d`, once it is ready."""
     sim = start(*ptychoedge("sim", "--prefix", d, "--log-dir", str(log_dir), *args), name="sim")
-    wait_until(lambda: "Ctrl-C stops" in sim.log(), 60, "simulated beamline", sim)
+    wait_until(sim.ready, 60, "simulated beamline", sim)
     return sim
 
 
@@ -124,7 +137,8 @@ def start_ioc(start: Callable[..., Spawned], ctx, p: str, input_channel: str, st
     ctx.disconnect()  # channels of an IOC that stopped would reconnect only slowly
     ioc = start(*ptychoedge("ioc", "--prefix", p, "--input-channel", input_channel,
                             "--state-dir", str(state_dir), *args), name="ioc")
-    wait_until(pva_ready(ctx, p + "State_RBV"), 60, "pipeline IOC", ioc)
+    wait_until(ioc.ready, 60, "pipeline IOC", ioc)
+    wait_until(pva_ready(ctx, p + "State_RBV"), 30, "pipeline IOC over pvAccess", ioc)
     return ioc
 
 

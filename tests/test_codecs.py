@@ -189,7 +189,7 @@ def test_simulated_detector_publishes_every_codec(spawn, prefix, pva, model_dir,
     """`cam1:Codec`: the same scan, raw and then compressed, gives the same patches."""
     sim = spawn(*ptychoedge("sim", "--prefix", prefix, "--no-stage", "--log-dir",
                             str(tmp_path)), name="sim")
-    wait_until(lambda: "Ctrl-C stops" in sim.log(), 60, "simulated detector", sim)
+    wait_until(sim.ready, 60, "simulated detector", sim)
     points = 5
     put(pva, prefix + "cam1:ScanPoints", points)
     instance = Instance(spawn, pva, prefix + "Pva1:Image", prefix, model_dir, batchSize=1)

@@ -66,7 +66,7 @@ def start_detector(spawn, prefix, pva, tmp_path):
                       name="sim")
         detector = Detector(prefix, child, pva)
         detector.wait_for(pva_ready(pva, prefix + "cam1:DetectorState_RBV"), "control IOC")
-        detector.wait_for(lambda: "Ctrl-C stops" in child.log(), "beamline configured", 60.0)
+        detector.wait_for(child.ready, "beamline configured", 60.0)
         return detector
     return start
 

@@ -96,7 +96,7 @@ def collect(ctx, channel: str, unique_ids: set[int], start, timeout: float = 60
 def detector(spawn, prefix, pva, tmp_path):
     child = spawn(*ptychoedge("sim", "--prefix", prefix, "--no-stage", "--log-dir",
                               str(tmp_path)), name="sim")
-    wait_until(lambda: "Ctrl-C stops" in child.log(), 60, "simulated detector", child)
+    wait_until(child.ready, 60, "simulated detector", child)
     return child
 
 

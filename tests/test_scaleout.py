@@ -65,9 +65,10 @@ class Beamline:
             shutil.copy(path, model_paths(DEFAULT_MODEL, models)[kind])
         self.models = models
 
-    def start(self, host: str, *args: str, ready: str, name: str):
+    def start(self, host: str, *args: str, name: str):
+        """`ptychoedge ARGS` on `host`, once it says it serves."""
         child = self.spawn(*self.hosts.command(host, ptychoedge(*args)), name=name)
-        wait_until(lambda: ready in child.log(), 60, name, child)
+        wait_until(child.ready, 60, name, child)
         return child
 
     def get(self, name: str, prefix: str | None = None):
@@ -117,15 +118,14 @@ def test_frames_spread_over_hosts_and_a_lost_host_costs_only_its_frames(
     line = Beamline(hosts, spawn, ctx, prefix, tmp_path)
     hosts.sysctl("det", "net.ipv4.tcp_retries2", TCP_RETRIES)
     line.start("det", "sim", "--prefix", line.d, "--no-stage", "--log-dir", str(tmp_path),
-               ready="Ctrl-C stops", name="sim")
+               name="sim")
     agents = [line.start(f"node{n}", "node", "--pipeline", line.p, "--node", str(n),
                          "--model-dir", str(line.models), "--log-dir",
-                         str(tmp_path / f"node{n}"), ready="ready", name=f"agent{n}")
+                         str(tmp_path / f"node{n}"), name=f"agent{n}")
               for n in range(1, NODES + 1)]
     ioc = line.start("ioc", "ioc", "--prefix", line.p, "--no-local-node",
                      "--input-channel", line.d + "Pva1:Image", "--state-dir",
-                     str(tmp_path / "state"), "--model-dir", str(line.models),
-                     ready="Ctrl-C stops", name="ioc")
+                     str(tmp_path / "state"), "--model-dir", str(line.models), name="ioc")
     wait_until(lambda: line.answers(line.p + "State_RBV"), 30, "the IOC over the bridge", ioc)
     for name, value in (("Nodes", NODES), ("InstancesPerNode", 1), ("Run", "Run")):
         ctx.put(line.p + name, value, timeout=5)
