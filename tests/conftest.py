@@ -1,4 +1,12 @@
-"""Shared fixtures: unique PV prefixes and real processes on loopback."""
+"""Shared fixtures: unique PV prefixes and real processes on loopback; the two tiers.
+
+A test is `integration` when it starts a process (an IOC, a server, a command) or
+talks EPICS over the network, and `slow` when it computes for seconds in this process
+(training a network, a whole scan); both are left out of the fast tier, which is
+`python -m pytest -m "not integration"` (docs/testing.md). A test is marked by hand or
+here, by the fixtures it uses (INTEGRATION_FIXTURES); an unmarked test that starts a
+process fails, so no process hides in the fast tier.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +17,77 @@ import subprocess
 import sys
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-# pyepics and aioca (ophyd-async) in one process must share one libca: two copies
-# crash the interpreter at exit. This points pyepics at epicscorelibs' libca.
-import epicscorelibs.path.pyepics  # noqa: F401, I001
 import pytest
 
 from ptychoedge.pvdb import readiness
 
+INTEGRATION = "integration"
+INTEGRATION_FIXTURES = {"spawn", "pva"}
+"""Fixtures that start processes or talk EPICS: a test that uses one is `integration`."""
+_STARTED = pytest.StashKey[list[str]]()
+"""The processes a fast-tier test tried to start."""
+
 RELIABILITY_FIGURES = pytest.StashKey[list[dict]]()
 """Rows that tests/test_faults.py records, shown in the summary of the run."""
 RELIABILITY_COLUMNS = ("scenario", "load", "faults", "survived", "inputs", "frames lost", "notes")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects by the marks
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if (INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ()))
+                or item.get_closest_marker("slow") is not None):
+            item.add_marker(INTEGRATION)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem):
+    """A fast-tier test that starts a process (in a fixture of any scope, or in the test)
+    is refused the process and fails: mark it `integration`."""
+    if item.get_closest_marker(INTEGRATION) is not None:
+        return (yield)
+    started = item.stash[_STARTED] = []
+    execute = subprocess.Popen._execute_child
+
+    def refuse(popen, args, *rest, **kwargs):
+        started.append(" ".join(map(str, args)) if isinstance(args, list | tuple) else str(args))
+        raise RuntimeError(f"{item.nodeid} starts a process ({started[-1][:120]}): "
+                           "mark it @pytest.mark.integration")
+    subprocess.Popen._execute_child = refuse
+    try:
+        return (yield)
+    finally:
+        subprocess.Popen._execute_child = execute
+
+
+@pytest.fixture(autouse=True)
+def fast_tests_start_no_process(request):
+    """Fails the fast-tier test that tried to start a process, even if the code under
+    test caught the refusal."""
+    yield
+    started = request.node.stash.get(_STARTED, [])
+    assert not started, f"not marked integration, but starts processes: {started}"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker(INTEGRATION) is not None:
+        share_libca()
+
+
+def share_libca() -> None:
+    """Point pyepics at epicscorelibs' libca, which aioca (ophyd-async) loads: two copies of
+    libca in one process crash the interpreter at exit. Done before the first integration
+    test: pyepics loads its libca at its first Channel Access call, which no fast test
+    makes, and collection may already have imported `epics.ca` (the warning saying the
+    import comes too late assumes libca was loaded with it)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import epicscorelibs.path.pyepics  # noqa: F401
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

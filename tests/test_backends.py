@@ -79,6 +79,7 @@ def test_onnxruntime_fp32_matches_torch(model, cache):
                                rtol=0)
 
 
+@pytest.mark.slow
 def test_int8_stays_close_to_fp32(model, cache):
     model, manifest = model
     inputs = frames(manifest)
@@ -90,6 +91,7 @@ def test_int8_stays_close_to_fp32(model, cache):
     assert not np.array_equal(int8, reference)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flavour", ["int8", "int8-symmetric"])
 def test_int8_files_are_quantized(random_model, cache, flavour):
     path = onnx_export.exported(*random_model, flavour, cache)
@@ -127,6 +129,7 @@ def test_batch_axis_is_dynamic(random_model, cache, kind, precision):
         backend.infer(inputs[:, 0])
 
 
+@pytest.mark.slow
 def test_exports_are_cached_by_weights_and_precision(random_model, tmp_path):
     model, manifest = random_model
     first = onnx_export.exported(model, manifest, "fp32", tmp_path)

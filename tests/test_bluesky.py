@@ -28,7 +28,8 @@ from ptychoedge.sim import physics
 
 # ophyd-async's imports ask pyepics for epicscorelibs' libca; a pyepics already imported
 # by another test module keeps its own, which works (tests/test_stage.py).
-pytestmark = pytest.mark.filterwarnings("ignore:epicscorelibs.path.pyepics must be imported")
+pytestmark = [pytest.mark.integration,  # the processes start in a module fixture
+              pytest.mark.filterwarnings("ignore:epicscorelibs.path.pyepics must be imported")]
 
 STARTUP = 150  # s: the pipeline's instance loads torch and onnxruntime on two shared cores
 SIDE = 6  # raster points per side

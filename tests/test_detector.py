@@ -313,6 +313,7 @@ def test_unreadable_replay_file_is_an_error_not_a_crash(detector, tmp_path):
     ["sim", "--no-such-option"],
     ["no-such-command"],
 ])
+@pytest.mark.integration
 def test_bad_command_line_is_one_line_error(args):
     import subprocess
     result = subprocess.run(ptychoedge(*args), capture_output=True, text=True, timeout=60)

@@ -4,6 +4,7 @@ import json
 import subprocess
 
 import numpy as np
+import pytest
 from conftest import ptychoedge
 
 from ptychoedge.inference.evaluate import evaluate
@@ -19,6 +20,7 @@ MOSAIC_CORRELATION = 0.7
 AMPLITUDE_PSNR = 18.0  # dB
 
 
+@pytest.mark.slow
 def test_mosaic_of_a_simulated_scan_matches_the_ground_truth(tmp_path):
     report = evaluate("ptychonn-default", None, ["torch:fp32", "onnxruntime:int8"], points=150,
                       step=0.25, seed=0, photons=1e6, out=tmp_path)
@@ -36,6 +38,7 @@ def test_mosaic_of_a_simulated_scan_matches_the_ground_truth(tmp_path):
     assert json.loads((tmp_path / "report.json").read_text()) == report
 
 
+@pytest.mark.slow
 def test_a_wrong_model_scores_worse(tmp_path):
     """The scores can fail: an untrained network of the same shape is far below."""
     import torch
@@ -56,6 +59,7 @@ def test_a_wrong_model_scores_worse(tmp_path):
     assert np.isfinite(report[0]["amplitude_psnr"])
 
 
+@pytest.mark.integration
 def test_evaluate_command_refuses_an_unknown_model(tmp_path):
     result = subprocess.run(ptychoedge("evaluate", "--model", "nope", "--out", str(tmp_path)),
                             capture_output=True, text=True, timeout=120)

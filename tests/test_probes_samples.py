@@ -116,6 +116,7 @@ def test_default_kind_is_the_simulators_own_probe():
     assert np.allclose(probes.named_probe("default", N, DX)[0], simulator.probe, atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["zoneplate-defocus", "pinhole"])
 def test_modes_are_orthogonal_strongest_first_and_sum_to_one(kind):
     probe = probes.named_probe(kind, N, DX, modes=3)
@@ -128,6 +129,7 @@ def test_modes_are_orthogonal_strongest_first_and_sum_to_one(kind):
     assert np.all(np.diff(weights) <= 1e-9) and weights[1] > 1e-3
 
 
+@pytest.mark.slow
 def test_a_larger_source_spreads_intensity_into_more_modes():
     small = probes.zone_plate_probe(64, DX, **ZONE_PLATE, modes=2, source_rms=3e-9)
     large = probes.zone_plate_probe(64, DX, **ZONE_PLATE, modes=2, source_rms=15e-9)
@@ -145,6 +147,7 @@ def test_optics_that_do_not_fit_are_refused():
         probes.named_probe("laser", N, DX)
 
 
+@pytest.mark.slow
 def test_probe_files_round_trip(tmp_path):
     probe = probes.named_probe("zoneplate-defocus", 64, DX, modes=2)
     np.save(tmp_path / "probe.npy", probe * 7)
@@ -354,6 +357,7 @@ def test_make_scan_refuses_a_probe_file_for_other_frames_with_the_reason(tmp_pat
     assert not (tmp_path / "scan.cxi").exists()
 
 
+@pytest.mark.slow
 def test_make_scan_writes_a_cxi_scan_with_its_instrument(tmp_path):
     out = tmp_path / "scan.cxi"
     assert cli.main(["make-scan", "--probe", "pinhole", "--probe-modes", "2", "--sample",

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import sys
 
+import pytest
 from conftest import wait_until
 
 from ptychoedge.iocs.processes import Child, stop_all
+
+pytestmark = pytest.mark.integration  # every test here starts processes
 
 WRITER = """
 import sys, time

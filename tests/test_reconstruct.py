@@ -34,6 +34,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(ptychoedge(*args), capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.integration
 def test_reconstruct_writes_the_stitched_object_and_the_residuals(scan, tmp_path):
     result = run("reconstruct", str(scan), "--out", str(tmp_path), "--backend", "torch")
     assert result.returncode == 0, result.stderr
@@ -53,6 +54,7 @@ def test_reconstruct_writes_the_stitched_object_and_the_residuals(scan, tmp_path
     assert (tmp_path / "reconstruction.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_evaluate_scores_a_scan_against_its_object_and_beside_a_flat_image(scan, tmp_path):
     report = evaluate_scan("ptychonn-default", None, scan, None, tmp_path)
     for name in ("amplitude", "phase"):
@@ -67,6 +69,7 @@ def test_evaluate_scores_a_scan_against_its_object_and_beside_a_flat_image(scan,
     assert wrong["phase_correlation"] < 0.5 * report["phase_correlation"]
 
 
+@pytest.mark.integration
 def test_a_reference_of_another_pixel_size_is_refused(scan, tmp_path):
     odd = tmp_path / "odd.npz"
     np.savez(odd, object=np.ones((300, 300), np.complex64), pixel_size=7e-9)
@@ -80,6 +83,7 @@ def test_a_reference_of_another_pixel_size_is_refused(scan, tmp_path):
     (lambda f: f.__delitem__("entry_1/sample_1/geometry_1/translation"), "no positions"),
     (lambda f: f.__setitem__("extra", 0) or _truncate_positions(f), "positions of shape"),
 ])
+@pytest.mark.integration
 def test_a_bad_scan_is_refused_with_the_reason(scan, tmp_path, damage, reason):
     bad = tmp_path / "bad.cxi"
     bad.write_bytes(scan.read_bytes())

@@ -151,6 +151,7 @@ def test_detector_screen_has_every_cam1_record():
         assert controls[f"$(D){motor.name}"] == "textentry"
 
 
+@pytest.mark.integration
 def test_screens_command_prints_where_and_how_to_open():
     result = subprocess.run(ptychoedge("screens", "--prefix", "X1:", "--beamline-prefix", "Y1:"),
                             capture_output=True, text=True, timeout=60)
@@ -162,6 +163,7 @@ def test_screens_command_prints_where_and_how_to_open():
     assert "main.bob?P=EDGE1:&D=SIM1:'" in default.stdout
 
 
+@pytest.mark.integration
 @pytest.mark.timeout(STARTUP + 120)
 def test_every_pv_the_screens_name_answers(tmp_path):
     d = f"S{uuid.uuid4().hex[:8]}:"

@@ -110,6 +110,7 @@ def test_the_example_acf_loads(spawn, pva, prefix, tmp_path):
     wait_until(lambda: "access security from" in ioc.log(), 10, "the ACF loaded", ioc)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("content", [None, "ASG(DEFAULT) { RULE(1, READ)\n"])
 def test_a_missing_or_broken_acf_stops_the_ioc_with_a_clear_error(tmp_path, prefix, content):
     acf = tmp_path / "access.acf"

@@ -14,6 +14,8 @@ from conftest import Spawned, wait_until
 
 from ptychoedge.pvdb.stage import MOTORS
 
+pytestmark = pytest.mark.integration  # every test here starts the stage IOC or its command
+
 STAGE_IOC = [sys.executable, "-m", "ptychoedge.sim.stage_ioc"]
 VELOCITY = MOTORS[0].velocity
 
@@ -82,8 +84,6 @@ def test_ophyd_async_motor_set_returns_at_the_target(stage, prefix):
     assert epics.caget(prefix + "m1.RBV", use_monitor=False) == pytest.approx(2.0)
 
 
-# ophyd asks for libca from epicscorelibs; pyepics has already loaded its own, which works.
-@pytest.mark.filterwarnings("ignore:epicscorelibs.path.pyepics must be imported")
 def test_ophyd_epics_motor_moves(stage, prefix):
     from ophyd import EpicsMotor
 

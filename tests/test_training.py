@@ -31,6 +31,7 @@ def small_run(tmp_path, epochs: int) -> argparse.Namespace:
                    "192", "--validation", "16", "--epochs", str(epochs), "--lr", "3e-3")
 
 
+@pytest.mark.slow
 def test_a_short_run_lowers_the_loss_and_writes_a_loadable_model(tmp_path):
     untrained_model, untrained = training.train(small_run(tmp_path, epochs=1))
     model, manifest = training.train(small_run(tmp_path, epochs=4))
@@ -44,6 +45,7 @@ def test_a_short_run_lowers_the_loss_and_writes_a_loadable_model(tmp_path):
         torch.testing.assert_close(loaded.state_dict()[name], weights)
 
 
+@pytest.mark.slow
 def test_a_tampered_or_misplaced_model_is_refused(tmp_path):
     model, manifest = training.train(small_run(tmp_path, epochs=1))
     save_model(model, manifest, tmp_path)
@@ -84,6 +86,7 @@ def test_the_shipped_model_reconstructs_structure_not_just_the_mean():
         assert correlation[0, 1] > 0.5
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("args", [["--width", "-1"], ["--epochs", "zero"], ["--lr", "0"],
                                   ["--input-size", "60"]])
 def test_bad_arguments_are_one_line_errors(args):
@@ -177,6 +180,7 @@ def test_the_overlap_of_true_patches_agrees_only_at_the_right_shift(tmp_path):
         assert loss(wrong) > 2 * right
 
 
+@pytest.mark.slow
 def test_self_supervised_training_learns_the_object_from_the_frames_alone(tmp_path):
     # From the frames, positions and probe only: the physics loss falls below an untrained
     # network's and a flat patch's, and the stitched phase comes to resemble the truth.

@@ -66,6 +66,7 @@ def held_out_figures(model, manifest, scan_path) -> tuple[float, float]:
     return float(loss), correlation(output.numpy()[:, 1], held.targets[:, 1])
 
 
+@pytest.mark.slow
 def test_supervised_from_a_reconstruction_learns_the_scan(small_scan, tmp_path):
     figures = []
     for epochs in ("1", "25"):
@@ -80,6 +81,7 @@ def test_supervised_from_a_reconstruction_learns_the_scan(small_scan, tmp_path):
     assert phase_after > phase_before + 0.05
 
 
+@pytest.mark.integration
 def test_an_instrument_file_trains_a_model_of_that_instrument(tmp_path):
     probe = physics.make_probe(64, 24, 2.0)
     instrument = Instrument(physics.geometry(64), probe, 3e5)
@@ -106,6 +108,7 @@ def test_an_instrument_file_trains_a_model_of_that_instrument(tmp_path):
     (lambda d: np.savez(d / "r.npz", object=np.ones((40, 40), np.complex64),
                         pixel_size=1e-8), "does not cover"),
 ])
+@pytest.mark.integration
 def test_a_bad_reconstruction_is_refused_and_nothing_is_written(small_scan, tmp_path, make,
                                                                  reason):
     make(tmp_path)
