@@ -25,10 +25,10 @@ import numpy as np
 import pvaccess as pva
 from pvapy.hpc.adImageProcessor import AdImageProcessor
 
-from ptychoedge.inference.backends import open_backend
+from ptychoedge.inference.backends import open_model
 from ptychoedge.inference.batcher import Batcher, Frame, Reconstructor, Result
 from ptychoedge.inference.frames import CodecUnavailable, decode_frame
-from ptychoedge.inference.manifest import MODEL_DIR, ModelError, load_model
+from ptychoedge.inference.manifest import MODEL_DIR, ModelError
 from ptychoedge.inference.preprocess import FrameError
 from ptychoedge.pvdb.processors import (
     REQUEST,
@@ -132,9 +132,9 @@ class PtychoNNProcessor(AdImageProcessor):
                                float(self.args.max_wait), float(self.args.first_delay))
 
     def _reconstructor(self, config: ModelConfig) -> Reconstructor:
-        model, manifest = load_model(config.model, Path(self.args.model_dir or MODEL_DIR))
-        backend = open_backend(config.backend, config.precision, model, manifest,
-                               threads=int(self.args.threads))
+        backend, manifest = open_model(config.backend, config.precision, config.model,
+                                       Path(self.args.model_dir or MODEL_DIR),
+                                       threads=int(self.args.threads))
         return Reconstructor(backend, manifest)
 
     # -- the framework's interface (pvapy's camelCase) -------------------------
