@@ -1,1 +1,1 @@
-"""ptychoedge.apps: programs that start and join the other parts (the end-to-end demo)."""
+"""ptychoedge.apps: programs that start and join the others (`ptychoedge sim`, the demo)."""

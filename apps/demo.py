@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 from p4p.client.thread import Context
 
+from ptychoedge.apps.beamline import plain
 from ptychoedge.iocs.processes import Child, python_module, stop_all
 from ptychoedge.iocs.served import refuse_if_served
 from ptychoedge.pvdb import detector, pipeline
 from ptychoedge.pvdb.spec import find
-from ptychoedge.sim.beamline import plain
 
 log = logging.getLogger("ptychoedge.demo")
 

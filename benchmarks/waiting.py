@@ -2,7 +2,7 @@
 
 import time
 
-from ptychoedge.sim.beamline import plain
+from ptychoedge.apps.beamline import plain
 
 
 def wait(condition, timeout: float, what: str):

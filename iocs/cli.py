@@ -8,7 +8,7 @@ import sys
 
 # subcommand -> (module with add_arguments/run, one-line help)
 SUBCOMMANDS = {
-    "sim": ("ptychoedge.sim.beamline", "the simulated beamline: detector and stage IOCs"),
+    "sim": ("ptychoedge.apps.beamline", "the simulated beamline: detector and stage IOCs"),
     "make-scan": ("ptychoedge.sim.make_scan", "simulate a scan of a probe and sample, as CXI"),
     "ioc": ("ptychoedge.iocs.pipeline_ioc",
             "the pipeline IOC: knobs, throughput, supervision and automatic scaling"),

@@ -21,9 +21,9 @@ from bad_frames import FAULT_FRAMES
 from conftest import RELIABILITY_FIGURES, pva_ready, start_ioc, start_sim, wait_until
 from test_pipeline_ioc import STARTUP, Pipeline
 
+from ptychoedge.apps.beamline import plain
 from ptychoedge.inference.manifest import MODEL_DIR
 from ptychoedge.pvdb import pipeline
-from ptychoedge.sim.beamline import plain
 
 BAD_FRAMES_SERVER = Path(__file__).with_name("bad_frames_server.py")
 RATE = 150  # Hz: modest, so two shared cores hold it with time to spare

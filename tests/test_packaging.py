@@ -85,7 +85,7 @@ def test_the_runtime_needs_no_torch(tmp_path):
     script = WITHOUT_TORCH + """
 import numpy as np
 import ptychoedge.inference.processor, ptychoedge.inference.mosaic_processor
-import ptychoedge.iocs.pipeline_ioc, ptychoedge.sim.beamline
+import ptychoedge.iocs.pipeline_ioc, ptychoedge.apps.beamline
 from ptychoedge.inference.backends import BackendError, open_model
 backend, manifest = open_model("onnxruntime", "fp32", "ptychonn-default")
 size = manifest.shape.input_size

@@ -15,10 +15,10 @@ import epics
 import pytest
 from conftest import pva_ready, start_ioc, start_sim, wait_until
 
+from ptychoedge.apps.beamline import plain
 from ptychoedge.inference.manifest import DEFAULT_MODEL, load_manifest, model_paths, save_model
 from ptychoedge.inference.model import PtychoNN
 from ptychoedge.pvdb import pipeline
-from ptychoedge.sim.beamline import plain
 
 P4P_FRAMES_SERVER = Path(__file__).with_name("p4p_frames_server.py")
 STARTUP = 90  # s: instances load torch and onnxruntime, on two shared cores

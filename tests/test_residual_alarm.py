@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 from conftest import pva_ready, start_ioc, start_sim, wait_until
 
+from ptychoedge.apps.beamline import plain
 from ptychoedge.inference.instrument import Instrument
 from ptychoedge.inference.manifest import (
     DEFAULT_MODEL,
@@ -18,7 +19,6 @@ from ptychoedge.inference.manifest import (
     save_model,
 )
 from ptychoedge.sim import physics
-from ptychoedge.sim.beamline import plain
 from ptychoedge.sim.probes import named_probe
 
 STARTUP = 90  # s: instances load torch and onnxruntime, on two shared cores

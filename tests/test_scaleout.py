@@ -17,10 +17,10 @@ import netns
 import pytest
 from conftest import ptychoedge, pva_ready, start_ioc, start_sim, wait_until
 
+from ptychoedge.apps.beamline import plain
 from ptychoedge.inference.manifest import DEFAULT_MODEL, model_paths
 from ptychoedge.iocs.instances import InstanceSpec, ModelConfig, node_ids
 from ptychoedge.pvdb import node, pipeline
-from ptychoedge.sim.beamline import plain
 
 needs_namespaces = pytest.mark.skipif(not netns.available(),
                                       reason="making network namespaces needs root")

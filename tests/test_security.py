@@ -16,6 +16,7 @@ import pytest
 from conftest import ptychoedge, start_ioc, start_sim, wait_until
 
 from ptychoedge import iocs as iocs_package
+from ptychoedge.apps.beamline import plain
 from ptychoedge.inference.manifest import (
     DEFAULT_MODEL,
     MODEL_DIR,
@@ -26,7 +27,6 @@ from ptychoedge.inference.manifest import (
 )
 from ptychoedge.pvdb import pipeline
 from ptychoedge.sim import physics
-from ptychoedge.sim.beamline import plain
 
 # not ptychoedge.iocs.access: it loads softioc, which has no business in the test process
 EXAMPLE_ACF = Path(iocs_package.__file__).with_name("ptychoedge.acf")

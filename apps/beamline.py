@@ -21,7 +21,7 @@ from ptychoedge.inference.instrument import PROBE_PATH
 from ptychoedge.iocs.processes import Child, python_module, stop_all
 from ptychoedge.iocs.served import refuse_if_served
 from ptychoedge.pvdb import detector, readiness
-from ptychoedge.pvdb.spec import find
+from ptychoedge.pvdb.spec import PvSpec, find
 from ptychoedge.sim import physics, probes, samples
 
 log = logging.getLogger("ptychoedge.sim")
@@ -62,20 +62,28 @@ def _probe(text: str) -> str:
     return str(Path(text).resolve())
 
 
-_SIZE = find(detector.SETTINGS, "cam1:SizeX")
+def _limits(spec: PvSpec) -> tuple[float, float]:
+    """The low and high limits of a numeric setting that has both."""
+    if spec.low is None or spec.high is None:
+        raise ValueError(f"{spec.name} has no limits to check a command line value against")
+    return spec.low, spec.high
+
+
+_SIZE_LIMITS = _limits(find(detector.SETTINGS, "cam1:SizeX"))
 _PERIOD = find(detector.SETTINGS, "cam1:AcquirePeriod")
-_PHOTONS = find(detector.SETTINGS, "cam1:Photons")
+_PHOTON_LIMITS = _limits(find(detector.SETTINGS, "cam1:Photons"))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    shortest_period, longest_period = _limits(_PERIOD)
     parser.add_argument("--prefix", default="SIM1:", help="PV prefix $(D) (default SIM1:)")
     parser.add_argument("--acquire", action="store_true",
                         help="start acquiring at once (otherwise wait for a put to cam1:Acquire)")
-    parser.add_argument("--rate", type=_bounded(float, 1 / _PERIOD.high, 1 / _PERIOD.low),
+    parser.add_argument("--rate", type=_bounded(float, 1 / longest_period, 1 / shortest_period),
                         default=None, metavar="HZ",
                         help="frame rate: sets cam1:AcquirePeriod to 1/HZ (default "
-                             f"{1 / _PERIOD.initial:g}, the detector's own)")
-    parser.add_argument("--size", type=_bounded(int, _SIZE.low, _SIZE.high), default=None,
+                             f"{1 / float(_PERIOD.initial):g}, the detector's own)")
+    parser.add_argument("--size", type=_bounded(int, *_SIZE_LIMITS), default=None,
                         metavar="PX", help="square frame size in pixels (cam1:SizeX and SizeY)")
     parser.add_argument("--data-type", choices=detector.DATA_TYPES, default=None,
                         help="pixel type (cam1:DataType)")
@@ -98,7 +106,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sample-thickness", type=_bounded(float, 0.01, 100), default=1.0,
                         metavar="S", help="S times the family's usual thickness: phase and "
                                           "absorption (default 1)")
-    parser.add_argument("--photons", type=_bounded(float, _PHOTONS.low, _PHOTONS.high),
+    parser.add_argument("--photons", type=_bounded(float, *_PHOTON_LIMITS),
                         default=None, metavar="N",
                         help="photons per frame with no sample (cam1:Photons)")
     parser.add_argument("--duration", type=float, default=0.0, metavar="S",
