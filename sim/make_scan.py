@@ -116,6 +116,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":  # python -m ptychoedge.sim.make_scan, as before
-    parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=PROGRAM)
     add_arguments(parser)
     raise SystemExit(run(parser.parse_args()))
