@@ -32,3 +32,31 @@ def test_a_refusal_whose_gap_never_comes_stops_waiting():
     expired.refused(0.0, input_id=50, frames=1)
     assert expired.lost(REFUSAL_PATIENCE + 1, gaps=0, collected_to=None) == 0
     assert expired.lost(REFUSAL_PATIENCE + 2, gaps=1, collected_to=None) == 1
+
+
+def test_a_refusal_stops_waiting_once_the_collector_reached_its_input_id():
+    """The refused frame came before the detector's id of its time: a collector at that id
+    has passed its gap, which will not show any more."""
+    refused = RefusedFrames()
+    refused.refused(0.0, input_id=50, frames=1)
+    assert refused.lost(1.0, gaps=0, collected_to=49) == 0  # not there yet: it waits
+    assert refused.lost(1.5, gaps=0, collected_to=50) == 0
+    assert refused.lost(2.0, gaps=1, collected_to=51) == 1  # a later gap is a lost frame
+
+
+def test_reset_forgets_the_refusals_and_the_gaps_they_explained():
+    refused = RefusedFrames()
+    refused.refused(0.0, input_id=100, frames=2)
+    assert refused.lost(1.0, gaps=1, collected_to=90) == 0
+    assert refused.gaps == 1
+    refused.reset()
+    assert refused.gaps == 0
+    assert refused.lost(2.0, gaps=1, collected_to=95) == 1  # the refusal left went with it
+
+
+def test_a_refusal_of_no_frames_explains_no_gap():
+    refused = RefusedFrames()
+    refused.refused(0.0, input_id=10, frames=0)
+    refused.refused(0.0, input_id=10, frames=-2)  # a counter read backwards, say
+    assert refused.lost(1.0, gaps=2, collected_to=5) == 2
+    assert refused.gaps == 0

@@ -150,10 +150,12 @@ def test_nothing_is_written_into_the_package(random_model, tmp_path, monkeypatch
     assert sorted(MODEL_DIR.iterdir()) == before
 
 
-def test_enums():
-    assert BACKENDS == ("torch", "onnxruntime", "tensorrt")
-    assert PRECISIONS == ("fp32", "fp16", "int8")
+def test_every_backend_says_which_known_precisions_it_runs():
+    """open_backend looks a backend's precisions up in SUPPORTED (the knobs' choices are
+    checked against BACKENDS and PRECISIONS in tests/test_knobs.py)."""
     assert set(SUPPORTED) == set(BACKENDS)
+    for kind, precisions in SUPPORTED.items():
+        assert precisions and set(precisions) <= set(PRECISIONS), kind
 
 
 @pytest.mark.parametrize("kind, precision, reason", [

@@ -23,11 +23,11 @@ from test_pipeline_ioc import STARTUP, Pipeline
 
 from ptychoedge.apps.beamline import plain
 from ptychoedge.inference.manifest import MODEL_DIR
+from ptychoedge.iocs.instances import SERVER_QUEUE  # frames pvAccess may hold for an instance
 from ptychoedge.pvdb import pipeline
 
 BAD_FRAMES_SERVER = Path(__file__).with_name("bad_frames_server.py")
 RATE = 150  # Hz: modest, so two shared cores hold it with time to spare
-SERVER_QUEUE = 100  # frames pvAccess may hold for an instance (supervisor.SERVER_QUEUE)
 
 
 @pytest.fixture(scope="module")

@@ -109,9 +109,14 @@ def test_stop_ends_a_move_short_of_the_target(stage, prefix):
     assert epics.caget(prefix + "m1.DMOV", use_monitor=False) == 1
     stopped = epics.caget(prefix + "m1.RBV", use_monitor=False)
     assert 1.0 < stopped < 20.0
-    time.sleep(0.2)  # it stays put
-    assert epics.caget(prefix + "m1.RBV", use_monitor=False) == stopped
     assert epics.caget(prefix + "m1.VAL", use_monitor=False) == pytest.approx(stopped)
+    # It stays put: while m2 makes a move of its own, ticks of the same IOC that a move of
+    # m1 left running would have used (a put with wait returns when the move ends)
+    start = epics.caget(prefix + "m2.RBV", use_monitor=False)
+    assert epics.caput(prefix + "m2.VAL", start + 2.0, wait=True, timeout=10)
+    assert epics.caget(prefix + "m2.RBV", use_monitor=False) == pytest.approx(start + 2.0)
+    assert epics.caget(prefix + "m1.RBV", use_monitor=False) == stopped
+    assert epics.caget(prefix + "m1.DMOV", use_monitor=False) == 1
     setpoint.disconnect()
 
 
