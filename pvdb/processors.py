@@ -58,7 +58,7 @@ class ModelConfig:
             spec = pipeline.knob(item.name)
             value = getattr(self, item.name)
             if type(value) is not type(item.default):
-                return f"{spec.name}: {value!r} is not a {type(item.default).__name__}"
+                return f"{spec.name}: {value!r} refused, not of type {type(item.default).__name__}"
             if spec.choices:
                 if value not in spec.choices:
                     return f"{spec.name}: {value!r} is not one of {', '.join(spec.choices)}"
