@@ -22,16 +22,16 @@ import numpy as np
 from p4p.client.thread import Context
 from waiting import wait
 
-from ptychoedge.inference.backends import open_backend
-from ptychoedge.inference.manifest import DEFAULT_MODEL, MODEL_DIR, load_model
+from ptychoedge.inference.backends import open_model
+from ptychoedge.inference.manifest import DEFAULT_MODEL, MODEL_DIR
 from ptychoedge.inference.onnx_export import calibration_inputs
 from ptychoedge.pvdb.processors import COLLECTOR_PROCESSOR, INSTANCE_PROCESSOR
 
 
 def bare_rate(args) -> float:
     """Frames per second of the model alone, one process, same backend/batch/threads."""
-    model, manifest = load_model(args.model, args.model_dir)
-    backend = open_backend(args.backend, args.precision, model, manifest, threads=args.threads)
+    backend, manifest = open_model(args.backend, args.precision, args.model, args.model_dir,
+                                   threads=args.threads)
     inputs = calibration_inputs(manifest)[: args.batch]
     inputs = np.repeat(inputs, -(-args.batch // len(inputs)), axis=0)[: args.batch]
     for _ in range(5):

@@ -183,6 +183,8 @@ def instrument_of(args: argparse.Namespace, parent: Manifest | None) -> Instrume
     parent's, or the simulated one."""
     orientation = Orientation(args.transpose, args.flip_y, args.flip_x,
                               *(args.beam_center or (None, None)))
+    if parent is not None and orientation == Orientation():
+        orientation = parent.instrument.orientation  # a scan of the parent's detector
     photons = args.photons
     if args.scan or args.instrument:
         from ptychoedge.inference.instrument import read_cxi

@@ -19,6 +19,9 @@ SUBCOMMANDS = {
     "train": ("ptychoedge.inference.training",
               "train PtychoNN for an instrument: simulated, from a recorded scan, or "
               "self-supervised"),
+    "adapt": ("ptychoedge.inference.adaptation",
+              "fine-tune a model on a scan's own frames; keep it only if it explains them "
+              "clearly better"),
     "reconstruct": ("ptychoedge.inference.reconstruct",
                     "reconstruct a recorded scan offline: stitched image, CXI, residuals"),
     "evaluate": ("ptychoedge.inference.evaluate",
@@ -36,7 +39,13 @@ def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
     for name, (module, summary) in SUBCOMMANDS.items():
         sub = commands.add_parser(name, help=summary, description=summary)
         if name == chosen:
-            program = importlib.import_module(module)
+            try:
+                program = importlib.import_module(module)
+            except ModuleNotFoundError as error:
+                if error.name != "torch":
+                    raise
+                parser.exit(2, f"ptychoedge {name}: error: needs torch, which this install "
+                               f"lacks: pip install 'ptychoedge[torch]' (see the README)\n")
             program.add_arguments(sub)
             sub.set_defaults(run=program.run, command_parser=sub)
     return parser

@@ -98,3 +98,12 @@ except BackendError as error:
     said = run(sys.executable, "-c", script, cwd=tmp_path)
     assert "(2, 2, 64, 64)" in said, said
     assert "ptychoedge[torch]" in said, said
+
+
+def test_training_without_torch_says_which_extra_to_install(tmp_path):
+    done = subprocess.run([sys.executable, "-c", WITHOUT_TORCH + "sys.exit(main())", "train",
+                           "--epochs", "1"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "pip install 'ptychoedge[torch]'" in done.stderr
+    assert "Traceback" not in done.stderr

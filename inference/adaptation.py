@@ -1,0 +1,138 @@
+"""Adapting a running model to the scan it streams: learn, check, then keep or set aside.
+
+The running model is fine-tuned self-supervised on the scan's own frames (training.py,
+`--scan SCAN --from RUNNING`: frames, positions and probe, no labels). Every tenth frame
+is held back from training (training.HELD_OUT_EVERY); on those, each model's diffraction
+residual is taken as the pipeline takes it, through the model's own preprocessing and
+probe. The new model is kept in the model directory, ready for the pipeline's `Model`
+knob, only when its median residual is below the running model's by `margin` (a
+fraction); otherwise it goes to `rejected/` beside it, with the reason. Either way its
+manifest records the check beside its lineage.
+
+    ptychoedge adapt --scan SCAN.cxi --from RUNNING [--model-dir DIR] [--name NEW]
+
+Exit status 0: kept; 1: set aside; 2: refused (the reason on stderr). The last line on
+stdout is the check as JSON, for the pipeline IOC that runs this as a child.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ptychoedge.inference import training, training_data
+from ptychoedge.inference.instrument import InstrumentError
+from ptychoedge.inference.manifest import MODEL_DIR, Manifest, ModelError, load_model, save_model
+from ptychoedge.inference.model import PtychoNN
+
+REJECTED = "rejected"  # the model directory's folder for models that did not pass the check
+
+
+@dataclass
+class Check:
+    held_back: int  # frames neither model was trained on
+    running_residual: float  # medians on those frames
+    new_residual: float
+    margin: float
+    accepted: bool
+    reason: str
+
+
+def held_back_residual(model: PtychoNN, manifest: Manifest, scan: Path) -> tuple[float, int]:
+    """Median residual of `model` on the scan's held-back frames, and how many there are."""
+    frames = training_data.recorded_scan(scan, manifest.preprocessing, manifest.object_pixel_size)
+    held_back = frames.subset(np.arange(len(frames.inputs)) % training.HELD_OUT_EVERY == 0)
+    predicted = training.predict(model, held_back.inputs)
+    figures = training.residual_figures(manifest, held_back.counts, predicted)
+    return figures["residual_p50"], len(held_back.inputs)
+
+
+def check(running: tuple[PtychoNN, Manifest], new: tuple[PtychoNN, Manifest], scan: Path,
+          margin: float) -> Check:
+    before, count = held_back_residual(*running, scan)
+    after, _ = held_back_residual(*new, scan)
+    accepted = after < (1 - margin) * before
+    verdict = "below" if accepted else "not below"
+    reason = (f"residual on {count} held-back frames {after:.3f} against {before:.3f} for "
+              f"{running[1].name}: {verdict} the {1 - margin:.0%} it must reach")
+    return Check(count, before, after, margin, accepted, reason)
+
+
+def adapt(args: argparse.Namespace) -> tuple[Check, Path]:
+    """Fine-tune, check and save as `args` say; the check and where the model went."""
+    recipe = ["--scan", str(args.scan), "--from", args.running, "--model-dir",
+              str(args.model_dir), "--name", args.name, "--epochs", str(args.epochs),
+              "--seed", str(args.seed)]
+    parser = argparse.ArgumentParser()
+    training.add_arguments(parser)
+    model, manifest = training.train(parser.parse_args(recipe))
+    verdict = check(load_model(args.running, args.model_dir), (model, manifest), args.scan,
+                    args.margin)
+    manifest.training["check"] = asdict(verdict)
+    directory = args.model_dir if verdict.accepted else args.model_dir / REJECTED
+    return verdict, save_model(model, manifest, directory)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scan", type=Path, required=True, metavar="FILE.cxi",
+                        help="the scan to learn from: frames, positions, probe, geometry")
+    parser.add_argument("--from", dest="running", required=True, metavar="NAME",
+                        help="the running model, which the new one starts from")
+    parser.add_argument("--model-dir", type=Path, default=MODEL_DIR,
+                        help="where the running model is and the new one goes "
+                             "(default: the shipped models)")
+    parser.add_argument("--name", help="the new model's name (default: RUNNING-adapted-N)")
+    parser.add_argument("--epochs", type=int, default=30,
+                        help="passes over the scan's frames (default %(default)s)")
+    parser.add_argument("--margin", type=float, default=0.2,
+                        help="how much lower (a fraction) the new model's residual must be "
+                             "(default %(default)s)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads: leave the others to inference (default 1)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def free_name(running: str, directory: Path) -> str:
+    """`RUNNING-adapted-N` with the first N that names no model in `directory` or aside."""
+    taken = {path.name for folder in (directory, directory / REJECTED) if folder.is_dir()
+             for path in folder.glob("*.json")}
+    number = 1
+    while f"{running}-adapted-{number}.json" in taken:
+        number += 1
+    return f"{running}-adapted-{number}"
+
+
+def refusal(args: argparse.Namespace) -> str | None:
+    if not 0 <= args.margin < 1:
+        return "--margin must be in [0, 1)"
+    if min(args.epochs, args.threads) < 1:
+        return "--epochs and --threads must be at least 1"
+    if (args.model_dir / f"{args.name}.json").exists():
+        return f"a model {args.name!r} is already in {args.model_dir}: choose another --name"
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args.name = args.name or free_name(args.running, args.model_dir)
+    problem = refusal(args)
+    if problem:
+        print(f"ptychoedge adapt: error: {problem}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(min(args.threads, len(os.sched_getaffinity(0))))
+    try:
+        verdict, path = adapt(args)
+    except (InstrumentError, ModelError, training_data.ScanError) as error:
+        print(f"ptychoedge adapt: error: {error}", file=sys.stderr)
+        return 2
+    print(("kept " if verdict.accepted else "set aside ") + f"{path}: {verdict.reason}")
+    print(json.dumps({"model": args.name, "path": str(path), **asdict(verdict)}))
+    return 0 if verdict.accepted else 1
