@@ -3,14 +3,16 @@
 A pvAccess monitor of the detector's image beside the inference instances: it is no
 member of their distributor group, so the server sends it every frame as well and it
 takes none from them. It keeps the last `--frames` decoded frames with their scan
-positions (the PosX and PosY attributes, m) in memory, and answers commands on stdin,
-one a line, on stdout:
+positions (the PosX and PosY attributes, m) in memory, and serves one record,
+`--channel` (RING_FIELDS), to be told what to do: a put of `command` with a new
+`request` number is answered in the same record, with that number in `answered`:
 
-    write PATH   the kept frames as a CXI scan with the model's instrument (what
-                 `ptychoedge adapt --scan` reads)  -> "wrote PATH N FIRST LAST" (uniqueIds)
-    clear        forget the kept frames (a new scan)  -> "cleared"
-    count        -> "count N MISSED" (gaps in the uniqueIds: frames never delivered)
+    write   the kept frames to `path` as a CXI scan with the model's instrument (what
+            `ptychoedge adapt --scan` reads): `written` frames, uniqueIds `first`..`last`
+    clear   forget the kept frames (a new scan)
 
+`error` says why a request failed, "" when it did not. `kept` and `missed` (gaps in
+the uniqueIds: frames the monitor never delivered) are refreshed once a second.
 pvapy, so a process of its own: never with softioc or p4p.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import collections
 import logging
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -32,6 +35,9 @@ from ptychoedge.inference.manifest import MODEL_DIR, ModelError, load_manifest
 from ptychoedge.inference.preprocess import FrameError
 
 log = logging.getLogger("ptychoedge.frame_ring")
+RING_FIELDS = {"command": pva.STRING, "path": pva.STRING, "request": pva.UINT,
+               "answered": pva.UINT, "error": pva.STRING, "written": pva.UINT,
+               "first": pva.ULONG, "last": pva.ULONG, "kept": pva.UINT, "missed": pva.ULONG}
 
 
 class FrameRing:
@@ -68,6 +74,9 @@ class FrameRing:
         ids, frames, positions = zip(*kept, strict=True)
         return np.array(ids), np.stack(frames), np.array(positions)
 
+    def __len__(self) -> int:
+        return len(self._frames)
+
     def clear(self) -> None:
         with self._lock:
             self._frames.clear()
@@ -77,30 +86,56 @@ class FrameRing:
         self.channel.stopMonitor()
 
 
-def answer(ring: FrameRing, line: str, model: str, model_dir: Path) -> str:
-    command, _, argument = line.strip().partition(" ")
-    if command == "count":
-        return f"count {len(ring.snapshot()[0])} {ring.missed}"
+def answer(ring: FrameRing, command: str, path: str, model: str, model_dir: Path) -> dict:
+    """Do `command`; the record's fields that say how it went."""
     if command == "clear":
         ring.clear()
-        return "cleared"
-    if command == "write" and argument:
-        ids, frames, positions = ring.snapshot()
-        if not len(ids):
-            return "error no frames kept yet"
-        try:
-            instrument = load_manifest(model, model_dir).instrument
-            write_cxi(Path(argument), instrument, frames, positions)
-        except (ModelError, ValueError, OSError) as error:
-            return f"error {error}"
-        return f"wrote {argument} {len(ids)} {ids[0]} {ids[-1]}"
-    return f"error unknown command {line.strip()!r}: write PATH, clear or count"
+        return {"error": ""}
+    if command != "write" or not path:
+        return {"error": f"unknown command {command!r} (write with a path, or clear)"}
+    ids, frames, positions = ring.snapshot()
+    if not len(ids):
+        return {"error": "no frames kept yet"}
+    try:
+        write_cxi(Path(path), load_manifest(model, model_dir).instrument, frames, positions)
+    except (ModelError, ValueError, OSError) as error:
+        return {"error": str(error)}
+    return {"error": "", "written": len(ids), "first": int(ids[0]), "last": int(ids[-1])}
+
+
+class RingRecord:
+    """The record that takes requests and shows the ring's state."""
+
+    def __init__(self, channel: str, ring: FrameRing, model: str, model_dir: Path):
+        self.channel, self.ring, self.model, self.model_dir = channel, ring, model, model_dir
+        self.record = pva.PvObject(RING_FIELDS, {"command": "", "path": ""})
+        self.server = pva.PvaServer()
+        self.server.addRecord(channel, self.record, self._request)
+
+    def _request(self, written) -> None:
+        request = written["request"]
+        if request == self.record["answered"]:
+            return  # the echo of an answer, or a request already done
+        outcome = answer(self.ring, written["command"], written["path"], self.model,
+                         self.model_dir)
+        self._show(answered=request, **outcome)
+
+    def _show(self, **fields) -> None:
+        self.record.set({"kept": len(self.ring), "missed": self.ring.missed, **fields})
+        self.server.update(self.channel, self.record)
+
+    def refresh(self) -> None:
+        self._show()
+
+    def close(self) -> None:
+        self.server.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ptychoedge-frame-ring",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--image", required=True, help="the detector's image PV")
+    parser.add_argument("--channel", required=True, help="the record to serve")
     parser.add_argument("--frames", type=int, default=2000, help="how many frames to keep")
     parser.add_argument("--model", required=True, help="whose instrument a written scan has")
     parser.add_argument("--model-dir", type=Path, default=MODEL_DIR)
@@ -108,14 +143,17 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s frame-ring %(message)s")
     if args.frames < 1:
         parser.error("--frames must be at least 1")
+    quit_event = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: quit_event.set())
+    signal.signal(signal.SIGTERM, lambda *_: quit_event.set())
     ring = FrameRing(args.image, args.frames)
-    log.info("keeping the last %d frames of %s", args.frames, args.image)
-    try:
-        for line in sys.stdin:  # the parent closes stdin to stop it
-            if line.strip():
-                print(answer(ring, line, args.model, args.model_dir), flush=True)
-    finally:
-        ring.close()
+    record = RingRecord(args.channel, ring, args.model, args.model_dir)
+    log.info("keeping the last %d frames of %s; requests at %s", args.frames, args.image,
+             args.channel)
+    while not quit_event.wait(1.0):
+        record.refresh()
+    ring.close()
+    record.close()
     return 0
 
 

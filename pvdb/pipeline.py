@@ -112,6 +112,11 @@ def mirror_channel(prefix: str) -> str:
     return f"{prefix}Mirror:Image"
 
 
+def ring_channel(prefix: str) -> str:
+    """The record of the frame ring that keeps the scan's frames for adaptation."""
+    return f"{prefix}adapt:ring"
+
+
 def collector_channels(prefix: str) -> dict[str, str]:
     """The collector's channels; `images` is the prefix of the images it serves."""
     return {"input": f"{prefix}recon:*", "status": f"{prefix}collector:status",
