@@ -33,6 +33,7 @@ from ptychoedge.inference.instrument import InstrumentError
 from ptychoedge.inference.manifest import MODEL_DIR, Manifest, ModelError, load_model, save_model
 from ptychoedge.inference.model import PtychoNN
 
+log = logging.getLogger(__name__)
 REJECTED = "rejected"  # the model directory's folder for models that did not pass the check
 
 
@@ -74,6 +75,7 @@ def adapt(args: argparse.Namespace) -> tuple[Check, Path]:
     parser = argparse.ArgumentParser()
     training.add_arguments(parser)
     model, manifest = training.train(parser.parse_args(recipe))
+    log.info("checking on the held-back frames")  # the pipeline IOC's cue (iocs/adaptation)
     verdict = check(load_model(args.running, args.model_dir), (model, manifest), args.scan,
                     args.margin)
     manifest.training["check"] = asdict(verdict)
@@ -136,3 +138,13 @@ def run(args: argparse.Namespace) -> int:
     print(("kept " if verdict.accepted else "set aside ") + f"{path}: {verdict.reason}")
     print(json.dumps({"model": args.name, "path": str(path), **asdict(verdict)}))
     return 0 if verdict.accepted else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ptychoedge adapt", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -7,8 +7,9 @@ positions (the PosX and PosY attributes, m) in memory, and serves one record,
 `--channel` (RING_FIELDS), to be told what to do: a put of `command` with a new
 `request` number is answered in the same record, with that number in `answered`:
 
-    write   the kept frames to `path` as a CXI scan with the model's instrument (what
-            `ptychoedge adapt --scan` reads): `written` frames, uniqueIds `first`..`last`
+    write   the kept frames to `path` as a CXI scan (what `ptychoedge adapt --scan`
+            reads) with the instrument in the CXI file `instrument`, or where that is
+            "" the instrument of `model`: `written` frames, uniqueIds `first`..`last`
     clear   forget the kept frames (a new scan)
 
 `error` says why a request failed, "" when it did not. `kept` and `missed` (gaps in
@@ -30,12 +31,13 @@ import numpy as np
 import pvaccess as pva
 
 from ptychoedge.inference.frames import decode_frame
-from ptychoedge.inference.instrument import write_cxi
-from ptychoedge.inference.manifest import MODEL_DIR, ModelError, load_manifest
+from ptychoedge.inference.instrument import read_cxi, write_cxi
+from ptychoedge.inference.manifest import MODEL_DIR, load_manifest
 from ptychoedge.inference.preprocess import FrameError
 
 log = logging.getLogger("ptychoedge.frame_ring")
-RING_FIELDS = {"command": pva.STRING, "path": pva.STRING, "request": pva.UINT,
+RING_FIELDS = {"command": pva.STRING, "path": pva.STRING, "model": pva.STRING,
+               "instrument": pva.STRING, "request": pva.UINT,
                "answered": pva.UINT, "error": pva.STRING, "written": pva.UINT,
                "first": pva.ULONG, "last": pva.ULONG, "kept": pva.UINT, "missed": pva.ULONG}
 
@@ -86,7 +88,8 @@ class FrameRing:
         self.channel.stopMonitor()
 
 
-def answer(ring: FrameRing, command: str, path: str, model: str, model_dir: Path) -> dict:
+def answer(ring: FrameRing, command: str, path: str, instrument: str, model: str,
+           model_dir: Path) -> dict:
     """Do `command`; the record's fields that say how it went."""
     if command == "clear":
         ring.clear()
@@ -97,8 +100,9 @@ def answer(ring: FrameRing, command: str, path: str, model: str, model_dir: Path
     if not len(ids):
         return {"error": "no frames kept yet"}
     try:
-        write_cxi(Path(path), load_manifest(model, model_dir).instrument, frames, positions)
-    except (ModelError, ValueError, OSError) as error:
+        known = read_cxi(instrument) if instrument else load_manifest(model, model_dir).instrument
+        write_cxi(Path(path), known, frames, positions)
+    except (ValueError, OSError) as error:  # ModelError and InstrumentError among them
         return {"error": str(error)}
     return {"error": "", "written": len(ids), "first": int(ids[0]), "last": int(ids[-1])}
 
@@ -106,9 +110,10 @@ def answer(ring: FrameRing, command: str, path: str, model: str, model_dir: Path
 class RingRecord:
     """The record that takes requests and shows the ring's state."""
 
-    def __init__(self, channel: str, ring: FrameRing, model: str, model_dir: Path):
-        self.channel, self.ring, self.model, self.model_dir = channel, ring, model, model_dir
-        self.record = pva.PvObject(RING_FIELDS, {"command": "", "path": ""})
+    def __init__(self, channel: str, ring: FrameRing, model_dir: Path):
+        self.channel, self.ring, self.model_dir = channel, ring, model_dir
+        self.record = pva.PvObject(RING_FIELDS, {"command": "", "path": "", "model": "",
+                                                 "instrument": ""})
         self.server = pva.PvaServer()
         self.server.addRecord(channel, self.record, self._request)
 
@@ -116,8 +121,8 @@ class RingRecord:
         request = written["request"]
         if request == self.record["answered"]:
             return  # the echo of an answer, or a request already done
-        outcome = answer(self.ring, written["command"], written["path"], self.model,
-                         self.model_dir)
+        outcome = answer(self.ring, written["command"], written["path"],
+                         written["instrument"], written["model"], self.model_dir)
         self._show(answered=request, **outcome)
 
     def _show(self, **fields) -> None:
@@ -137,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--image", required=True, help="the detector's image PV")
     parser.add_argument("--channel", required=True, help="the record to serve")
     parser.add_argument("--frames", type=int, default=2000, help="how many frames to keep")
-    parser.add_argument("--model", required=True, help="whose instrument a written scan has")
-    parser.add_argument("--model-dir", type=Path, default=MODEL_DIR)
+    parser.add_argument("--model-dir", type=Path, default=MODEL_DIR,
+                        help="where the models named in requests are")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s frame-ring %(message)s")
     if args.frames < 1:
@@ -147,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, lambda *_: quit_event.set())
     signal.signal(signal.SIGTERM, lambda *_: quit_event.set())
     ring = FrameRing(args.image, args.frames)
-    record = RingRecord(args.channel, ring, args.model, args.model_dir)
+    record = RingRecord(args.channel, ring, args.model_dir)
     log.info("keeping the last %d frames of %s; requests at %s", args.frames, args.image,
              args.channel)
     while not quit_event.wait(1.0):

@@ -57,6 +57,7 @@ class Children:
         self.collector: Supervised | None = None
         self.mirror: Supervised | None = None
         self.relay: Supervised | None = None  # serves the images while the IOC runs
+        self.ring: Supervised | None = None  # keeps recent frames for adaptation
         self.mirrored: str | None = None  # the input channel a mirror serves again
         self.deaths = Deaths()
         self._collector_model = ""  # the model on the running collector's command line
@@ -83,6 +84,20 @@ class Children:
             return False
         self._collector_model = model
         return running is not None
+
+    def keep_ring(self, input_channel: str, frames: int) -> None:
+        """The frame ring, keeping the last `frames` frames of the input for adaptation."""
+        channel = pipeline.ring_channel(self.prefix)
+        model_dir = ["--model-dir", str(self.model_dir)] if self.model_dir else []
+        self.ring = self._keep(self.ring, "frame-ring", python_module(
+            "ptychoedge.inference.frame_ring", "--image", input_channel, "--channel", channel,
+            "--frames", str(frames), *model_dir), {"status": channel, "control": ""})
+
+    def stop_ring(self) -> None:
+        """No frames to keep: AutoAdapt is off and no adaptation collects."""
+        if self.ring is not None:
+            stop_all([self.ring.child], STOP_TIMEOUT)
+            self.ring = None
 
     def keep_mirror(self, input_channel: str) -> None:
         """A pvapy mirror in front of an input channel whose server cannot distribute."""
@@ -127,10 +142,10 @@ class Children:
 
     def stop_pipeline(self) -> None:
         """Stop the collector and the mirror; one left down may start again at Run."""
-        for child in (self.collector, self.mirror):
+        for child in (self.collector, self.mirror, self.ring):
             if child is not None:
                 stop_all([child.child], STOP_TIMEOUT)
-        self.collector = self.mirror = None
+        self.collector = self.mirror = self.ring = None
         self.deaths.clear()
 
     def stop_all(self) -> None:

@@ -62,6 +62,7 @@ class PipelineIOC:
         self.readbacks = {spec.name: records.input_record(spec, spec.readback_name)
                           for spec in pipeline.KNOBS}
         records.Setting(pipeline.RESET_STATS, self._reset, self._refused)
+        records.Setting(pipeline.ADAPT, self._adapt, self._refused)
         self.status = {spec.name: records.input_record(spec) for spec in pipeline.STATUS_PVS}
         self._said: str | None = None  # the supervisor's message last shown
         self._refusal_shown_until = 0.0
@@ -108,6 +109,10 @@ class PipelineIOC:
         if value:
             self.supervisor.reset_stats()
 
+    def _adapt(self, spec: PvSpec, value: Any) -> None:
+        if value:
+            self.supervisor.adapt()
+
     # -- status ----------------------------------------------------------------------
 
     def publish(self, status: Status) -> None:
@@ -129,6 +134,9 @@ class PipelineIOC:
             "Instances_RBV": status.instances, "NodesUp_RBV": status.nodes_up,
             "Restarts_RBV": status.restarts,
             "State_RBV": pipeline.STATES.index(status.state),
+            "AdaptState_RBV": pipeline.ADAPT_STATES.index(status.adapt.state),
+            "AdaptProgress_RBV": status.adapt.progress, "AdaptLoss_RBV": status.adapt.loss,
+            "AdaptModel_RBV": status.adapt.model,
         }
         # shown when it changes: a refused put's reason stays until there is news
         if status.message != self._said and time.monotonic() >= self._refusal_shown_until:
@@ -140,11 +148,15 @@ class PipelineIOC:
             "Restarts_RBV": alarm.MINOR_ALARM if status.restarts else alarm.NO_ALARM,
             "State_RBV": {"Fault": alarm.MAJOR_ALARM, "Misfit": alarm.MINOR_ALARM}.get(
                 status.state, alarm.NO_ALARM),
+            "AdaptState_RBV": alarm.MINOR_ALARM if status.adapt.state == "Failed" else
+            alarm.NO_ALARM,
             "Residual_RBV": (alarm.NO_ALARM, alarm.MINOR_ALARM,
                              alarm.MAJOR_ALARM)[status.residual_severity],
         }
         for name, value in values.items():
             self._set(self.status[name], value, severities.get(name, alarm.NO_ALARM))
+        if status.adapt.state == "Swapping" and self.knobs["Model"].get() != status.adapt.model:
+            self.knobs["Model"].set(status.adapt.model)  # as a put would: saved, then rolled out
         rates = status.instance_rates[:pipeline.MAX_INSTANCES]
         self.status["InstanceRates_RBV"].set(rates or [0.0])
 

@@ -29,6 +29,10 @@ class Settings:
     auto_scale: bool = bool(pipeline.knob("auto_scale").initial)
     target_rate: float = float(pipeline.initial_setting("target_rate"))
     max_instances: int = int(pipeline.initial_setting("max_instances"))
+    auto_adapt: bool = bool(pipeline.knob("auto_adapt").initial)
+    adapt_frames: int = int(pipeline.initial_setting("adapt_frames"))
+    adapt_epochs: int = int(pipeline.initial_setting("adapt_epochs"))
+    adapt_instrument: str = str(pipeline.initial_setting("adapt_instrument"))
 
     def values(self) -> dict[str, Any]:
         """Every field by its name, the configuration's among them."""

@@ -14,6 +14,7 @@ It composes parts with one job each, all driven from its one thread:
 - `Meter` (meter.py): rates, counts, backlog and losses from the status channels;
 - `Rollout` (rollout.py): the knobs' configuration to the running instances;
 - `Autoscaler` (autoscaler.py) and `ResidualGuard` (residual_guard.py): policy;
+- `Adaptation` (adaptation.py): the frame ring's scan, the trainer child, the swap;
 - `News` (news.py): the message, restarts and faults the parts report.
 """
 
@@ -29,6 +30,7 @@ from pathlib import Path
 from p4p.client.thread import Context
 
 import ptychoedge.inference as inference_package
+from ptychoedge.iocs.adaptation import Adaptation, AdaptStatus
 from ptychoedge.iocs.autoscaler import Autoscaler
 from ptychoedge.iocs.children import Children
 from ptychoedge.iocs.fleet import Fleet
@@ -58,6 +60,7 @@ class Status(Figures):
     restarts: int = 0
     wanted_instances: int = 0
     config: ModelConfig = field(default_factory=ModelConfig)  # what the instances run
+    adapt: AdaptStatus = field(default_factory=AdaptStatus)
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,7 @@ class Supervisor:
         self.children = Children(prefix, log_dir, model_dir, self.news)
         self.meter = Meter(self._ctx)
         self.rollout = Rollout(self._ctx)
+        self.adaptation = Adaptation(prefix, log_dir / "adapt", model_dir, self._ctx, self.news)
         self._residual_guard = ResidualGuard()
         self._model_limits: dict[str, tuple] = {}  # model -> its residual limits, typical
         self._wanted = 1  # instances to run, over all nodes
@@ -127,6 +131,11 @@ class Supervisor:
             self.settings = settings
         self._wake.set()
 
+    def adapt(self) -> None:
+        """Fine-tune the running model on the frames kept (the Adapt button)."""
+        self.adaptation.request()
+        self._wake.set()
+
     def reset_stats(self) -> None:
         """Zero the counters, here and in every child."""
         with self._lock:
@@ -139,6 +148,7 @@ class Supervisor:
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(STOP_TIMEOUT + 10)
+        self.adaptation.stop()
         self.fleet.stop()
         self.children.stop_all()
         self._ctx.close()
@@ -177,6 +187,7 @@ class Supervisor:
             self.children.stop_pipeline()
             self.news.say("stopped")
         self.children.keep_relay()
+        self.adaptation.stopped()
         self.meter.stopped()
         self.status.state = "Idle"
         self.status.instances = 0
@@ -191,6 +202,10 @@ class Supervisor:
             self.meter.collector_replaced()
         rollout.tell_collector(children.collector, rollout.in_force.model)
         children.keep_mirror(settings.input_channel)
+        if settings.auto_adapt or self.adaptation.status.state == "Collecting":
+            children.keep_ring(settings.input_channel, settings.adapt_frames)
+        else:
+            children.stop_ring()
         if self.fleet.keep(self._wanted, settings.nodes, children.source(settings.input_channel),
                            rollout.in_force):
             # a new instance holds its first outputs: judge the pipeline after that
@@ -201,6 +216,8 @@ class Supervisor:
             self._autoscale()
         self.status.state = self._state(settings)
         self._guard_residual()
+        self.adaptation.step(settings, rollout.in_force.model, self.status.state == "Misfit",
+                             self.status.input_rate, time.monotonic())
         self.status.config = rollout.in_force
 
     def _publish(self) -> None:
@@ -209,6 +226,7 @@ class Supervisor:
         status.restarts = self.news.restarts
         status.nodes_up = self.fleet.nodes_up
         status.wanted_instances = self._wanted
+        status.adapt = self.adaptation.status
         self.publish(status)
 
     def _measure(self, settings: Settings) -> None:

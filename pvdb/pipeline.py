@@ -14,6 +14,8 @@ BACKENDS = ("torch", "onnxruntime", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8")
 # Misfit: running, but the frames do not fit the model (iocs/residual_guard.py)
 STATES = ("Idle", "Starting", "Running", "Scaling", "Fault", "Misfit")
+# what adaptation (iocs/adaptation.py) is doing
+ADAPT_STATES = ("Idle", "Collecting", "Training", "Checking", "Swapping", "Failed")
 MAX_INSTANCES = 64  # length of the per-instance waveform, and the knob's ceiling
 # frames per batch: TensorRT engines are built for batches up to this (inference/backends.py)
 MAX_BATCH = 256
@@ -47,10 +49,21 @@ KNOBS = (
            units="Hz", low=0.0, high=100_000.0, precision=1, readback=True, setting="target_rate"),
     PvSpec("MaxInstances", Kind.INT, "Most instances automatic scaling may run", initial=8,
            low=1, high=MAX_INSTANCES, readback=True, setting="max_instances"),
+    PvSpec("AutoAdapt", Kind.ENUM, "Adapt the model when the residual alarm holds",
+           initial=0, choices=("Off", "On"), readback=True, setting="auto_adapt"),
+    PvSpec("AdaptFrames", Kind.INT, "Recent frames adaptation learns from", initial=2000,
+           low=20, high=100_000, readback=True, setting="adapt_frames"),
+    PvSpec("AdaptEpochs", Kind.INT, "Passes of adaptation's training over its frames",
+           initial=30, low=1, high=1000, readback=True, setting="adapt_epochs"),
+    PvSpec("AdaptInstrument", Kind.STRING,
+           "Instrument file (CXI: probe, geometry) to adapt to; empty: the model's",
+           initial="", readback=True, setting="adapt_instrument"),
 )
 
 RESET_STATS = PvSpec("ResetStats", Kind.INT, "Put 1 to zero the counters", initial=0, low=0,
                      high=1, every_put=True)
+ADAPT = PvSpec("Adapt", Kind.INT, "Put 1 to fine-tune the model on the kept frames",
+               initial=0, low=0, high=1, every_put=True)
 
 STATUS_PVS = (
     PvSpec("InputRate_RBV", Kind.FLOAT, "Detector frames per second", units="Hz",
@@ -82,9 +95,17 @@ STATUS_PVS = (
            writable=False),
     PvSpec("Message_RBV", Kind.STRING, "What the pipeline did last, and why",
            initial="", writable=False),
+    PvSpec("AdaptState_RBV", Kind.ENUM, "What adaptation is doing", choices=ADAPT_STATES,
+           initial=0, writable=False),
+    PvSpec("AdaptProgress_RBV", Kind.FLOAT, "Adaptation's training done", units="%",
+           precision=0, writable=False),
+    PvSpec("AdaptLoss_RBV", Kind.FLOAT, "Adaptation's training loss", precision=4,
+           writable=False),
+    PvSpec("AdaptModel_RBV", Kind.STRING, "The model adaptation made last", initial="",
+           writable=False),
 )
 
-PVS = KNOBS + (RESET_STATS,) + STATUS_PVS
+PVS = KNOBS + (RESET_STATS, ADAPT) + STATUS_PVS
 
 
 def knob(setting: str) -> PvSpec:

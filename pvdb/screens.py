@@ -301,6 +301,7 @@ def main_screen() -> Screen:
         screen.write_button(p + "Run", 0, "Stop", 100, 0, 90, "red")
         screen.readback(p + find(pipeline.KNOBS, "Run").readback_name, 200, 3, 80)
         screen.write_button(p + pipeline.RESET_STATS.name, 1, "Reset statistics", 300, 0, 150)
+        screen.write_button(p + pipeline.ADAPT.name, 1, "Adapt the model", 460, 0, 150)
         for row, spec in enumerate(s for s in pipeline.KNOBS if s.name != "Run"):
             width = 220 if spec.kind is Kind.STRING else 120
             screen.setting_row(p, spec, 5, 34 + row * ROW, control_width=width)

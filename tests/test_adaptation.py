@@ -2,18 +2,31 @@
 
 import dataclasses
 import json
+import os
+import shutil
+import signal
 import subprocess
+from pathlib import Path
 
 import pytest
 import torch
-from conftest import ptychoedge
+from conftest import ptychoedge, start_ioc, start_sim, wait_until
 
+from ptychoedge.apps.beamline import plain
 from ptychoedge.inference.adaptation import REJECTED
 from ptychoedge.inference.instrument import Instrument, Orientation, write_cxi
-from ptychoedge.inference.manifest import Manifest, load_manifest, save_model
+from ptychoedge.inference.manifest import (
+    DEFAULT_MODEL,
+    Manifest,
+    load_manifest,
+    model_paths,
+    save_model,
+)
 from ptychoedge.inference.model import PtychoNN, initialise
 from ptychoedge.inference.model_shape import ModelShape
 from ptychoedge.inference.preprocess import Preprocessing
+from ptychoedge.sim import physics
+from ptychoedge.sim.probes import named_probe
 
 pytestmark = pytest.mark.integration
 
@@ -106,3 +119,128 @@ def test_the_new_model_sees_the_detector_as_the_running_one_does(scan_and_runnin
     assert adapt(scan, models, "--epochs", "1").returncode in (0, 1)
     adapted = next(models.rglob("running-adapted-1.json"))
     assert load_manifest("running-adapted-1", adapted.parent).preprocessing.orientation == flipped
+
+
+# -- the pipeline adapts by itself ---------------------------------------------------------
+
+STARTUP = 90  # s: instances load onnxruntime, on two shared cores
+PROBE = "zoneplate-defocus"
+
+
+@pytest.fixture
+def adapting_pipeline(spawn, pva, prefix, tmp_path):
+    """A detector seeing a zone plate over a labyrinth, streaming at 50 Hz, into a pipeline
+    running the shipped model (made for another probe) from a model directory of its own."""
+    models = tmp_path / "models"
+    models.mkdir()
+    for kind, path in model_paths(DEFAULT_MODEL).items():
+        shutil.copy(path, model_paths(DEFAULT_MODEL, models)[kind])
+    instrument = tmp_path / "zoneplate.cxi"  # what the beamline knows of its probe
+    write_cxi(instrument, Instrument(physics.geometry(128), named_probe(PROBE, 128, 1e-8),
+                                     load_manifest(DEFAULT_MODEL).instrument.photons))
+    d, p = prefix, prefix.replace(":", "E:")
+    start_sim(spawn, d, tmp_path, "--no-stage", "--probe", PROBE, "--sample", "labyrinth")
+    ioc = start_ioc(spawn, pva, p, d + "Pva1:Image", tmp_path / "state", "--model-dir",
+                    str(models))
+
+    class Pipeline:
+        def get(self, name: str):
+            return plain(pva.get(p + name, timeout=5))
+
+        def put(self, name: str, value) -> None:
+            pva.put(p + name, value, timeout=5)
+
+        def severity(self, name: str) -> int:
+            return pva.get(p + name, timeout=5)["alarm"]["severity"]
+
+        def wait(self, condition, timeout: float, what: str) -> None:
+            wait_until(condition, timeout, what, ioc)
+
+        def acquire(self, on: bool) -> None:
+            settings = (("cam1:ImageMode", "Continuous"), ("cam1:AcquirePeriod", 0.02),
+                        ("cam1:Acquire", 1)) if on else (("cam1:Acquire", 0),)
+            for name, value in settings:
+                pva.put(d + name, value, timeout=5)
+
+    pipeline = Pipeline()
+    pipeline.models, pipeline.ioc, pipeline.instrument = models, ioc, instrument
+    pipeline.put("AdaptInstrument", str(instrument))
+    pipeline.put("AdaptFrames", 120)
+    return pipeline
+
+
+def test_frames_unlike_the_model_are_learnt_and_the_better_model_swapped_in(adapting_pipeline):
+    pipeline = adapting_pipeline
+    pipeline.put("AdaptEpochs", 2)
+    pipeline.put("AutoAdapt", "On")
+    pipeline.put("Run", "Run")
+    pipeline.wait(lambda: pipeline.get("State_RBV") == "Running", STARTUP, "the pipeline")
+    pipeline.acquire(True)
+    pipeline.wait(lambda: pipeline.get("State_RBV") == "Misfit", 60, "the misfit said")
+    before = pipeline.get("Residual_RBV")
+    pipeline.wait(lambda: pipeline.get("AdaptState_RBV") == "Training", 60, "training")
+    adapted = "ptychonn-default-adapted-1"
+    pipeline.wait(lambda: pipeline.get("Model_RBV") == adapted, 300, "the new model in force")
+    assert pipeline.get("Model") == adapted  # the knob, saved like any put
+    assert pipeline.get("AdaptModel_RBV") == adapted
+    pipeline.wait(lambda: pipeline.get("AdaptState_RBV") == "Idle", 30, "adaptation done")
+    pipeline.wait(lambda: pipeline.get("State_RBV") == "Running"
+                  and pipeline.severity("Residual_RBV") == 0, 60, "the alarm cleared")
+    assert pipeline.get("Residual_RBV") < 0.5 * before
+    assert load_manifest(adapted, pipeline.models).training["parent"]["name"] == (
+        "ptychonn-default")
+    pipeline.acquire(False)
+    pipeline.wait(lambda: pipeline.get("Backlog_RBV") == 0, 60, "every frame published")
+    assert pipeline.get("FramesMissed_RBV") == 0 and pipeline.get("FramesProcessed_RBV") > 0
+
+
+def test_a_killed_trainer_or_a_restarted_ioc_leaves_the_running_model(adapting_pipeline,
+                                                                        spawn, pva):
+    pipeline = adapting_pipeline
+    pipeline.put("AdaptEpochs", 1000)  # still training when it is stopped
+    pipeline.put("Run", "Run")
+    pipeline.wait(lambda: pipeline.get("State_RBV") in ("Running", "Misfit"), STARTUP,
+                  "the pipeline")
+    pipeline.acquire(True)
+    pipeline.put("Adapt", 1)
+    pipeline.wait(lambda: pipeline.get("AdaptState_RBV") == "Training", 60, "training")
+    trainer = trainer_pid(pipeline.models)
+    os.kill(trainer, signal.SIGKILL)
+    pipeline.wait(lambda: pipeline.get("AdaptState_RBV") == "Failed", 30, "the failure said")
+    assert "still running ptychonn-default" in pipeline.get("Message_RBV")
+    processed = pipeline.get("FramesProcessed_RBV")
+    pipeline.wait(lambda: pipeline.get("FramesProcessed_RBV") > processed + 50, 30,
+                  "frames still reconstructed")
+    assert pipeline.get("Model_RBV") == "ptychonn-default"
+
+    pipeline.put("Adapt", 1)  # again, and the IOC dies while it trains
+    pipeline.wait(lambda: pipeline.get("AdaptState_RBV") == "Training", 60, "training again")
+    ioc = pipeline.ioc
+    os.killpg(ioc.pid, signal.SIGKILL)
+    ioc.popen.wait(10)
+    wait_until(lambda: not _alive(trainer_pid(pipeline.models, must=False)), 30,
+               "the trainer gone with its IOC")
+    p = ioc.args[ioc.args.index("--prefix") + 1]
+    start_ioc(spawn, pva, p, ioc.args[ioc.args.index("--input-channel") + 1],
+              Path(ioc.args[ioc.args.index("--state-dir") + 1]), "--model-dir",
+              str(pipeline.models))
+    wait_until(lambda: "cut short" in plain(pva.get(p + "Message_RBV", timeout=5)), 30,
+               "the restart saying the adaptation was cut short")
+    assert plain(pva.get(p + "Model_RBV", timeout=5)) == "ptychonn-default"
+
+
+def trainer_pid(models: Path, must: bool = True) -> int | None:
+    """The pid of the trainer working on `models`, found by its command line."""
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"ptychoedge.inference.adaptation" in command and str(models).encode() in command:
+            return int(entry.name)
+    assert not must, "no trainer running"
+    return None
+
+
+def _alive(pid: int | None) -> bool:
+    return pid is not None and Path(f"/proc/{pid}").exists()

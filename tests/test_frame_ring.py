@@ -25,8 +25,8 @@ class Ring:
 
     def ask(self, command: str, path: str = "") -> dict:
         self.request += 1
-        self.ctx.put(self.channel, {"command": command, "path": path, "request": self.request},
-                     timeout=10)
+        self.ctx.put(self.channel, {"command": command, "path": path, "model": DEFAULT_MODEL,
+                                    "instrument": "", "request": self.request}, timeout=10)
         return wait_until(lambda: (lambda s: s if s["answered"] == self.request else None)(
             self.state()), 10, f"the answer to {command}")
 
@@ -36,8 +36,8 @@ def ring(spawn, prefix, tmp_path, pva):
     start_sim(spawn, prefix, tmp_path, "--no-stage", "--acquire", "--rate", "100")
     channel = ring_channel(prefix)
     child = spawn(sys.executable, "-m", "ptychoedge.inference.frame_ring", "--image",
-                  prefix + "Pva1:Image", "--channel", channel, "--frames", str(KEPT), "--model",
-                  DEFAULT_MODEL, name="ring")
+                  prefix + "Pva1:Image", "--channel", channel, "--frames", str(KEPT),
+                  name="ring")
     wait_until(pva_ready(pva, channel), 30, "the ring's record", child)
     ring = Ring(pva, channel)
     ring.child = child
