@@ -29,9 +29,13 @@ import numpy as np
 import torch
 
 from ptychoedge.inference import training, training_data
+from ptychoedge.inference.backends import open_model
+from ptychoedge.inference.batcher import Reconstructor
 from ptychoedge.inference.instrument import InstrumentError
 from ptychoedge.inference.manifest import MODEL_DIR, Manifest, ModelError, load_model, save_model
 from ptychoedge.inference.model import PtychoNN
+from ptychoedge.inference.reconstruct import reconstruct
+from ptychoedge.inference.scan_file import load_scan
 
 log = logging.getLogger(__name__)
 REJECTED = "rejected"  # the model directory's folder for models that did not pass the check
@@ -68,7 +72,8 @@ def check(running: tuple[PtychoNN, Manifest], new: tuple[PtychoNN, Manifest], sc
 
 
 def adapt(args: argparse.Namespace) -> tuple[Check, Path]:
-    """Fine-tune, check and save as `args` say; the check and where the model went."""
+    """Fine-tune, check and save as `args` say; the check and where the model went. A kept
+    model redraws the scan (`args.redraw`)."""
     recipe = ["--scan", str(args.scan), "--from", args.running, "--model-dir",
               str(args.model_dir), "--name", args.name, "--epochs", str(args.epochs),
               "--seed", str(args.seed)]
@@ -80,7 +85,18 @@ def adapt(args: argparse.Namespace) -> tuple[Check, Path]:
                     args.margin)
     manifest.training["check"] = asdict(verdict)
     directory = args.model_dir if verdict.accepted else args.model_dir / REJECTED
-    return verdict, save_model(model, manifest, directory)
+    path = save_model(model, manifest, directory)
+    if verdict.accepted and args.redraw:
+        redraw(args.scan, args.name, args.model_dir, args.redraw)
+    return verdict, path
+
+
+def redraw(scan: Path, model: str, model_dir: Path, path: Path) -> None:
+    """The scan reconstructed and stitched by `model` as the pipeline runs it, saved at `path`
+    for the collector to go on from (inference/mosaic_processor.py)."""
+    frames, positions = load_scan(scan)
+    backend, manifest = open_model("onnxruntime", "fp32", model, model_dir, threads=1)
+    reconstruct(frames, positions, Reconstructor(backend, manifest)).mosaic.save(path)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -100,6 +116,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads: leave the others to inference (default 1)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--redraw", type=Path, metavar="FILE.npz",
+                        help="a kept model also stitches the scan anew, saved here")
 
 
 def free_name(running: str, directory: Path) -> str:

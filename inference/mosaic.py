@@ -9,6 +9,8 @@ goes; 0 marks where no patch has reached yet.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 GROW_MARGIN = 128  # px added around the canvas when a patch falls outside it
@@ -74,3 +76,16 @@ class Mosaic:
         """Canvas pixel (column, row) of scan position (x, y) metres."""
         column, row = np.rint(np.array([x, y]) / self.pixel_size).astype(int) + self.origin
         return int(column), int(row)
+
+    def save(self, path: Path) -> None:
+        """The canvas, to go on stitching elsewhere (`load`): a scan redrawn with a new model."""
+        np.savez(path, sums=self._sums, origin=self.origin, patches=self.patches,
+                 pixel_size=self.pixel_size, weight=self.weight)
+
+    @classmethod
+    def load(cls, path: Path) -> Mosaic:
+        with np.load(path, allow_pickle=False) as saved:
+            mosaic = cls(float(saved["pixel_size"]), saved["weight"])
+            mosaic._sums, mosaic.origin = saved["sums"], saved["origin"]
+            mosaic.patches = int(saved["patches"])
+        return mosaic

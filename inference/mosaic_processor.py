@@ -36,7 +36,7 @@ from pvapy.hpc.dataCollector import DataCollector
 from ptychoedge.inference.manifest import MODEL_DIR, ModelError, load_manifest
 from ptychoedge.inference.mosaic import Mosaic
 from ptychoedge.pvdb.pipeline import IMAGES
-from ptychoedge.pvdb.processors import CollectorArgs, CollectorStatus
+from ptychoedge.pvdb.processors import REDRAW, CollectorArgs, CollectorStatus
 
 
 def image_frame(image: np.ndarray, unique_id: int) -> pva.NtNdArray:
@@ -187,7 +187,11 @@ class MosaicProcessor(AdImageProcessor):
         return Path(self.args.model_dir or MODEL_DIR)
 
     def configure(self, configDict):  # noqa: N803
-        """A new model (its pixel size and probe) starts a new mosaic."""
+        """A new model (its pixel size and probe) starts a new mosaic.
+
+        It starts from the scan so far as the model redrew it where `redraw` names such a
+        mosaic file (an adaptation's), else empty.
+        """
         if "model" not in configDict or configDict["model"] == self.model:
             return
         try:
@@ -196,11 +200,18 @@ class MosaicProcessor(AdImageProcessor):
             self.logger.warning("model refused: %s", error)
             self.errors += 1
             return
+        mosaic = Mosaic(manifest.object_pixel_size, manifest.illumination())
+        if configDict.get(REDRAW):
+            try:
+                mosaic = Mosaic.load(Path(configDict[REDRAW]))
+            except (OSError, ValueError, KeyError) as error:
+                self.logger.warning("redrawn scan not taken: %s", error)
+                self.errors += 1
         with self._lock:
-            self.mosaic = Mosaic(manifest.object_pixel_size,
-                                 manifest.illumination())
+            self.mosaic = mosaic
             self.model = configDict["model"]
             self.scans += 1
+            self._changed = self.latest is not None  # the redrawn scan shown at once
 
     def start(self):
         """Serve the images, and update them at the display rate."""

@@ -12,7 +12,9 @@ AUTO_AFTER seconds) it goes:
               its progress line gives AdaptProgress_RBV and AdaptLoss_RBV;
   Checking    the same child compares the two models on frames held back from training;
   Swapping    a model that passed is put to the `Model` knob by the IOC (the instances load
-              it as at any put, without losing a frame), done once it is in force;
+              it as at any put, without losing a frame), done once it is in force; the
+              trainer also redrew the scan with it, which the collector's mosaic starts
+              from, so the screen shows the scan by the new model, not a mix;
   Idle        again, the outcome in Message_RBV; a model that did not pass stays aside
               (`MODEL_DIR/rejected/`), the running one in place;
   Failed      the ring could not write or the trainer died: the running model stays.
@@ -83,6 +85,11 @@ class Adaptation:
     @property
     def _mark(self) -> Path:
         return self.work_dir / "training"
+
+    def redrawn(self, model: str) -> str:
+        """The scan as `model` redrew it (a mosaic file), or "" if adaptation made no such."""
+        path = self._redraw
+        return str(path) if model == self.status.model and path.is_file() else ""
 
     def request(self) -> None:
         """The Adapt button: adapt the running model on the frames kept now."""
@@ -163,11 +170,12 @@ class Adaptation:
     def _train(self, settings: Settings, frames: int) -> None:
         self._mark.write_text(self._parent + "\n")
         log_path = self.work_dir / "trainer.log"
-        log_path.unlink(missing_ok=True)
+        for stale in (log_path, self._redraw):
+            stale.unlink(missing_ok=True)
         self._trainer = Child("trainer", ["nice", "-n", "19", *python_module(
             "ptychoedge.inference.adaptation", "--scan", str(self._scan), "--from", self._parent,
             "--model-dir", str(self.model_dir), "--epochs", str(settings.adapt_epochs),
-            "--threads", "1")], log_path)
+            "--threads", "1", "--redraw", str(self._redraw))], log_path)
         self.status.state = "Training"
         self.news.say(f"adapting {self._parent}: training on {frames} frames")
         log.info(self.news.message)
@@ -218,6 +226,10 @@ class Adaptation:
     def _scan(self) -> Path:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         return self.work_dir / "scan.cxi"
+
+    @property
+    def _redraw(self) -> Path:
+        return self.work_dir / "redraw.npz"
 
     def _ring(self) -> dict | None:
         try:

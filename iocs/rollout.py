@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from ptychoedge.iocs.instances import Instance
-from ptychoedge.pvdb.processors import ModelConfig, configure_args
+from ptychoedge.pvdb.processors import ModelConfig, collector_configure_args, configure_args
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +62,12 @@ class Rollout:
             self._pending, self._pending_since = wanted, time.monotonic()
         return None
 
-    def tell_collector(self, collector: Instance | None, model: str) -> None:
-        """Tell the collector the instances' model: a new one starts a new mosaic."""
+    def tell_collector(self, collector: Instance | None, model: str, redraw: str = "") -> None:
+        """Tell the collector the instances' model: a new one starts a new mosaic, from the
+        scan so far as `redraw` (a mosaic file) has it where given."""
         user = collector.report.user if collector and collector.report else None
         now = time.monotonic()
         if (user is not None and user.model != model
                 and now - self._collector_told_at > RESEND_AFTER):
-            collector.send(self._ctx, "configure", {"model": model})
+            collector.send(self._ctx, "configure", collector_configure_args(model, redraw))
             self._collector_told_at = now

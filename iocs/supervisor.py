@@ -200,7 +200,8 @@ class Supervisor:
         children.keep_relay()
         if children.keep_collector(settings.max_instances, rollout.in_force.model):
             self.meter.collector_replaced()
-        rollout.tell_collector(children.collector, rollout.in_force.model)
+        model = rollout.in_force.model
+        rollout.tell_collector(children.collector, model, self.adaptation.redrawn(model))
         children.keep_mirror(settings.input_channel)
         if settings.auto_adapt or self.adaptation.status.state == "Collecting":
             children.keep_ring(settings.input_channel, settings.adapt_frames)

@@ -34,6 +34,7 @@ ERROR_KINDS = ("rank", "empty", "pixel_type", "too_small", "too_large", "decode"
                "inference", "publish")
 
 REQUEST = "request"  # the `configure` argument numbering a configuration request
+REDRAW = "redraw"  # the collector's `configure` argument: its new model's redrawn scan (.npz)
 PVA_TYPE = "pva"  # a field's metadata key: the pvaccess type constant it is published as
 _PVA_TYPES = {int: "UINT", float: "DOUBLE", str: "STRING"}
 
@@ -134,6 +135,14 @@ RUNTIME_ARGS = (*CONFIG_ARGS, wire_name("max_wait"))
 def configure_args(config: ModelConfig, request: int) -> dict[str, Any]:
     """The `configure` arguments that ask an instance for `config`, numbered `request`."""
     return {**config.to_args(), REQUEST: request}
+
+
+def collector_configure_args(model: str, redraw: str = "") -> dict[str, Any]:
+    """The `configure` arguments that give the collector `model`.
+
+    With `redraw`, the mosaic file of the scan so far as that model redrew it.
+    """
+    return {"model": model, REDRAW: redraw}
 
 
 def _stats(instance: Any) -> dict[str, Any]:

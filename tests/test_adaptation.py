@@ -25,6 +25,7 @@ from ptychoedge.inference.manifest import (
 from ptychoedge.inference.model import PtychoNN, initialise
 from ptychoedge.inference.model_shape import ModelShape
 from ptychoedge.inference.preprocess import Preprocessing
+from ptychoedge.pvdb.pipeline import collector_channels
 from ptychoedge.sim import physics
 from ptychoedge.sim.probes import named_probe
 
@@ -150,6 +151,10 @@ def adapting_pipeline(spawn, pva, prefix, tmp_path):
         def put(self, name: str, value) -> None:
             pva.put(p + name, value, timeout=5)
 
+        def collector(self) -> dict:
+            stats = pva.get(collector_channels(p)["status"], timeout=5)["userStats"]
+            return {"model": stats["model"], "patches": stats["patches"]}
+
         def severity(self, name: str) -> int:
             return pva.get(p + name, timeout=5)["alarm"]["severity"]
 
@@ -179,16 +184,22 @@ def test_frames_unlike_the_model_are_learnt_and_the_better_model_swapped_in(adap
     pipeline.wait(lambda: pipeline.get("State_RBV") == "Misfit", 60, "the misfit said")
     before = pipeline.get("Residual_RBV")
     pipeline.wait(lambda: pipeline.get("AdaptState_RBV") == "Training", 60, "training")
+    pipeline.acquire(False)  # the scan is over: what the mosaic shows next is the redraw
+    pipeline.wait(lambda: pipeline.get("Backlog_RBV") == 0, 60, "every frame published")
     adapted = "ptychonn-default-adapted-1"
     pipeline.wait(lambda: pipeline.get("Model_RBV") == adapted, 300, "the new model in force")
     assert pipeline.get("Model") == adapted  # the knob, saved like any put
     assert pipeline.get("AdaptModel_RBV") == adapted
     pipeline.wait(lambda: pipeline.get("AdaptState_RBV") == "Idle", 30, "adaptation done")
+    # the collector's mosaic is the kept frames redrawn by the new model, not an empty one
+    pipeline.wait(lambda: pipeline.collector()["model"] == adapted, 30, "the collector told")
+    assert pipeline.collector()["patches"] == 120
+    assert load_manifest(adapted, pipeline.models).training["parent"]["name"] == (
+        "ptychonn-default")
+    pipeline.acquire(True)  # the next scan, through the new model
     pipeline.wait(lambda: pipeline.get("State_RBV") == "Running"
                   and pipeline.severity("Residual_RBV") == 0, 60, "the alarm cleared")
     assert pipeline.get("Residual_RBV") < 0.5 * before
-    assert load_manifest(adapted, pipeline.models).training["parent"]["name"] == (
-        "ptychonn-default")
     pipeline.acquire(False)
     pipeline.wait(lambda: pipeline.get("Backlog_RBV") == 0, 60, "every frame published")
     assert pipeline.get("FramesMissed_RBV") == 0 and pipeline.get("FramesProcessed_RBV") > 0
