@@ -93,9 +93,14 @@ class Pipeline(StandardReadable):
     model: SignalRW[str]
     target_rate: SignalRW[float]
     auto_scale: SignalRW[str]
+    auto_adapt: SignalRW[str]
     state: SignalR[str]
     frames_processed: SignalR[int]
     frames_missed: SignalR[int]
+    residual: SignalR[float]
+    message: SignalR[str]
+    adapt_state: SignalR[str]
+    adapt_model: SignalR[str]
     images: PipelineImages
 
     def __init__(self, prefix: str, name: str = ""):
@@ -106,6 +111,7 @@ class Pipeline(StandardReadable):
                     setattr(self, attribute_name(spec.name), _setting(prefix, spec))
         self.run = _setting(prefix, next(s for s in pipeline.KNOBS if s.name == "Run"))
         self.reset_stats = _setting(prefix, pipeline.RESET_STATS)
+        self.adapt = _setting(prefix, pipeline.ADAPT)
         for fmt, hinted in ((StandardReadableFormat.HINTED_SIGNAL, True),
                             (StandardReadableFormat.CHILD, False)):
             with self.add_children_as_readables(fmt):

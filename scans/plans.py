@@ -19,13 +19,29 @@ point. Documents:
   counters are the IOC's running totals) and the stitched mosaic (and latest
   patch), amplitude and phase, as arrays;
 - the start document: the scan positions, the pipeline's settings.
+
+With `adapt=True` the pipeline adapts its model to the scan (iocs/adaptation.py), and
+the plan waits until the adaptation has ended. The frame ring keeps frames only
+while AutoAdapt is on or an adaptation collects: with AutoAdapt off the plan puts
+`Adapt` before the first frame, so the adaptation collects the scan's frames and
+trains once it has AdaptFrames of them or the scan is over; with AutoAdapt on, the
+ring already keeps the last AdaptFrames frames, and the plan puts `Adapt` once the
+scan's frames are all published. Two more streams:
+- `adapting`: the pipeline's status (AdaptState, AdaptProgress, AdaptLoss...) once a
+  second while the adaptation works;
+- `adaptation`, once it has ended: the model before and after, the adapted model, the
+  outcome (kept, set aside, failed), Message_RBV, the residual before (Residual_RBV at
+  the end of the scan) and after, with where the latter comes from, and the adapted
+  model's lineage (its manifest's `training`, read from `model_dir` when given).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Generator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import bluesky.plan_stubs as bps
@@ -44,6 +60,11 @@ if TYPE_CHECKING:  # the devices load libca; a plan needs them only when it runs
 PATTERNS = ("raster", "spiral")
 READY_TIMEOUT = 180.0  # s for the pipeline to start its instances (model loading is slow)
 MOSAIC_TIMEOUT = 60.0  # s for the last frame to reach the mosaic
+ADAPT_TIMEOUT = 1800.0  # s for an adaptation to collect, train, check and swap
+ADAPT_START_TIMEOUT = 10.0  # s for the IOC to take up an Adapt put (it looks once a second)
+ADAPT_READ_PERIOD = 1.0  # s between readings of an adaptation at work: the IOC's refresh
+ADAPT_BUSY = ("Collecting", "Training", "Checking", "Swapping")
+REJECTED = "rejected"  # where a model that failed its check goes (inference/adaptation.py)
 
 
 def scan_positions(pattern: str, points: int, step_um: float,
@@ -82,6 +103,27 @@ class ScanFigures(StandardReadable):
         self._set_missed(missed)
 
 
+class AdaptationFigures(StandardReadable):
+    """What an adaptation at the end of a scan did: the models, residuals, outcome, lineage."""
+
+    FIELDS = {"model_before": str, "model_after": str, "adapted_model": str, "outcome": str,
+              "message": str, "residual_before": float, "residual_after": float,
+              "residual_after_source": str, "lineage": str}
+
+    def __init__(self, name: str = "adaptation"):
+        self._setters: dict[str, Any] = {}
+        with self.add_children_as_readables():
+            for field, datatype in self.FIELDS.items():
+                signal, self._setters[field] = soft_signal_r_and_setter(datatype, datatype())
+                setattr(self, field, signal)
+        super().__init__(name=name)
+
+    def set_figures(self, **figures: Any) -> None:
+        """Record the figures given, by field name."""
+        for field, value in figures.items():
+            self._setters[field](value)
+
+
 def configure_pipeline(pipeline: Pipeline, *, model: str | None = None,
                        target_rate: float | None = None, auto_scale: bool | None = None,
                        timeout: float = READY_TIMEOUT) -> Generator[Msg, Any, None]:
@@ -110,7 +152,8 @@ def ptycho_scan(detector: SimDetector, x: Motor, y: Motor, pipeline: Pipeline, *
                 centre_um: tuple[float, float] = (0.0, 0.0), model: str | None = None,
                 target_rate: float | None = None, auto_scale: bool | None = None,
                 new_mosaic: bool = True, ready_timeout: float = READY_TIMEOUT,
-                mosaic_timeout: float = MOSAIC_TIMEOUT,
+                mosaic_timeout: float = MOSAIC_TIMEOUT, adapt: bool = False,
+                adapt_timeout: float = ADAPT_TIMEOUT, model_dir: str | Path | None = None,
                 md: dict[str, Any] | None = None) -> Generator[Msg, Any, str]:
     """Scan the stage over `pattern` with a frame at each point, reconstructed live.
 
@@ -118,6 +161,10 @@ def ptycho_scan(detector: SimDetector, x: Motor, y: Motor, pipeline: Pipeline, *
     :param points: scan points; `step_um` apart (um), centred on `centre_um`
     :param model, target_rate, auto_scale: pipeline knobs to set first (None: as they are)
     :param new_mosaic: restart the detector's frame counter, so the mosaic starts afresh
+    :param adapt: adapt the model to the scan's frames and wait, up to `adapt_timeout` s,
+        until the adaptation has ended (the `adapting` and `adaptation` streams)
+    :param model_dir: the pipeline IOC's `--model-dir`, where the plan reads the adapted
+        model's manifest (lineage, validation residual); None: only what the PVs say
     :return: the run's uid
     """
     positions = scan_positions(pattern, points, step_um, centre_um)
@@ -130,6 +177,9 @@ def ptycho_scan(detector: SimDetector, x: Motor, y: Motor, pipeline: Pipeline, *
         yield from bps.wait_for([lambda: wait_for_value(driver.array_counter, 0,
                                                         timeout=ready_timeout)])
     first_frame = (yield from bps.rd(driver.array_counter)) + 1
+    model_before = yield from bps.rd(pipeline.model)
+    adapt_after_scan = adapt and (yield from bps.rd(pipeline.auto_adapt)) == "On"
+    adapt_started = adapt and not adapt_after_scan and (yield from request_adaptation(pipeline))
     processed_before = yield from bps.rd(pipeline.frames_processed)
     missed_before = yield from bps.rd(pipeline.frames_missed)
 
@@ -137,7 +187,8 @@ def ptycho_scan(detector: SimDetector, x: Motor, y: Motor, pipeline: Pipeline, *
         "plan_name": "ptycho_scan",
         "plan_args": {"pattern": pattern, "points": points, "step_um": step_um,
                       "centre_um": list(centre_um), "model": model, "target_rate": target_rate,
-                      "auto_scale": auto_scale, "new_mosaic": new_mosaic},
+                      "auto_scale": auto_scale, "new_mosaic": new_mosaic, "adapt": adapt,
+                      "model_dir": None if model_dir is None else str(model_dir)},
         "detectors": [detector.name, pipeline.name],
         "motors": [x.name, y.name],
         "num_points": len(positions),
@@ -187,5 +238,79 @@ def ptycho_scan(detector: SimDetector, x: Motor, y: Motor, pipeline: Pipeline, *
             (yield from bps.rd(pipeline.frames_missed)) - missed_before)
         yield from bps.wait_for([lambda: pipeline.connect_images(mosaic_timeout)])
         yield from bps.trigger_and_read([figures, pipeline, pipeline.images], name="final")
+        if adapt:
+            residual_before = yield from bps.rd(pipeline.residual)
+            started = adapt_started or (adapt_after_scan
+                                        and (yield from request_adaptation(pipeline)))
+            yield from record_adaptation(pipeline, started, model_before, residual_before,
+                                         adapt_timeout, model_dir)
 
     return (yield from scan())
+
+
+def request_adaptation(pipeline: Pipeline) -> Generator[Msg, Any, bool]:
+    """Put Adapt 1; whether the adaptation started (AdaptState_RBV left Idle for its work)."""
+    yield from bps.mv(pipeline.adapt, 1)
+    deadline = time.monotonic() + ADAPT_START_TIMEOUT
+    while (yield from bps.rd(pipeline.adapt_state)) not in ADAPT_BUSY:
+        if time.monotonic() > deadline:  # refused at once: Message_RBV says why
+            return False
+        yield from bps.sleep(0.1)
+    return True
+
+
+def record_adaptation(pipeline: Pipeline, started: bool, model_before: str,
+                      residual_before: float, timeout: float,
+                      model_dir: str | Path | None) -> Generator[Msg, Any, None]:
+    """Read the pipeline into `adapting` until the adaptation ends, then `adaptation`."""
+    deadline = time.monotonic() + timeout
+    state = yield from bps.rd(pipeline.adapt_state)
+    while started:
+        yield from bps.trigger_and_read([pipeline], name="adapting")
+        state = yield from bps.rd(pipeline.adapt_state)
+        if state not in ADAPT_BUSY:
+            break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{pipeline.name}: the adaptation is still {state} after "
+                               f"{timeout} s")
+        yield from bps.sleep(ADAPT_READ_PERIOD)
+
+    model_after = yield from bps.rd(pipeline.model)
+    adapted = yield from bps.rd(pipeline.adapt_model)
+    if not started or state == "Failed":
+        outcome = "failed"
+    elif adapted and model_after == adapted != model_before:
+        outcome = "kept"
+    else:
+        outcome = "set aside"
+    manifest, manifest_path = None, None
+    if model_dir is not None and outcome != "failed":
+        manifest_path = Path(model_dir) / ("" if outcome == "kept" else REJECTED) / (
+            f"{adapted}.json")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError):
+            manifest = None
+    if manifest is not None:
+        lineage = {"source": str(manifest_path), **manifest.get("training", {})}
+    else:
+        lineage = {"source": "the PVs (no manifest read: no model_dir given, or none found)",
+                   "parent": model_before, "model": adapted if outcome != "failed" else ""}
+    if outcome == "kept":
+        # No frames go through the new model after the scan: its own figure stands in.
+        residual_p50 = (manifest or {}).get("validation", {}).get("residual_p50")
+        residual_after = float("nan") if residual_p50 is None else float(residual_p50)
+        source = ("the adapted model's validation residual_p50 (its manifest); no frames "
+                  "went through it after the swap" if residual_p50 is not None else
+                  "none: no frames went through the new model and no manifest was read")
+    else:
+        residual_after = yield from bps.rd(pipeline.residual)
+        source = f"Residual_RBV: {model_after}, still running"
+    figures = AdaptationFigures()
+    yield from bps.wait_for([figures.connect])
+    figures.set_figures(
+        model_before=model_before, model_after=model_after, adapted_model=adapted,
+        outcome=outcome, message=(yield from bps.rd(pipeline.message)),
+        residual_before=float(residual_before), residual_after=residual_after,
+        residual_after_source=source, lineage=json.dumps(lineage))
+    yield from bps.trigger_and_read([figures, pipeline], name="adaptation")

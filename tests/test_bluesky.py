@@ -8,6 +8,8 @@ simulator's ground truth at the positions the stage reported.
 
 from __future__ import annotations
 
+import json
+import shutil
 import uuid
 from collections import defaultdict
 
@@ -21,10 +23,12 @@ from ophyd_async.core import init_devices
 from p4p.client.thread import Context
 
 from ptychoedge.inference.evaluate import mosaic_of
-from ptychoedge.inference.manifest import load_manifest
+from ptychoedge.inference.instrument import Instrument, write_cxi
+from ptychoedge.inference.manifest import DEFAULT_MODEL, load_manifest, model_paths
 from ptychoedge.inference.metrics import ssim
 from ptychoedge.inference.mosaic import Mosaic
 from ptychoedge.sim import physics
+from ptychoedge.sim.probes import named_probe
 
 # ophyd-async's imports ask pyepics for epicscorelibs' libca; a pyepics already imported
 # by another test module keeps its own, which works (tests/test_stage.py).
@@ -40,6 +44,10 @@ STEP_UM = 0.25
 MOSAIC_AMPLITUDE_SSIM = 0.5
 MOSAIC_PHASE_SSIM = 0.8
 MOSAIC_CORRELATION = 0.7
+# A beamline unlike the shipped model's, which adaptation learns (tests/test_adaptation.py)
+ADAPT_PROBE = "zoneplate-defocus"
+ADAPT_POINTS = 120
+ADAPT_TIMEOUT = 600  # s: two epochs on one nice'd thread, on two shared cores
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +80,48 @@ def devices(beamline):
         pipeline = Pipeline(p)
         x, y = stage_motors(d)
     yield engine, detector, pipeline, x, y
+    forget_channels()
+
+
+@pytest.fixture(scope="module")
+def adapting_beamline(tmp_path_factory):
+    """A stage over a labyrinth lit by a zone plate, into a pipeline running the shipped
+    model (made for another probe) from a model directory of its own, set to adapt on
+    ADAPT_POINTS frames for two epochs; its devices and that directory."""
+    from ptychoedge.scans import Pipeline, SimDetector, stage_motors
+
+    logs = tmp_path_factory.mktemp("adapting")
+    models = logs / "models"
+    models.mkdir()
+    for kind, path in model_paths(DEFAULT_MODEL).items():
+        shutil.copy(path, model_paths(DEFAULT_MODEL, models)[kind])
+    instrument = logs / "zoneplate.cxi"  # what the beamline knows of its probe
+    write_cxi(instrument, Instrument(physics.geometry(128), named_probe(ADAPT_PROBE, 128, 1e-8),
+                                     load_manifest(DEFAULT_MODEL).instrument.photons))
+    d = f"A{uuid.uuid4().hex[:8]}:"
+    p = d.replace(":", "E:")
+    processes = Processes(logs)
+    ctx = Context("pva", nt=False)
+    try:
+        start_sim(processes.start, d, logs, "--probe", ADAPT_PROBE, "--sample", "labyrinth")
+        start_ioc(processes.start, ctx, p, d + "Pva1:Image", logs / "state", "--model-dir",
+                  str(models))
+        for name, value in (("AdaptInstrument", str(instrument)),
+                            ("AdaptFrames", ADAPT_POINTS), ("AdaptEpochs", 2)):
+            ctx.put(p + name, value, timeout=5)
+        engine = RunEngine({})
+        with init_devices():
+            detector = SimDetector(d)
+            pipeline = Pipeline(p)
+            x, y = stage_motors(d)
+        yield engine, detector, pipeline, x, y, models
+        forget_channels()
+    finally:
+        ctx.close()
+        processes.stop()
+
+
+def forget_channels() -> None:
     from aioca import purge_channel_caches
 
     async def purge() -> None:  # before the loop closes, or libca calls back into it
@@ -176,6 +226,51 @@ def test_each_scan_reports_its_own_frames(devices):
         assert (data["scan-frames_processed"], data["scan-frames_missed"]) == (9, 0), data
     # the IOC's counters run on over both scans
     assert finals[1]["pipeline-frames_processed"] >= finals[0]["pipeline-frames_processed"] + 9
+
+
+@pytest.mark.timeout(STARTUP + 120 + ADAPT_TIMEOUT)
+def test_ptycho_scan_adapts_the_model_to_the_scan_and_records_what_it_did(adapting_beamline):
+    from ptychoedge.scans import ptycho_scan
+
+    engine, detector, pipeline, x, y, models = adapting_beamline
+    docs = documents(engine, ptycho_scan(
+        detector, x, y, pipeline, pattern="spiral", points=ADAPT_POINTS, step_um=STEP_UM,
+        model=DEFAULT_MODEL, target_rate=20.0, auto_scale=False, ready_timeout=STARTUP,
+        adapt=True, adapt_timeout=ADAPT_TIMEOUT, model_dir=models))
+    (start,), (stop,) = docs["start"], docs["stop"]
+    assert stop["exit_status"] == "success", stop.get("reason")
+    assert start["plan_args"]["adapt"] is True
+    streams = events_by_stream(docs)
+    assert len(streams["primary"]) == ADAPT_POINTS and len(streams["final"]) == 1
+
+    (result,) = streams["adaptation"]
+    data = result["data"]
+    print({key: value for key, value in data.items() if key.startswith("adaptation-")})
+    adapted = f"{DEFAULT_MODEL}-adapted-1"
+    assert data["adaptation-outcome"] == "kept", data["adaptation-message"]
+    assert data["adaptation-model_before"] == DEFAULT_MODEL
+    assert data["adaptation-adapted_model"] == data["adaptation-model_after"] == adapted
+    configuration = next(descriptor for descriptor in docs["descriptor"]
+                         if descriptor["name"] == "adaptation")["configuration"]["pipeline"]
+    assert configuration["data"]["pipeline-model"] == adapted  # the knob's readback
+    assert adapted in data["adaptation-message"]
+    lineage = json.loads(data["adaptation-lineage"])
+    assert lineage["source"] == str(models / f"{adapted}.json")
+    assert lineage["parent"]["name"] == DEFAULT_MODEL and lineage["check"]["accepted"]
+    # before: the shipped model on this scan, live; after: the new model's own figure
+    residual_before, residual_after = (data["adaptation-residual_before"],
+                                       data["adaptation-residual_after"])
+    assert residual_before > 0
+    assert residual_after == pytest.approx(
+        load_manifest(adapted, models).validation["residual_p50"])
+    assert "validation residual_p50" in data["adaptation-residual_after_source"]
+    assert residual_after < residual_before
+
+    # the plan waited: it read the adaptation at work, and recorded it once it had ended
+    states = [event["data"]["pipeline-adapt_state"] for event in streams["adapting"]]
+    assert "Training" in states and states[-1] == "Idle", states
+    assert data["pipeline-adapt_state"] == "Idle"
+    assert result["time"] >= max(event["time"] for event in streams["adapting"])
 
 
 def mosaic_scores(amplitude: np.ndarray, phase: np.ndarray, truth: Mosaic) -> dict[str, float]:
