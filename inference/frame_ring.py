@@ -2,8 +2,9 @@
 
 A pvAccess monitor of the detector's image beside the inference instances: it is no
 member of their distributor group, so the server sends it every frame as well and it
-takes none from them. It keeps the last `--frames` decoded frames with their scan
-positions (the PosX and PosY attributes, m) in memory, and serves one record,
+takes none from them. It keeps the last `--frames` decoded frames of the current scan
+with their scan positions (the PosX and PosY attributes, m) in memory (a uniqueId lower
+than the last starts a new scan, as for the collector), and serves one record,
 `--channel` (RING_FIELDS), to be told what to do: a put of `command` with a new
 `request` number is answered in the same record, with that number in `answered`:
 
@@ -62,7 +63,9 @@ class FrameRing:
             self.refused += 1  # the instances count and report these frames by kind
             return
         with self._lock:
-            if self.last_id and unique_id > self.last_id + 1:
+            if unique_id <= self.last_id:  # the detector started again: a new scan
+                self._frames.clear()
+            elif self.last_id and unique_id > self.last_id + 1:
                 self.missed += unique_id - self.last_id - 1
             self.last_id = unique_id
             self._frames.append((unique_id, frame, position))

@@ -1,9 +1,9 @@
 """Adaptation: the running model learns the scan it streams (a part of the supervisor).
 
-The frame ring (inference/frame_ring.py) keeps the input's last `AdaptFrames` frames
-beside the instances while `AutoAdapt` is on or an adaptation collects. On a request
-(the `Adapt` button, or `AutoAdapt` once the residual guard has said Misfit for
-AUTO_AFTER seconds) it goes:
+While the pipeline runs, the frame ring (inference/frame_ring.py) keeps the last
+`AdaptFrames` frames of the current scan beside the instances. On a request (the
+`Adapt` button, or `AutoAdapt` once the residual guard has said Misfit for AUTO_AFTER
+seconds) it goes:
 
   Collecting  until the ring holds AdaptFrames frames (or MIN_FRAMES once the input is
               quiet), then the ring writes them as a scan;

@@ -93,12 +93,6 @@ class Children:
             "ptychoedge.inference.frame_ring", "--image", input_channel, "--channel", channel,
             "--frames", str(frames), *model_dir), {"status": channel, "control": ""})
 
-    def stop_ring(self) -> None:
-        """No frames to keep: AutoAdapt is off and no adaptation collects."""
-        if self.ring is not None:
-            stop_all([self.ring.child], STOP_TIMEOUT)
-            self.ring = None
-
     def keep_mirror(self, input_channel: str) -> None:
         """A pvapy mirror in front of an input channel whose server cannot distribute."""
         if self.mirror is not None and self.mirrored != input_channel:

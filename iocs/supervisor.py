@@ -203,10 +203,7 @@ class Supervisor:
         model = rollout.in_force.model
         rollout.tell_collector(children.collector, model, self.adaptation.redrawn(model))
         children.keep_mirror(settings.input_channel)
-        if settings.auto_adapt or self.adaptation.status.state == "Collecting":
-            children.keep_ring(settings.input_channel, settings.adapt_frames)
-        else:
-            children.stop_ring()
+        children.keep_ring(settings.input_channel, settings.adapt_frames)
         if self.fleet.keep(self._wanted, settings.nodes, children.source(settings.input_channel),
                            rollout.in_force):
             # a new instance holds its first outputs: judge the pipeline after that

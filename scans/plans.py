@@ -21,12 +21,9 @@ point. Documents:
 - the start document: the scan positions, the pipeline's settings.
 
 With `adapt=True` the pipeline adapts its model to the scan (iocs/adaptation.py), and
-the plan waits until the adaptation has ended. The frame ring keeps frames only
-while AutoAdapt is on or an adaptation collects: with AutoAdapt off the plan puts
-`Adapt` before the first frame, so the adaptation collects the scan's frames and
-trains once it has AdaptFrames of them or the scan is over; with AutoAdapt on, the
-ring already keeps the last AdaptFrames frames, and the plan puts `Adapt` once the
-scan's frames are all published. Two more streams:
+the plan waits until the adaptation has ended: once the scan's frames are all
+published it puts `Adapt`, and the pipeline learns from the scan's last AdaptFrames
+frames (its frame ring keeps them). Two more streams:
 - `adapting`: the pipeline's status (AdaptState, AdaptProgress, AdaptLoss...) once a
   second while the adaptation works;
 - `adaptation`, once it has ended: the model before and after, the adapted model, the
@@ -178,8 +175,6 @@ def ptycho_scan(detector: SimDetector, x: Motor, y: Motor, pipeline: Pipeline, *
                                                         timeout=ready_timeout)])
     first_frame = (yield from bps.rd(driver.array_counter)) + 1
     model_before = yield from bps.rd(pipeline.model)
-    adapt_after_scan = adapt and (yield from bps.rd(pipeline.auto_adapt)) == "On"
-    adapt_started = adapt and not adapt_after_scan and (yield from request_adaptation(pipeline))
     processed_before = yield from bps.rd(pipeline.frames_processed)
     missed_before = yield from bps.rd(pipeline.frames_missed)
 
@@ -240,8 +235,7 @@ def ptycho_scan(detector: SimDetector, x: Motor, y: Motor, pipeline: Pipeline, *
         yield from bps.trigger_and_read([figures, pipeline, pipeline.images], name="final")
         if adapt:
             residual_before = yield from bps.rd(pipeline.residual)
-            started = adapt_started or (adapt_after_scan
-                                        and (yield from request_adaptation(pipeline)))
+            started = yield from request_adaptation(pipeline)
             yield from record_adaptation(pipeline, started, model_before, residual_before,
                                          adapt_timeout, model_dir)
 

@@ -186,7 +186,7 @@ def test_the_pipeline_ioc_killed_and_started_again(line, record):
     line.acquire(frames, RATE)
     line.wait_processed(100)
     children = line.children()
-    assert len(children) == 4  # two instances, the collector and the image relay
+    assert len(children) == 5  # two instances, the collector, the image relay, the frame ring
     processed_before = line.get("FramesProcessed_RBV")
     os.kill(line.ioc.pid, signal.SIGKILL)
     for pid in children:

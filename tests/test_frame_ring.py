@@ -40,7 +40,7 @@ def ring(spawn, prefix, tmp_path, pva):
                   name="ring")
     wait_until(pva_ready(pva, channel), 30, "the ring's record", child)
     ring = Ring(pva, channel)
-    ring.child = child
+    ring.child, ring.detector = child, prefix
     return ring
 
 
@@ -67,3 +67,14 @@ def test_clear_starts_again_and_bad_requests_are_answered(ring, tmp_path):
     assert ring.ask("write", str(tmp_path / "no" / "such" / "dir.cxi"))["error"]
     assert ring.child.alive()
     wait_until(lambda: ring.state()["kept"] == KEPT, 60, "the ring filled again")
+
+
+def test_a_detector_restart_starts_a_new_scan(ring, pva, tmp_path):
+    wait_until(lambda: ring.state()["kept"] == KEPT, 60, "the ring filled")
+    before = ring.ask("write", str(tmp_path / "before.cxi"))
+    pva.put(ring.detector + "cam1:ArrayCounter", 0, timeout=5)  # uniqueId back to 1
+    wait_until(lambda: pva.get(ring.detector + "cam1:ArrayCounter_RBV", timeout=5)["value"] > 5, 10,
+               "the new scan's first frames")
+    after = ring.ask("write", str(tmp_path / "after.cxi"))
+    assert after["last"] < before["first"]  # the new scan's frames...
+    assert after["last"] - after["first"] + 1 == after["written"]  # ...and none of the last

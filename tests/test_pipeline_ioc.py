@@ -168,7 +168,7 @@ def test_frames_counted_instances_scaled_and_configured(line):
 
     line.put("InstancesPerNode", 1)
     line.wait_running(1)
-    assert len(line.children()) == 3  # one instance, the collector and the image relay
+    assert len(line.children()) == 4  # one instance, the collector, image relay, frame ring
 
 
 def test_a_refused_model_goes_back_and_its_reason_shows_with_autoscale_on(line):
@@ -238,7 +238,7 @@ def test_knobs_survive_a_restart_and_no_child_outlives_the_ioc(line):
     line.put("Run", "Run")
     line.wait_running(2)
     children = line.children()
-    assert len(children) == 4  # two instances, the collector and the image relay
+    assert len(children) == 5  # two instances, the collector, the image relay, the frame ring
     assert line.ioc.interrupt() == 0
     for pid in children:
         wait_until(lambda pid=pid: not Path(f"/proc/{pid}").exists()
