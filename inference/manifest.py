@@ -194,13 +194,15 @@ def load_manifest(name: str, directory: Path = MODEL_DIR) -> Manifest:
 
 
 def bundled_graph(manifest: Manifest, directory: Path = MODEL_DIR) -> Path | None:
-    """The fp32 ONNX graph of the loaded model `manifest` after checking its sha256, or None
-    for a bundle made before graphs were bundled."""
+    """The fp32 ONNX graph of the loaded model `manifest`, or None for a bundle made before
+    graphs were bundled. Every file of the bundle must match its sha256, the weights too
+    (unused here): a bundle that was tampered with is refused whichever backend runs it."""
     if "graph" not in manifest.sha256:
         return None
-    graph = model_paths(manifest.name, directory)["graph"]
-    _checked_file(manifest.name, "graph", graph, directory, manifest.sha256["graph"])
-    return graph
+    paths = model_paths(manifest.name, directory)
+    for kind in ("weights", "graph"):
+        _checked_file(manifest.name, kind, paths[kind], directory, manifest.sha256.get(kind))
+    return paths["graph"]
 
 
 def load_model(name: str, directory: Path = MODEL_DIR) -> tuple[PtychoNN, Manifest]:

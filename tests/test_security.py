@@ -149,6 +149,11 @@ def bad_models(tmp_path) -> tuple[Path, list[tuple[str, str]]]:
     weights[-100] ^= 0xFF
     (models / "tampered.pt").write_bytes(bytes(weights))
 
+    copy_model(DEFAULT_MODEL, models, "graph-tampered")  # what ONNX Runtime would run
+    graph = bytearray((models / "graph-tampered.onnx").read_bytes())
+    graph[-100] ^= 0xFF
+    (models / "graph-tampered.onnx").write_bytes(bytes(graph))
+
     copy_model(DEFAULT_MODEL, models, "truncated")
     text = (models / "truncated.json").read_text()
     (models / "truncated.json").write_text(text[:len(text) // 2])
@@ -176,6 +181,7 @@ def bad_models(tmp_path) -> tuple[Path, list[tuple[str, str]]]:
         (str(outside / "x"), "must be a plain name"),
         ("sub/x", "must be a plain name"),
         ("tampered", "does not match the sha256"),
+        ("graph-tampered", "graph-tampered.onnx does not match the sha256"),
         ("truncated", "truncated.json: not a valid model bundle"),
         ("garbage", "garbage.json: not a valid model bundle"),
         ("linked", "linked.pt leads outside the model directory"),
