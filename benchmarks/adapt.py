@@ -478,20 +478,21 @@ def main() -> int:
                         help="detector rate while adapting")
     parser.add_argument("--adapt-timeout", type=float, default=900.0, metavar="S")
     parser.add_argument("--start-rate", type=float, default=None, metavar="HZ",
-                        help="first rate of each search (default: 0.5 x the bare model's)")
+                        help="first rate of each search (default: the bare model's; one instance "
+                             "runs more threads than the bare model's one)")
     parser.add_argument("--step", type=float, default=None, help="rate factor per trial")
     parser.add_argument("--trial-seconds", type=float, default=None)
     parser.add_argument("--trials", type=int, default=None, help="most trials per search")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     quick = {"epochs": 2, "step": 1.5, "trial_seconds": 4.0, "trials": 7}
-    full = {"epochs": 10, "step": 1.25, "trial_seconds": 8.0, "trials": 12}
+    full = {"epochs": 10, "step": 1.3, "trial_seconds": 8.0, "trials": 12}
     for key, value in (quick if args.quick else full).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     args.out.mkdir(parents=True, exist_ok=True)
     bare = bare_rate()
-    start = args.start_rate or 0.5 * bare
+    start = args.start_rate or bare
     say(f"bare model {DEFAULT_MODEL}: {bare:.1f} frames/s (onnxruntime fp32, batch 8, "
         f"1 thread)")
     report: dict = {"command": " ".join(sys.argv), "quick": args.quick, "bare_rate": bare}
