@@ -46,16 +46,23 @@ class Check:
     held_back: int  # frames neither model was trained on
     running_residual: float  # medians on those frames
     new_residual: float
+    empty_residual: float  # an empty object (amplitude 1, phase 0) under the new probe
     margin: float
     accepted: bool
     reason: str
 
 
-def held_back_residual(model: PtychoNN, manifest: Manifest, scan: Path) -> tuple[float, int]:
-    """Median residual of `model` on the scan's held-back frames, and how many there are."""
+def held_back_residual(model: PtychoNN | None, manifest: Manifest,
+                       scan: Path) -> tuple[float, int]:
+    """Median residual of `model` (None: an empty object) on the scan's held-back frames,
+    and how many there are."""
     frames = training_data.recorded_scan(scan, manifest.preprocessing, manifest.object_pixel_size)
     held_back = frames.subset(np.arange(len(frames.inputs)) % training.HELD_OUT_EVERY == 0)
-    predicted = training.predict(model, held_back.inputs)
+    if model is None:
+        predicted = np.zeros((len(held_back.inputs), 2, *held_back.counts.shape[1:]), np.float32)
+        predicted[:, 0] = 1.0
+    else:
+        predicted = training.predict(model, held_back.inputs)
     figures = training.residual_figures(manifest, held_back.counts, predicted)
     return figures["residual_p50"], len(held_back.inputs)
 
@@ -64,11 +71,14 @@ def check(running: tuple[PtychoNN, Manifest], new: tuple[PtychoNN, Manifest], sc
           margin: float) -> Check:
     before, count = held_back_residual(*running, scan)
     after, _ = held_back_residual(*new, scan)
+    # what the new probe alone explains: a model near it has learnt little of the object
+    empty, _ = held_back_residual(None, new[1], scan)
     accepted = after < (1 - margin) * before
     verdict = "below" if accepted else "not below"
     reason = (f"residual on {count} held-back frames {after:.3f} against {before:.3f} for "
-              f"{running[1].name}: {verdict} the {1 - margin:.0%} it must reach")
-    return Check(count, before, after, margin, accepted, reason)
+              f"{running[1].name}: {verdict} the {1 - margin:.0%} it must reach (an empty "
+              f"object scores {empty:.3f})")
+    return Check(count, before, after, empty, margin, accepted, reason)
 
 
 def adapt(args: argparse.Namespace) -> tuple[Check, Path]:

@@ -89,6 +89,8 @@ class Batcher:
             self.errors[kind] += 1
 
     def swap(self, reconstructor: Reconstructor) -> None:
+        with self._lock:  # the old model's residuals say nothing of the new one's fit
+            self.residuals.clear()
         self.reconstructor = reconstructor  # read once per batch by the worker
 
     @property

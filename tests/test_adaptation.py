@@ -80,6 +80,7 @@ def test_a_model_that_explains_the_held_back_frames_better_is_kept(scan_and_runn
     assert said["accepted"] and said["model"] == "running-adapted-1"
     assert said["held_back"] == 8  # every tenth of 80 frames
     assert said["new_residual"] < 0.8 * said["running_residual"]
+    assert 0 < said["empty_residual"] < said["running_residual"]  # the probe explains much
     manifest = load_manifest("running-adapted-1", models)
     assert manifest.training["parent"]["name"] == "running"
     assert manifest.training["check"]["accepted"] is True
@@ -203,6 +204,9 @@ def test_frames_unlike_the_model_are_learnt_and_the_better_model_swapped_in(adap
     pipeline.acquire(False)
     pipeline.wait(lambda: pipeline.get("Backlog_RBV") == 0, 60, "every frame published")
     assert pipeline.get("FramesMissed_RBV") == 0 and pipeline.get("FramesProcessed_RBV") > 0
+    # judged on its own frames, the new model is no misfit: nothing adapts it again
+    assert pipeline.get("AdaptState_RBV") == "Idle"
+    assert pipeline.get("AdaptModel_RBV") == adapted
 
 
 def test_a_killed_trainer_or_a_restarted_ioc_leaves_the_running_model(adapting_pipeline,
