@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 from p4p.client.thread import Context
-from waiting import wait
+from waiting import stop, wait
 
 from ptychoedge.apps.beamline import plain
 from ptychoedge.inference.backends import open_model
@@ -178,13 +178,7 @@ class Bench:
     def close(self) -> None:
         for subscription in self._subscriptions:
             subscription.close()
-        for child in reversed(self.children):
-            child.send_signal(2)
-        for child in self.children:
-            try:
-                child.wait(30)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        stop(self.children)
         self.ctx.close()
         self.images.close()
 

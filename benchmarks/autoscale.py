@@ -24,7 +24,7 @@ import uuid
 from pathlib import Path
 
 from p4p.client.thread import Context
-from waiting import read, wait
+from waiting import read, stop, wait
 
 
 class Bench:
@@ -114,13 +114,7 @@ class Bench:
         return result
 
     def stop(self) -> None:
-        for child in reversed(self.children):
-            child.send_signal(2)
-        for child in self.children:
-            try:
-                child.wait(30)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        stop(self.children)
         self.ctx.close()
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 from p4p.client.thread import Context
-from waiting import wait
+from waiting import stop, wait
 
 from ptychoedge.inference.backends import open_model
 from ptychoedge.inference.manifest import DEFAULT_MODEL, MODEL_DIR
@@ -116,13 +116,7 @@ class Pipeline:
         return ok, delta
 
     def stop(self) -> None:
-        for child in reversed(self.children):
-            child.send_signal(2)
-        for child in self.children:
-            try:
-                child.wait(15)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        stop(self.children, 15)
         self.ctx.close()
 
 

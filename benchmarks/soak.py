@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from p4p.client.thread import Context
-from waiting import read, wait
+from waiting import read, stop, wait
 
 WARM_UP = 60.0  # s left out of the RSS slope: caches and allocators settle first
 
@@ -165,13 +165,7 @@ class Soak:
                 "held": sent == frames and processed == frames and peak <= rate / 2}
 
     def stop(self) -> None:
-        for child in reversed(self.children.values()):
-            child.send_signal(2)
-        for child in self.children.values():
-            try:
-                child.wait(30)
-            except subprocess.TimeoutExpired:
-                child.kill()
+        stop(list(self.children.values()))
         self.ctx.close()
 
 

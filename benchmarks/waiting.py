@@ -1,5 +1,8 @@
-"""Waiting for processes under benchmark and reading their PVs, shared by the benchmarks."""
+"""Waiting for processes under benchmark, reading their PVs and stopping them, shared by
+the benchmarks."""
 
+import signal
+import subprocess
 import time
 
 from ptychoedge.apps.beamline import plain
@@ -26,3 +29,15 @@ def read(ctx, name: str):
     except TimeoutError:
         ctx.disconnect(name)
         return None
+
+
+def stop(children: list[subprocess.Popen], timeout: float = 30.0) -> None:
+    """SIGINT every child, last started first; kill whichever is still running after
+    `timeout`."""
+    for child in reversed(children):
+        child.send_signal(signal.SIGINT)
+    for child in children:
+        try:
+            child.wait(timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()

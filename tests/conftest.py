@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -206,6 +207,29 @@ def start_ioc(start: Callable[..., Spawned], ctx, p: str, input_channel: str, st
     wait_until(ioc.ready, 60, "pipeline IOC", ioc)
     wait_until(pva_ready(ctx, p + "State_RBV"), 30, "pipeline IOC over pvAccess", ioc)
     return ioc
+
+
+def shipped_model_dir(directory: Path) -> Path:
+    """`directory`, made, holding a copy of the shipped model: a model directory of a test's
+    own, which it may write to."""
+    from ptychoedge.inference.manifest import DEFAULT_MODEL, model_paths
+
+    directory.mkdir(parents=True, exist_ok=True)
+    for kind, path in model_paths(DEFAULT_MODEL).items():
+        shutil.copy(path, model_paths(DEFAULT_MODEL, directory)[kind])
+    return directory
+
+
+def instrument_with_probe(probe: str):
+    """The simulator's instrument (128-pixel frames, the shipped model's flux) with the probe
+    preset `probe` (sim/probes.py)."""
+    from ptychoedge.inference.instrument import Instrument
+    from ptychoedge.inference.manifest import DEFAULT_MODEL, load_manifest
+    from ptychoedge.sim import physics
+    from ptychoedge.sim.probes import named_probe
+
+    return Instrument(physics.geometry(128), named_probe(probe, 128, 1e-8),
+                      load_manifest(DEFAULT_MODEL).instrument.photons)
 
 
 def ptychoedge(*args: str) -> list[str]:

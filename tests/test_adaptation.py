@@ -3,23 +3,27 @@
 import dataclasses
 import json
 import os
-import shutil
 import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import ptychoedge, start_ioc, start_sim, wait_until
+from conftest import (
+    instrument_with_probe,
+    ptychoedge,
+    shipped_model_dir,
+    start_ioc,
+    start_sim,
+    wait_until,
+)
 
 from ptychoedge.apps.beamline import plain
 from ptychoedge.inference.adaptation import REJECTED
 from ptychoedge.inference.instrument import Instrument, Orientation, write_cxi
 from ptychoedge.inference.manifest import (
-    DEFAULT_MODEL,
     Manifest,
     load_manifest,
-    model_paths,
     save_model,
 )
 from ptychoedge.inference.model import PtychoNN, initialise
@@ -27,7 +31,6 @@ from ptychoedge.inference.model_shape import ModelShape
 from ptychoedge.inference.preprocess import Preprocessing
 from ptychoedge.pvdb.pipeline import collector_channels
 from ptychoedge.sim import physics
-from ptychoedge.sim.probes import named_probe
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +39,7 @@ pytestmark = pytest.mark.integration
 def scan_and_running(tmp_path):
     """A scan through a zone plate over a labyrinth, and a running model made for
     the simulator's own probe (it answers the empty beam for every frame)."""
-    from ptychoedge.sim import physics, probes
+    from ptychoedge.sim import probes
     from ptychoedge.sim.samples import named_sample
 
     model_instrument = physics.default_instrument(32, photons=1e6)
@@ -133,13 +136,9 @@ PROBE = "zoneplate-defocus"
 def adapting_pipeline(spawn, pva, prefix, tmp_path):
     """A detector seeing a zone plate over a labyrinth, streaming at 50 Hz, into a pipeline
     running the shipped model (made for another probe) from a model directory of its own."""
-    models = tmp_path / "models"
-    models.mkdir()
-    for kind, path in model_paths(DEFAULT_MODEL).items():
-        shutil.copy(path, model_paths(DEFAULT_MODEL, models)[kind])
+    models = shipped_model_dir(tmp_path / "models")
     instrument = tmp_path / "zoneplate.cxi"  # what the beamline knows of its probe
-    write_cxi(instrument, Instrument(physics.geometry(128), named_probe(PROBE, 128, 1e-8),
-                                     load_manifest(DEFAULT_MODEL).instrument.photons))
+    write_cxi(instrument, instrument_with_probe(PROBE))
     d, p = prefix, prefix.replace(":", "E:")
     start_sim(spawn, d, tmp_path, "--no-stage", "--probe", PROBE, "--sample", "labyrinth")
     ioc = start_ioc(spawn, pva, p, d + "Pva1:Image", tmp_path / "state", "--model-dir",

@@ -9,7 +9,6 @@ simulator's ground truth at the positions the stage reported.
 from __future__ import annotations
 
 import json
-import shutil
 import uuid
 from collections import defaultdict
 
@@ -18,17 +17,16 @@ import numpy as np
 import pytest
 from bluesky import RunEngine
 from bluesky.run_engine import call_in_bluesky_event_loop
-from conftest import Processes, start_ioc, start_sim
+from conftest import Processes, instrument_with_probe, shipped_model_dir, start_ioc, start_sim
 from ophyd_async.core import init_devices
 from p4p.client.thread import Context
 
 from ptychoedge.inference.evaluate import mosaic_of
-from ptychoedge.inference.instrument import Instrument, write_cxi
-from ptychoedge.inference.manifest import DEFAULT_MODEL, load_manifest, model_paths
+from ptychoedge.inference.instrument import write_cxi
+from ptychoedge.inference.manifest import DEFAULT_MODEL, load_manifest
 from ptychoedge.inference.metrics import ssim
 from ptychoedge.inference.mosaic import Mosaic
 from ptychoedge.sim import physics
-from ptychoedge.sim.probes import named_probe
 
 # ophyd-async's imports ask pyepics for epicscorelibs' libca; a pyepics already imported
 # by another test module keeps its own, which works (tests/test_stage.py).
@@ -91,13 +89,9 @@ def adapting_beamline(tmp_path_factory):
     from ptychoedge.scans import Pipeline, SimDetector, stage_motors
 
     logs = tmp_path_factory.mktemp("adapting")
-    models = logs / "models"
-    models.mkdir()
-    for kind, path in model_paths(DEFAULT_MODEL).items():
-        shutil.copy(path, model_paths(DEFAULT_MODEL, models)[kind])
+    models = shipped_model_dir(logs / "models")
     instrument = logs / "zoneplate.cxi"  # what the beamline knows of its probe
-    write_cxi(instrument, Instrument(physics.geometry(128), named_probe(ADAPT_PROBE, 128, 1e-8),
-                                     load_manifest(DEFAULT_MODEL).instrument.photons))
+    write_cxi(instrument, instrument_with_probe(ADAPT_PROBE))
     d = f"A{uuid.uuid4().hex[:8]}:"
     p = d.replace(":", "E:")
     processes = Processes(logs)
