@@ -40,12 +40,10 @@ from p4p.client.thread import Context
 from waiting import stop, wait
 
 from ptychoedge.apps.beamline import plain
-from ptychoedge.inference.backends import open_model
 from ptychoedge.inference.comparison import compare_images
 from ptychoedge.inference.instrument import Instrument, write_cxi
-from ptychoedge.inference.manifest import DEFAULT_MODEL, load_manifest, model_paths
+from ptychoedge.inference.manifest import DEFAULT_MODEL, MODEL_DIR, load_manifest, model_paths
 from ptychoedge.inference.mosaic import Mosaic
-from ptychoedge.inference.onnx_export import calibration_inputs
 from ptychoedge.inference.reconstruct import save_pictures
 from ptychoedge.pvdb.pipeline import ADAPT_STATES, collector_channels
 from ptychoedge.sim import physics
@@ -307,18 +305,13 @@ def highest_rate(bench: Bench, start: float, step: float, seconds: float, trials
     return best, seen
 
 
-def bare_rate(batch: int = 8) -> float:
-    """Frames per second of the shipped model alone, one thread (where to start)."""
-    backend, manifest = open_model("onnxruntime", "fp32", DEFAULT_MODEL, threads=1)
-    inputs = calibration_inputs(manifest)[:batch]
-    inputs = np.repeat(inputs, -(-batch // len(inputs)), axis=0)[:batch]
-    for _ in range(3):
-        backend.infer(inputs)
-    started, batches = time.perf_counter(), 0
-    while time.perf_counter() - started < 2.0:
-        backend.infer(inputs)
-        batches += 1
-    return batches * batch / (time.perf_counter() - started)
+def bare_rate() -> float:
+    """Frames per second of the shipped model alone, one thread, batch 8 (where to start)."""
+    from pipeline import bare_rate as model_rate
+
+    return model_rate(argparse.Namespace(backend="onnxruntime", precision="fp32",
+                                         model=DEFAULT_MODEL, model_dir=MODEL_DIR, threads=1,
+                                         batch=8))
 
 
 # -- the run -------------------------------------------------------------------------------
