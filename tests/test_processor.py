@@ -15,6 +15,7 @@ from conftest import ptychoedge, pva_ready, wait_until
 from ptychoedge.inference.manifest import Manifest, save_model
 from ptychoedge.inference.model import ModelShape, PtychoNN
 from ptychoedge.inference.preprocess import Preprocessing
+from ptychoedge.iocs.instances import SERVER_QUEUE
 from ptychoedge.pvdb.processors import COLLECTOR_PROCESSOR, INSTANCE_PROCESSOR
 from ptychoedge.sim import physics
 
@@ -54,6 +55,8 @@ class Instance:
             "--output-channel", self.output, "--status-channel", self.status,
             "--control-channel", self.control, "--processor-class", INSTANCE_PROCESSOR,
             "--processor-args", json.dumps(args),
+            # as the pool starts them: a model load must not overrun pvAccess's queue
+            "--server-queue-size", str(SERVER_QUEUE),
             "--report-period", "0.5", "--disable-curses", name="consumer")
         wait_until(pva_ready(ctx, self.status), 60, "consumer status channel", self.child)
 
