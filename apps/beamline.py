@@ -163,12 +163,13 @@ class Beamline:
         deadline = time.monotonic() + READY_TIMEOUT
         while not self.quit.is_set():
             self._check_children()
+            name = self.prefix + "cam1:DetectorState_RBV"
             try:
-                state = plain(self.ctx.get(self.prefix + "cam1:DetectorState_RBV", timeout=1.0))
-                if state not in ("Initializing", "Disconnected"):
+                if plain(self.ctx.get(name, timeout=1.0)) not in ("Initializing", "Disconnected"):
                     return
             except TimeoutError:
-                pass
+                # pvAccess searches for a name not yet served ever less often: ask anew
+                self.ctx.disconnect(name)
             if time.monotonic() > deadline:
                 raise SystemExit(f"ptychoedge sim: error: detector not ready after "
                                  f"{READY_TIMEOUT:.0f} s")

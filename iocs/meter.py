@@ -82,7 +82,10 @@ class Meter:
         try:
             reply = self._ctx.get(channel, request="field(uniqueId)", timeout=STATUS_TIMEOUT)
             return int(reply["uniqueId"])
-        except (TimeoutError, RuntimeError, KeyError):  # p4p's errors, or not an NTNDArray
+        except TimeoutError:
+            self._ctx.disconnect(channel)  # search afresh: the detector may start later
+            return None
+        except (RuntimeError, KeyError):  # p4p's errors, or not an NTNDArray
             return None
 
     def stopped(self) -> None:

@@ -90,12 +90,12 @@ class NodeAgent:
                 messages.append(f"started instance(s) {', '.join(map(str, started))}")
                 log.info(messages[-1])
         self._heartbeat += 1
+        if messages:  # first: whoever sees the new figures below also sees why they changed
+            self.status["Message_RBV"].set("; ".join(messages)[:MESSAGE_LENGTH])
         self.spec_rbv.set(spec.to_json() if spec else "")
         self.status["Instances_RBV"].set(len(self.pool.instances))
         self.status["Restarts_RBV"].set(self.pool.deaths.restarts)
         self.status["Heartbeat_RBV"].set(self._heartbeat)
-        if messages:
-            self.status["Message_RBV"].set("; ".join(messages)[:MESSAGE_LENGTH])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

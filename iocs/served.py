@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from p4p.client.thread import Context
 
-TIMEOUT = 1.0  # s: a server on this network answers a search well within it
+TIMEOUT = 0.5  # s: a server on this network answers a search well within it
 
 
 def refuse_if_served(program: str, names: Sequence[str], advice: str) -> None:

@@ -58,10 +58,13 @@ class DetectorIOC:
         # Polled, not monitored: a p4p monitor in this process was seen to stop
         # delivering updates after its first few.
         while not self._quit.wait(STATUS_POLL_PERIOD):
+            name = self.prefix + detector.STATUS
             try:
-                status = self._pva.get(self.prefix + detector.STATUS, timeout=1.0)
+                status = self._pva.get(name, timeout=1.0)
             except TimeoutError as error:
                 status = error
+                # pvAccess searches for a name not yet served ever less often: ask anew
+                self._pva.disconnect(name)
             except Exception as error:  # closing, or a bad reply: say so, keep polling
                 log.warning("image server status: %s", error)
                 continue
