@@ -7,14 +7,15 @@ seconds) it goes:
 
   Collecting  until the ring holds AdaptFrames frames (or MIN_FRAMES once the input is
               quiet), then the ring writes them as a scan;
-  Training    `ptychoedge adapt` fine-tunes the running model on that scan, as a child
-              with one thread at the lowest CPU priority, so inference keeps its cores;
+  Training    `ptychoedge adapt` learns that scan (from the running model or afresh), as
+              a child with one thread at the lowest CPU priority, so inference keeps its cores;
               its progress line gives AdaptProgress_RBV and AdaptLoss_RBV;
   Checking    the same child compares the two models on frames held back from training;
   Swapping    a model that passed is put to the `Model` knob by the IOC (the instances load
-              it as at any put, without losing a frame), done once it is in force; the
-              trainer also redrew the scan with it, which the collector's mosaic starts
-              from, so the screen shows the scan by the new model, not a mix;
+              it as at any put, without losing a frame); the trainer also redrew the
+              scan with it, which the collector's mosaic starts from, so the screen
+              shows the scan by the new model, not a mix; done once the instances run
+              it and the collector draws with it;
   Idle        again, the outcome in Message_RBV; a model that did not pass stays aside
               (`MODEL_DIR/rejected/`), the running one in place;
   Failed      the ring could not write or the trainer died: the running model stays.
@@ -102,9 +103,10 @@ class Adaptation:
             self._trainer = None
             self._mark.unlink(missing_ok=True)
 
-    def step(self, settings: Settings, running: str, misfit: bool, input_rate: float,
-             now: float) -> None:
-        """One look, once a second while the pipeline runs."""
+    def step(self, settings: Settings, running: str, drawing: str, misfit: bool,
+             input_rate: float, now: float) -> None:
+        """One look, once a second while the pipeline runs: `running` is the model the
+        instances run, `drawing` the one the collector's mosaic is of."""
         self._misfit_since = (self._misfit_since or now) if misfit else None
         match self.status.state:
             case "Idle" | "Failed":
@@ -113,8 +115,8 @@ class Adaptation:
                 self._collect(settings, input_rate, now)
             case "Training" | "Checking":
                 self._watch_trainer()
-            case "Swapping":
-                if running == self.status.model:
+            case "Swapping":  # over once the mosaic on the screen is the redrawn scan
+                if running == drawing == self.status.model:
                     self.status.state = "Idle"
                     self.news.say(f"adapted: now running {running} (was {self._parent})")
 

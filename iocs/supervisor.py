@@ -214,8 +214,11 @@ class Supervisor:
             self._autoscale()
         self.status.state = self._state(settings)
         self._guard_residual()
-        self.adaptation.step(settings, rollout.in_force.model, self.status.state == "Misfit",
-                             self.status.input_rate, time.monotonic())
+        collector = children.collector.report if children.collector else None
+        self.adaptation.step(settings, rollout.in_force.model,
+                             collector.user.model if collector else "",
+                             self.status.state == "Misfit", self.status.input_rate,
+                             time.monotonic())
         self.status.config = rollout.in_force
 
     def _publish(self) -> None:

@@ -62,7 +62,7 @@ KNOBS = (
 
 RESET_STATS = PvSpec("ResetStats", Kind.INT, "Put 1 to zero the counters", initial=0, low=0,
                      high=1, every_put=True)
-ADAPT = PvSpec("Adapt", Kind.INT, "Put 1 to fine-tune the model on the kept frames",
+ADAPT = PvSpec("Adapt", Kind.INT, "Put 1 to adapt the model to the kept frames",
                initial=0, low=0, high=1, every_put=True)
 
 STATUS_PVS = (

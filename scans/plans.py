@@ -28,8 +28,9 @@ frames (its frame ring keeps them). Two more streams:
   second while the adaptation works;
 - `adaptation`, once it has ended: the model before and after, the adapted model, the
   outcome (kept, set aside, failed), Message_RBV, the residual before (Residual_RBV at
-  the end of the scan) and after, with where the latter comes from, and the adapted
-  model's lineage (its manifest's `training`, read from `model_dir` when given).
+  the end of the scan) and after, with where the latter comes from, the adapted
+  model's lineage (its manifest's `training`, read from `model_dir` when given), and
+  the images again: the scan redrawn by the adapted model once it was swapped in.
 """
 
 from __future__ import annotations
@@ -307,4 +308,5 @@ def record_adaptation(pipeline: Pipeline, started: bool, model_before: str,
         outcome=outcome, message=(yield from bps.rd(pipeline.message)),
         residual_before=float(residual_before), residual_after=residual_after,
         residual_after_source=source, lineage=json.dumps(lineage))
-    yield from bps.trigger_and_read([figures, pipeline], name="adaptation")
+    # the images: the scan as the adapted model redrew it, where one was swapped in
+    yield from bps.trigger_and_read([figures, pipeline, pipeline.images], name="adaptation")

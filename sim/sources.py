@@ -21,7 +21,7 @@ import numpy as np
 import pvaccess as pva
 
 from ptychoedge.inference.scan_file import load_scan
-from ptychoedge.sim import physics, probes, samples
+from ptychoedge.sim import physics, scene
 from ptychoedge.sim.ntndarray import make_compressed_frame, make_frame
 
 log = logging.getLogger(__name__)
@@ -83,18 +83,9 @@ class SourceSettings:
         return PIXEL_TYPES[self.data_type]
 
     def simulator(self) -> physics.PtychographySimulator:
-        n = max(self.size_x, self.size_y)
-        probe = sample = None  # the simulator's own
-        if self.probe != "default" or self.probe_modes != 1:
-            probe = probes.named_probe(self.probe, n, physics.OBJECT_PIXEL_SIZE,
-                                       self.probe_modes)
-        if self.sample != "default" or self.sample_thickness != 1.0:
-            # The size the simulator gives its own sample: room for the default scan.
-            side = max(1024, n + 768)
-            sample = samples.named_sample(self.sample, (side, side), self.seed,
-                                          self.sample_thickness)
-        return physics.PtychographySimulator(n, photons=self.photons, dtype=self.dtype,
-                                             seed=self.seed, probe=probe, sample=sample)
+        return scene.simulator(max(self.size_x, self.size_y), self.probe, self.probe_modes,
+                               self.sample, self.sample_thickness, self.seed, self.photons,
+                               self.dtype)
 
     def scan_positions(self) -> np.ndarray:
         step = self.step_um * MICROMETRE

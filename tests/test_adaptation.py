@@ -40,28 +40,40 @@ def scan_and_running(tmp_path):
     """A scan through a zone plate over a labyrinth, and a running model made for
     the simulator's own probe (it answers the empty beam for every frame)."""
     from ptychoedge.sim import probes
-    from ptychoedge.sim.samples import named_sample
 
     model_instrument = physics.default_instrument(32, photons=1e6)
-    pixel = model_instrument.object_pixel_size
-    instrument = Instrument(model_instrument.geometry,
-                            probes.named_probe("zoneplate", 32, pixel), 1e6)
-    step = physics.step_for_overlap(probes.encircled_diameter(instrument.probe, pixel), 0.6)
-    simulator = physics.simulator_for(instrument, seed=0,
-                                      sample=named_sample("labyrinth", (256, 256), 0))
-    positions = physics.fermat_spiral_positions(80, step)
-    frames, _ = simulator.frames(positions)
-    scan = tmp_path / "scan.cxi"
-    write_cxi(scan, instrument, frames, positions)
+    instrument = Instrument(model_instrument.geometry, probes.named_probe(
+        "zoneplate", 32, model_instrument.object_pixel_size), 1e6)
+    scan = write_scan(tmp_path / "scan.cxi", instrument)
     models = tmp_path / "models"
     running_model(models, model_instrument)
     return scan, models
 
 
-def running_model(models, instrument, orientation=None):
-    """A model for `instrument` that has learnt nothing: the empty beam for every frame."""
+def write_scan(path: Path, instrument: Instrument) -> Path:
+    """80 frames of `instrument` over a labyrinth (60% overlap), with the truth."""
+    from ptychoedge.sim import probes
+    from ptychoedge.sim.samples import named_sample
+
+    pixel = instrument.object_pixel_size
+    step = physics.step_for_overlap(probes.encircled_diameter(instrument.probe, pixel), 0.6)
+    simulator = physics.simulator_for(instrument, seed=0,
+                                      sample=named_sample("labyrinth", (256, 256), 0))
+    positions = physics.fermat_spiral_positions(80, step)
+    frames, _ = simulator.frames(positions)
+    write_cxi(path, instrument, frames, positions, sample=simulator.sample,
+              sample_pixel_size=simulator.pixel_size)
+    return path
+
+
+LEARNS_FROM_FRAMES = ModelShape(32, 8, "batch", "free")
+
+
+def running_model(models, instrument, orientation=None, shape=LEARNS_FROM_FRAMES):
+    """A model for `instrument` that has learnt nothing: the empty beam for every frame
+    (or, of a `shape` without batch norm, whatever its fresh weights say)."""
     torch.manual_seed(0)
-    running = PtychoNN(ModelShape(32, 8, "batch", "free"))
+    running = PtychoNN(shape)
     initialise(running)
     if orientation is not None:
         instrument = dataclasses.replace(instrument, orientation=orientation)
@@ -116,14 +128,43 @@ def test_bad_requests_are_refused_in_one_line(scan_and_running, options, reason)
     assert load_manifest("running", models).training == {}  # the running model untouched
 
 
-def test_the_new_model_sees_the_detector_as_the_running_one_does(scan_and_running):
+@pytest.mark.parametrize("shape", [LEARNS_FROM_FRAMES, ModelShape(32, 8)],
+                         ids=["from its weights", "fresh"])
+def test_the_new_model_sees_the_detector_as_the_running_one_does(scan_and_running, shape):
     # a scan file says nothing of the detector's orientation: it is the running model's
     scan, models = scan_and_running
-    flipped = Orientation(flip_x=True)
-    running_model(models, load_manifest("running", models).instrument, flipped)
+    seen = Orientation(flip_x=True, beam_x=16.5, beam_y=15.5)
+    running_model(models, load_manifest("running", models).instrument, seen, shape)
     assert adapt(scan, models, "--epochs", "1").returncode in (0, 1)
     adapted = next(models.rglob("running-adapted-1.json"))
-    assert load_manifest("running-adapted-1", adapted.parent).preprocessing.orientation == flipped
+    assert load_manifest("running-adapted-1", adapted.parent).preprocessing.orientation == seen
+
+
+def test_a_model_that_cannot_learn_from_frames_is_replaced_by_a_fresh_one_that_is_truer(
+        tmp_path):
+    # the running network has no batch norm (as the shipped one): adaptation starts afresh,
+    # and what the scan shows becomes more like the sample
+    instrument = physics.default_instrument(32, photons=1e6)
+    scan = write_scan(tmp_path / "scan.cxi", instrument)
+    models = tmp_path / "models"
+    running_model(models, instrument, shape=ModelShape(32, 8))
+    done = adapt(scan, models, "--epochs", "30")
+    assert done.returncode == 0, done.stdout + done.stderr
+    manifest = load_manifest("running-adapted-1", models)
+    assert (manifest.shape.norm, manifest.shape.output) == ("batch", "free")
+    assert manifest.training["parent"]["name"] == "running"
+    assert manifest.training["parent"]["weights_kept"] is False
+    before, after = (evaluate(scan, name, models, tmp_path / name)
+                     for name in ("running", "running-adapted-1"))
+    assert after["phase_correlation"] > max(0.2, before["phase_correlation"] + 0.2)
+
+
+def evaluate(scan: Path, model: str, models: Path, out: Path) -> dict:
+    """`ptychoedge evaluate` of `model` on `scan` against the scan's own truth: its report."""
+    subprocess.run(ptychoedge("evaluate", "--scan", str(scan), "--model", model, "--model-dir",
+                              str(models), "--out", str(out)), check=True, timeout=120,
+                   capture_output=True)
+    return json.loads((out / "report.json").read_text())
 
 
 # -- the pipeline adapts by itself ---------------------------------------------------------
@@ -174,9 +215,10 @@ def adapting_pipeline(spawn, pva, prefix, tmp_path):
     return pipeline
 
 
+@pytest.mark.timeout(600)
 def test_frames_unlike_the_model_are_learnt_and_the_better_model_swapped_in(adapting_pipeline):
     pipeline = adapting_pipeline
-    pipeline.put("AdaptEpochs", 2)
+    pipeline.put("AdaptEpochs", 15)  # a fresh network needs that many to pass the check
     pipeline.put("AutoAdapt", "On")
     pipeline.put("Run", "Run")
     pipeline.wait(lambda: pipeline.get("State_RBV") == "Running", STARTUP, "the pipeline")
