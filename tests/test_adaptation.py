@@ -96,6 +96,7 @@ def test_a_model_that_explains_the_held_back_frames_better_is_kept(scan_and_runn
     assert said["held_back"] == 8  # every tenth of 80 frames
     assert said["new_residual"] < 0.8 * said["running_residual"]
     assert 0 < said["empty_residual"] < said["running_residual"]  # the probe explains much
+    assert said["same_patch_residual"] > 0 and "mean patch" in said["reason"]
     manifest = load_manifest("running-adapted-1", models)
     assert manifest.training["parent"]["name"] == "running"
     assert manifest.training["check"]["accepted"] is True
