@@ -83,11 +83,16 @@ def save_pictures(path: Path, title: str, images: dict[str, tuple[np.ndarray, np
 
     figure, axes = plt.subplots(len(images), 2, figsize=(9, 4 * len(images)), squeeze=False)
     for row, (name, (amplitude, phase)) in enumerate(images.items()):
-        shown = amplitude[amplitude > 0]
-        low, high = (np.percentile(shown, [1, 99]) if shown.size else (0, 1))
+        # scaled to what is shown (the 2nd to 98th percentile, not a poorly lit rim's
+        # extremes), so that a weak phase's structure is seen
+        shown = amplitude > 0
+        low, high = np.percentile(amplitude[shown], [2, 98]) if shown.any() else (0, 1)
         axes[row, 0].imshow(amplitude, cmap="gray", vmin=low, vmax=high)
         axes[row, 0].set_title(f"{name}: amplitude")
-        axes[row, 1].imshow(phase, cmap="twilight", vmin=-np.pi, vmax=np.pi)
+        low, high = (np.percentile(phase[shown], [2, 98]) if shown.any() else (-np.pi, np.pi))
+        wraps = high - low > 1.5 * np.pi  # a cyclic map only for a phase that wraps
+        axes[row, 1].imshow(phase, cmap="twilight" if wraps else "viridis", vmin=low,
+                            vmax=max(high, low + 1e-3))
         axes[row, 1].set_title(f"{name}: phase (rad)")
     for axis in axes.flat:
         axis.set_axis_off()
