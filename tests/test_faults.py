@@ -162,10 +162,11 @@ def test_the_collector_killed_mid_stream(line, record):
     # first acquisition, give or take a second (placed_before is read from a report up to
     # a second old, and the new collector finds the instances' channels as they publish)
     assert 0 < mosaic_lost < frames - placed_before + RATE, (mosaic_lost, placed_before)
-    # counted as missed: the ids between the dead collector's last and the new one's first
-    # (both read from reports up to a second old, as is placed_before)
+    # counted as missed: the ids between the dead collector's last and the new one's first.
+    # The dead one's last and placed_before each come from a report up to a second old, so
+    # the two counts may differ by up to two seconds of frames (seen: 179 at 150 Hz)
     missed = line.get("FramesMissed_RBV")
-    assert abs(missed - mosaic_lost) <= RATE, (missed, mosaic_lost)
+    assert abs(missed - mosaic_lost) <= 2 * RATE, (missed, mosaic_lost)
     assert line.get("State_RBV") == "Running", line.get("Message_RBV")
     record(load=f"{frames}+300 frames @ {RATE} Hz, 2 instances", faults=1, survived=1,
            inputs=frames + 300, frames_lost=mosaic_lost,
