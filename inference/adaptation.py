@@ -15,8 +15,8 @@ pipeline's `Model` knob, only when its median residual is below `margin` (a frac
 under both the running model's and an empty object's under the new probe (a model near
 that has learnt the probe, not the sample); otherwise it goes to `rejected/` beside it,
 with the reason. The check also says what the new model's mean patch on every frame
-scores: near its own figure, the model has learnt the sample's mean transmission only. Either way
-its manifest records the check beside its lineage.
+scores: near its own figure, the model has learnt the sample's mean transmission only.
+Either way its manifest records the check beside its lineage.
 
     ptychoedge adapt --scan SCAN.cxi --from RUNNING [--model-dir DIR] [--name NEW]
         [--start auto|running|fresh]

@@ -65,9 +65,16 @@ class Rollout:
     def tell_collector(self, collector: Instance | None, model: str, redraw: str = "") -> None:
         """Tell the collector the instances' model: a new one starts a new mosaic, from the
         scan so far as `redraw` (a mosaic file) has it where given."""
-        user = collector.report.user if collector and collector.report else None
+        drawing = collector_model(collector)
         now = time.monotonic()
-        if (user is not None and user.model != model
+        if (collector is not None and drawing is not None and drawing != model
                 and now - self._collector_told_at > RESEND_AFTER):
             collector.send(self._ctx, "configure", collector_configure_args(model, redraw))
             self._collector_told_at = now
+
+
+def collector_model(collector: Instance | None) -> str | None:
+    """The model the collector's mosaic is of, as it last reported; None before a report."""
+    if collector is None or collector.report is None or collector.report.user is None:
+        return None
+    return collector.report.user.model

@@ -38,7 +38,7 @@ from ptychoedge.iocs.instances import FIRST_DELAY, STOP_TIMEOUT
 from ptychoedge.iocs.meter import Figures, Meter
 from ptychoedge.iocs.news import News
 from ptychoedge.iocs.residual_guard import ResidualGuard, model_limits
-from ptychoedge.iocs.rollout import Rollout
+from ptychoedge.iocs.rollout import Rollout, collector_model
 from ptychoedge.iocs.settings import Settings
 from ptychoedge.pvdb.processors import ModelConfig
 
@@ -214,9 +214,8 @@ class Supervisor:
             self._autoscale()
         self.status.state = self._state(settings)
         self._guard_residual()
-        collector = children.collector.report if children.collector else None
         self.adaptation.step(settings, rollout.in_force.model,
-                             collector.user.model if collector else "",
+                             collector_model(children.collector) or "",
                              self.status.state == "Misfit", self.status.input_rate,
                              time.monotonic())
         self.status.config = rollout.in_force
