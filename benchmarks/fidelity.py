@@ -5,7 +5,9 @@ scored against the ground truth (aligned, phase offset removed), amplitude and p
 apart: SSIM, Pearson correlation and PSNR, each beside a flat image's (a constant at
 the truth's mean). The cases:
 
-  (i)   the model's own instrument and sample families, on samples it never saw;
+  (i)   the model's own instrument and sample families, on samples it never saw, and
+        beside each, ePIE with the known probe on every detector pixel (the exact
+        forward model) for --epie-seconds: what the frames themselves allow;
   (ii)  a probe and a sample family it never saw: the model as shipped, then a model
         trained self-supervised on that scan's own frames (no labels: `ptychoedge train
         --scan SCAN`, from scratch, or from the model with --from-model), and
@@ -15,7 +17,7 @@ the truth's mean). The cases:
 Prints a table and writes benchmark-logs/fidelity/{report.json,fidelity.png}.
 
     python benchmarks/fidelity.py [--points 300] [--finetune-epochs 30] [--model NAME]
-        [--from-model]
+        [--from-model] [--epie-seconds 60]
 """
 
 from __future__ import annotations
@@ -71,22 +73,50 @@ def network(model, manifest: Manifest, frames, positions, truth, truth_pixel):
     return scores, (amplitude, phase), aligned, mosaic
 
 
-def epie(manifest: Manifest, frames, positions, mosaic, seconds: float, seed: int = 0):
+def epie(manifest: Manifest, frames, positions, mosaic, seconds: float):
     """ePIE with the known probe (object only) on the network's crop and object pixel, on
     the mosaic's canvas, for `seconds`; the object and the iterations done."""
-    canvas_shape = mosaic.images()[0].shape
     counts = manifest.preprocessing.canonical().binned(frames, check_beam=False)
-    magnitude = np.fft.ifftshift(np.sqrt(counts / manifest.instrument.photons), axes=(-2, -1))
-    probe = manifest.probe.astype(np.complex128)
+    probe = manifest.probe
     n = probe.shape[-1]
-    power = np.sum(np.abs(probe) ** 2, axis=0)
-    step = 1.0 / power.max()
     corners = [np.array(mosaic.position_to_pixel(x, y)) - n // 2 for x, y in positions]
+    return _epie(counts / manifest.instrument.photons, probe, corners,
+                 mosaic.images()[0].shape, seconds)
+
+
+def epie_whole_detector(instrument: Instrument, frames, positions, seconds: float):
+    """ePIE with the known probe on every detector pixel (the exact forward model, the
+    instrument's own object pixel) for `seconds`: what the frames allow, as a reference
+    for the network. The object, its well-lit mask, the canvas pixel of scan position 0,
+    and the iterations done."""
+    pixel, n = instrument.object_pixel_size, instrument.window
+    spots = np.rint(positions / pixel).astype(int)
+    zero = -spots.min(axis=0) + n // 2
+    shape = tuple((spots.max(axis=0) - spots.min(axis=0) + n)[::-1])
+    corners = [zero + spot - n // 2 for spot in spots]
+    obj, iterations = _epie(frames / instrument.photons, instrument.probe, corners, shape,
+                            seconds)
+    light = np.zeros(shape)
+    intensity = np.sum(np.abs(instrument.probe) ** 2, axis=0)
+    for x, y in corners:
+        light[y:y + n, x:x + n] += intensity
+    # well lit as the mosaic's coverage counts it: at least half the probe's mean
+    return obj, light >= 0.5 * intensity.mean(), (int(zero[0]), int(zero[1])), iterations
+
+
+def _epie(intensities, probe, corners, canvas_shape, seconds: float, seed: int = 0):
+    """The object on a canvas of `canvas_shape` after ePIE sweeps (random order) for
+    `seconds` of CPU; `intensities` (n, s, s) per incident photon, `corners` (x, y) of
+    each frame's field."""
+    magnitude = np.fft.ifftshift(np.sqrt(np.clip(intensities, 0, None)), axes=(-2, -1))
+    probe = probe.astype(np.complex128)
+    n = probe.shape[-1]
+    step = 1.0 / np.sum(np.abs(probe) ** 2, axis=0).max()
     obj = np.ones(canvas_shape, np.complex128)
     rng = np.random.default_rng(seed)
     started, iterations = time.process_time(), 0
     while time.process_time() - started < seconds:
-        for j in rng.permutation(len(frames)):
+        for j in rng.permutation(len(corners)):
             x, y = corners[j]
             patch = obj[y:y + n, x:x + n]
             exit_waves = probe * patch
@@ -125,6 +155,9 @@ def main() -> int:
     parser.add_argument("--finetune-epochs", type=int, default=30)
     parser.add_argument("--from-model", action="store_true",
                         help="self-supervised training starts from --model (default: scratch)")
+    parser.add_argument("--epie-seconds", type=float, default=60.0,
+                        help="CPU seconds of whole-detector ePIE on each case (i) scan, the "
+                             "reference of what its frames allow (0: none)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -146,6 +179,17 @@ def main() -> int:
             report.append({"case": name, **scores})
             pictures[name] = images
             pictures[f"truth: {kind}"] = (np.abs(aligned), np.angle(aligned))
+            if args.epie_seconds:
+                obj, lit, zero, iterations = epie_whole_detector(known, frames, positions,
+                                                                 args.epie_seconds)
+                amplitude, phase = np.abs(obj).astype(np.float32), np.angle(obj).astype(np.float32)
+                epie_scores, _ = compare_images(amplitude, phase, lit, known.object_pixel_size,
+                                                zero, truth, pixel)
+                name = (f"(i) ePIE, whole detector, {kind} ({args.epie_seconds:.0f} s, "
+                        f"{iterations} iterations)")
+                print(row(name, epie_scores), flush=True)
+                report.append({"case": name, "iterations": iterations, **epie_scores})
+                pictures[name] = (amplitude * lit, phase * lit)
         unseen = Instrument(known.geometry, named_probe(UNSEEN_PROBE, known.window,
                                                         known.object_pixel_size),
                             known.photons)
