@@ -139,7 +139,8 @@ def fresh_network(running: Manifest) -> list[str]:
     """Training options for a fresh network that sees the detector as `running` does."""
     orientation = running.preprocessing.orientation
     options = ["--input-size", str(running.shape.input_size), "--width",
-               str(running.shape.width), "--norm", "batch", "--output", "free"]
+               str(running.shape.width), "--fold", str(running.shape.fold), "--norm",
+               "batch", "--output", "free"]
     options += [flag for flag, on in (("--transpose", orientation.transpose),
                                       ("--flip-x", orientation.flip_x),
                                       ("--flip-y", orientation.flip_y)) if on]

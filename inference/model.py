@@ -18,6 +18,13 @@ where nothing saturates, which training through the physics needs: the flux behi
 recorded scan is known only roughly, so the amplitude that explains it may exceed 1,
 and a patch's free constant phase may drift to +-pi, where a tanh is flat.
 `initialise` starts a network at the empty beam (amplitude 1, phase 0).
+
+`fold=2` sees the whole frame at the cost of a network of half its size: the input is
+folded (pixel unshuffle) into 4 channels of half the size, and each head's last
+convolution gives 4 channels that unfold (pixel shuffle) into the full-size output. So
+a 128-pixel frame, uncropped and unbinned, is reconstructed over the probe's whole
+window at the detector's own object pixel, where binning it to 64 would alias its far
+field (inference/MODELS.md, "Where the network loses the sample").
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ def _double_conv(channels_in: int, channels_out: int, norm: str) -> list[nn.Modu
     return layers
 
 
-def _decoder(width: int, last: nn.Module, norm: str) -> nn.Sequential:
+def _decoder(width: int, last: nn.Module, norm: str, fold: int) -> nn.Sequential:
     channels = [width * 2**level for level in reversed(range(LEVELS))]  # 4w, 2w, w
     layers: list[nn.Module] = []
     previous = channels[0]
@@ -48,7 +55,10 @@ def _decoder(width: int, last: nn.Module, norm: str) -> nn.Sequential:
         layers += _double_conv(previous, count, norm)
         layers.append(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False))
         previous = count
-    layers += [nn.Conv2d(previous, 1, 3, padding=1), last]
+    layers.append(nn.Conv2d(previous, fold * fold, 3, padding=1))
+    if fold > 1:
+        layers.append(nn.PixelShuffle(fold))
+    layers.append(last)
     return nn.Sequential(*layers)
 
 
@@ -79,19 +89,19 @@ class PtychoNN(nn.Module):
     def __init__(self, shape: ModelShape | None = None):
         super().__init__()
         self.shape = shape = shape or ModelShape()
-        layers: list[nn.Module] = []
-        previous = 1
+        layers: list[nn.Module] = [nn.PixelUnshuffle(shape.fold)] if shape.fold > 1 else []
+        previous = shape.fold * shape.fold
         for level in range(LEVELS):
             layers += _double_conv(previous, shape.width * 2**level, shape.norm)
             layers.append(nn.MaxPool2d(2))
             previous = shape.width * 2**level
         self.encoder = nn.Sequential(*layers)
         if shape.output == "free":
-            self.amplitude = _decoder(shape.width, Exponential(), shape.norm)
-            self.phase = _decoder(shape.width, WrappedPhase(), shape.norm)
+            self.amplitude = _decoder(shape.width, Exponential(), shape.norm, shape.fold)
+            self.phase = _decoder(shape.width, WrappedPhase(), shape.norm, shape.fold)
         else:
-            self.amplitude = _decoder(shape.width, nn.Sigmoid(), shape.norm)
-            self.phase = _decoder(shape.width, ScaledTanh(math.pi), shape.norm)
+            self.amplitude = _decoder(shape.width, nn.Sigmoid(), shape.norm, shape.fold)
+            self.phase = _decoder(shape.width, ScaledTanh(math.pi), shape.norm, shape.fold)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         code = self.encoder(x)
@@ -127,9 +137,9 @@ def count_parameters(model: nn.Module) -> int:
 
 def flops_per_frame(shape: ModelShape) -> float:
     """Multiply-adds x 2 of the convolutions, for one frame."""
-    n, w = shape.input_size, shape.width
+    n, w = shape.core_size, shape.width
     total = 0.0
-    size, previous = n, 1
+    size, previous = n, shape.fold * shape.fold
     for level in range(LEVELS):  # encoder: two convolutions per level, then pool
         channels = w * 2**level
         total += size * size * 9 * (previous * channels + channels * channels)
@@ -140,5 +150,5 @@ def flops_per_frame(shape: ModelShape) -> float:
             channels = w * 2**level
             total += size_d * size_d * 9 * (prev * channels + channels * channels)
             prev, size_d = channels, size_d * 2
-        total += size_d * size_d * 9 * prev
+        total += size_d * size_d * 9 * prev * shape.fold * shape.fold
     return 2 * total

@@ -129,8 +129,9 @@ def test_bad_requests_are_refused_in_one_line(scan_and_running, options, reason)
     assert load_manifest("running", models).training == {}  # the running model untouched
 
 
-@pytest.mark.parametrize("shape", [LEARNS_FROM_FRAMES, ModelShape(32, 8)],
-                         ids=["from its weights", "fresh"])
+@pytest.mark.parametrize("shape", [LEARNS_FROM_FRAMES, ModelShape(32, 8),
+                                   ModelShape(32, 8, fold=2)],
+                         ids=["from its weights", "fresh", "fresh, folded"])
 def test_the_new_model_sees_the_detector_as_the_running_one_does(scan_and_running, shape):
     # a scan file says nothing of the detector's orientation: it is the running model's
     scan, models = scan_and_running
@@ -138,7 +139,9 @@ def test_the_new_model_sees_the_detector_as_the_running_one_does(scan_and_runnin
     running_model(models, load_manifest("running", models).instrument, seen, shape)
     assert adapt(scan, models, "--epochs", "1").returncode in (0, 1)
     adapted = next(models.rglob("running-adapted-1.json"))
-    assert load_manifest("running-adapted-1", adapted.parent).preprocessing.orientation == seen
+    manifest = load_manifest("running-adapted-1", adapted.parent)
+    assert manifest.preprocessing.orientation == seen
+    assert (manifest.shape.input_size, manifest.shape.fold) == (shape.input_size, shape.fold)
 
 
 def test_a_model_that_cannot_learn_from_frames_is_replaced_by_a_fresh_one_that_is_truer(

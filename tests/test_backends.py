@@ -50,10 +50,23 @@ def random_model(tmp_path_factory):
     return load_model("random", directory)
 
 
-@pytest.fixture(scope="module", params=["random", "shipped"])
-def model(request, random_model):
+@pytest.fixture(scope="module")
+def folded_model(tmp_path_factory):
+    """A network that sees a whole 128-pixel frame folded into 64-pixel channels."""
+    directory = tmp_path_factory.mktemp("models")
+    torch.manual_seed(4)
+    shape = ModelShape(128, 8, fold=2)
+    save_model(PtychoNN(shape), Manifest.for_instrument(
+        "folded", shape, Preprocessing(128, 128), INSTRUMENT), directory)
+    return load_model("folded", directory)
+
+
+@pytest.fixture(scope="module", params=["random", "folded", "shipped"])
+def model(request, random_model, folded_model):
     if request.param == "random":
         return random_model
+    if request.param == "folded":
+        return folded_model
     if not SHIPPED:
         pytest.skip(f"no shipped {DEFAULT_MODEL} model yet")
     return load_model(DEFAULT_MODEL)

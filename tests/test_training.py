@@ -88,7 +88,7 @@ def test_the_shipped_model_reconstructs_structure_not_just_the_mean():
 
 @pytest.mark.integration
 @pytest.mark.parametrize("args", [["--width", "-1"], ["--epochs", "zero"], ["--lr", "0"],
-                                  ["--input-size", "60"]])
+                                  ["--input-size", "60"], ["--input-size", "40", "--fold", "2"]])
 def test_bad_arguments_are_one_line_errors(args):
     result = subprocess.run(ptychoedge("train", *args), capture_output=True, text=True,
                             timeout=60)
