@@ -5,19 +5,22 @@ scored against the ground truth (aligned, phase offset removed), amplitude and p
 apart: SSIM, Pearson correlation and PSNR, each beside a flat image's (a constant at
 the truth's mean). The cases:
 
-  (i)   the model's own instrument and sample families, on samples it never saw, and
-        beside each, ePIE with the known probe on every detector pixel (the exact
-        forward model) for --epie-seconds: what the frames themselves allow;
+  (i)   the model's own instrument and sample families, on samples it never saw; the
+        network's image refined through the physics for --refine-seconds (refine.py:
+        ePIE with the known probe on every detector pixel, the exact forward model) and
+        beside it the same refinement from a flat object for as long; and ePIE from a
+        flat object for --epie-seconds: what the frames themselves allow;
   (ii)  a probe and a sample family it never saw: the model as shipped, then a model
         trained self-supervised on that scan's own frames (no labels: `ptychoedge train
-        --scan SCAN`, from scratch, or from the model with --from-model), and
-  (iii) ePIE (numpy, known probe, the same detector crop and object pixel as the
-        network) on the same scan, given the fine-tune's CPU time plus the network's.
+        --scan SCAN`, from scratch, or from the model with --from-model), and that
+        model's image refined for --refine-seconds;
+  (iii) ePIE from a flat object (the refinement's, on every detector pixel) on the same
+        scan, given the time of the fine-tune, the network and the refinement together.
 
 Prints a table and writes benchmark-logs/fidelity/{report.json,fidelity.png}.
 
     python benchmarks/fidelity.py [--points 300] [--finetune-epochs 30] [--model NAME]
-        [--from-model] [--epie-seconds 60]
+        [--from-model] [--refine-seconds 8] [--epie-seconds 60]
 """
 
 from __future__ import annotations
@@ -36,9 +39,10 @@ from ptychoedge.inference import training
 from ptychoedge.inference.backends import open_backend
 from ptychoedge.inference.batcher import Reconstructor
 from ptychoedge.inference.comparison import compare_images
-from ptychoedge.inference.instrument import Instrument, write_cxi
+from ptychoedge.inference.instrument import Instrument, Orientation, write_cxi
 from ptychoedge.inference.manifest import DEFAULT_MODEL, MODEL_DIR, Manifest, load_model
 from ptychoedge.inference.reconstruct import reconstruct, save_pictures
+from ptychoedge.inference.refine import refine
 from ptychoedge.sim import physics
 from ptychoedge.sim.probes import named_probe
 from ptychoedge.sim.samples import named_sample
@@ -73,59 +77,15 @@ def network(model, manifest: Manifest, frames, positions, truth, truth_pixel):
     return scores, (amplitude, phase), aligned, mosaic
 
 
-def epie(manifest: Manifest, frames, positions, mosaic, seconds: float):
-    """ePIE with the known probe (object only) on the network's crop and object pixel, on
-    the mosaic's canvas, for `seconds`; the object and the iterations done."""
-    counts = manifest.preprocessing.canonical().binned(frames, check_beam=False)
-    probe = manifest.probe
-    n = probe.shape[-1]
-    corners = [np.array(mosaic.position_to_pixel(x, y)) - n // 2 for x, y in positions]
-    return _epie(counts / manifest.instrument.photons, probe, corners,
-                 mosaic.images()[0].shape, seconds)
-
-
-def epie_whole_detector(instrument: Instrument, frames, positions, seconds: float):
-    """ePIE with the known probe on every detector pixel (the exact forward model, the
-    instrument's own object pixel) for `seconds`: what the frames allow, as a reference
-    for the network. The object, its well-lit mask, the canvas pixel of scan position 0,
-    and the iterations done."""
-    pixel, n = instrument.object_pixel_size, instrument.window
-    spots = np.rint(positions / pixel).astype(int)
-    zero = -spots.min(axis=0) + n // 2
-    shape = tuple((spots.max(axis=0) - spots.min(axis=0) + n)[::-1])
-    corners = [zero + spot - n // 2 for spot in spots]
-    obj, iterations = _epie(frames / instrument.photons, instrument.probe, corners, shape,
-                            seconds)
-    light = np.zeros(shape)
-    intensity = np.sum(np.abs(instrument.probe) ** 2, axis=0)
-    for x, y in corners:
-        light[y:y + n, x:x + n] += intensity
-    # well lit as the mosaic's coverage counts it: at least half the probe's mean
-    return obj, light >= 0.5 * intensity.mean(), (int(zero[0]), int(zero[1])), iterations
-
-
-def _epie(intensities, probe, corners, canvas_shape, seconds: float, seed: int = 0):
-    """The object on a canvas of `canvas_shape` after ePIE sweeps (random order) for
-    `seconds` of CPU; `intensities` (n, s, s) per incident photon, `corners` (x, y) of
-    each frame's field."""
-    magnitude = np.fft.ifftshift(np.sqrt(np.clip(intensities, 0, None)), axes=(-2, -1))
-    probe = probe.astype(np.complex128)
-    n = probe.shape[-1]
-    step = 1.0 / np.sum(np.abs(probe) ** 2, axis=0).max()
-    obj = np.ones(canvas_shape, np.complex128)
-    rng = np.random.default_rng(seed)
-    started, iterations = time.process_time(), 0
-    while time.process_time() - started < seconds:
-        for j in rng.permutation(len(corners)):
-            x, y = corners[j]
-            patch = obj[y:y + n, x:x + n]
-            exit_waves = probe * patch
-            far = np.fft.fft2(exit_waves, norm="ortho")
-            total = np.sqrt(np.sum(np.abs(far) ** 2, axis=0)) + 1e-12
-            revised = np.fft.ifft2(far * (magnitude[j] / total), norm="ortho")
-            patch += step * np.sum(np.conj(probe) * (revised - exit_waves), axis=0)
-        iterations += 1
-    return obj, iterations
+def refined(instrument: Instrument, frames, positions, truth, truth_pixel, seconds: float,
+            mosaic=None):
+    """Whole-detector ePIE (simulated frames: oriented, beam centred) for `seconds`, from
+    `mosaic` or from a flat object; its scores, images and sweeps."""
+    refinement = refine(frames, positions, instrument, Orientation(), seconds, mosaic)
+    images = refinement.images()
+    scores, _ = compare_images(*images, refinement.lit, refinement.pixel_size,
+                               refinement.origin, truth, truth_pixel)
+    return scores | {"seconds": refinement.seconds}, images, refinement.sweeps
 
 
 def fine_tune(scan: Path, parent: str | None, model_dir: Path, epochs: int, out_dir: Path):
@@ -135,9 +95,9 @@ def fine_tune(scan: Path, parent: str | None, model_dir: Path, epochs: int, out_
     options = parser.parse_args(["--scan", str(scan), *start, "--name", "finetuned",
                                  "--out-dir", str(out_dir), "--epochs", str(epochs),
                                  "--batch-size", "16", "--lr", "2e-3"])
-    started = time.process_time()
+    started = time.perf_counter()
     model, manifest = training.train(options)
-    return model.eval(), manifest, time.process_time() - started
+    return model.eval(), manifest, time.perf_counter() - started
 
 
 def row(name: str, scores: dict) -> str:
@@ -155,9 +115,12 @@ def main() -> int:
     parser.add_argument("--finetune-epochs", type=int, default=30)
     parser.add_argument("--from-model", action="store_true",
                         help="self-supervised training starts from --model (default: scratch)")
+    parser.add_argument("--refine-seconds", type=float, default=8.0,
+                        help="seconds of refinement of the network's image, and of the same "
+                             "from a flat object, on each case (i) and (ii) scan (0: none)")
     parser.add_argument("--epie-seconds", type=float, default=60.0,
-                        help="CPU seconds of whole-detector ePIE on each case (i) scan, the "
-                             "reference of what its frames allow (0: none)")
+                        help="seconds of whole-detector ePIE from a flat object on each case "
+                             "(i) scan, the reference of what its frames allow (0: none)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -172,24 +135,28 @@ def main() -> int:
         for kind, seed in KNOWN_CASES:
             frames, positions, truth, pixel = scan_of(known, kind, seed, args.points,
                                                       work_dir / "scan.cxi")
-            scores, images, aligned, _ = network(model, manifest, frames, positions, truth,
-                                                 pixel)
+            scores, images, aligned, mosaic = network(model, manifest, frames, positions,
+                                                      truth, pixel)
             name = f"(i) known probe, {kind} (seed {seed})"
             print(row(name, scores), flush=True)
             report.append({"case": name, **scores})
             pictures[name] = images
             pictures[f"truth: {kind}"] = (np.abs(aligned), np.angle(aligned))
-            if args.epie_seconds:
-                obj, lit, zero, iterations = epie_whole_detector(known, frames, positions,
-                                                                 args.epie_seconds)
-                amplitude, phase = np.abs(obj).astype(np.float32), np.angle(obj).astype(np.float32)
-                epie_scores, _ = compare_images(amplitude, phase, lit, known.object_pixel_size,
-                                                zero, truth, pixel)
-                name = (f"(i) ePIE, whole detector, {kind} ({args.epie_seconds:.0f} s, "
-                        f"{iterations} iterations)")
-                print(row(name, epie_scores), flush=True)
-                report.append({"case": name, "iterations": iterations, **epie_scores})
-                pictures[name] = (amplitude * lit, phase * lit)
+            runs = [(f"network + refinement ({args.refine_seconds:.0f} s", args.refine_seconds,
+                     mosaic),
+                    (f"refinement from flat ({args.refine_seconds:.0f} s", args.refine_seconds,
+                     None),
+                    (f"ePIE from flat ({args.epie_seconds:.0f} s", args.epie_seconds, None)]
+            for title, seconds, start in runs:
+                if not seconds:
+                    continue
+                scores, images, sweeps = refined(known, frames, positions, truth, pixel,
+                                                 seconds, start)
+                name = f"(i) {title}, {sweeps} sweeps)"
+                print(row(name, scores), flush=True)
+                report.append({"case": f"{name} {kind}", "sweeps": sweeps, **scores})
+                if start is not None:
+                    pictures[f"{name} {kind}"] = images
         unseen = Instrument(known.geometry, named_probe(UNSEEN_PROBE, known.window,
                                                         known.object_pixel_size),
                             known.photons)
@@ -214,17 +181,21 @@ def main() -> int:
             print(row(name, scores), flush=True)
             report.append({"case": name, **scores})
             pictures[name] = images
-            budget = seconds + scores["seconds"]
-            obj, iterations = epie(tuned_manifest, frames, positions, mosaic, budget)
-            amplitude, phase = np.abs(obj).astype(np.float32), np.angle(obj).astype(np.float32)
-            epie_scores, _ = compare_images(amplitude, phase, mosaic.coverage(),
-                                            mosaic.pixel_size, mosaic.position_to_pixel(0, 0),
-                                            truth, pixel)
-            name = f"(iii) ePIE, same CPU time ({iterations} iterations)"
+            if args.refine_seconds:
+                refined_scores, refined_images, sweeps = refined(
+                    unseen, frames, positions, truth, pixel, args.refine_seconds, mosaic)
+                title = (f"(ii) {UNSEEN_PROBE} + {kind}: {how}, refined "
+                         f"({args.refine_seconds:.0f} s, {sweeps} sweeps)")
+                print(row(title, refined_scores), flush=True)
+                report.append({"case": title, "sweeps": sweeps, **refined_scores})
+                pictures[f"{title} {kind}"] = refined_images
+            budget = seconds + scores["seconds"] + args.refine_seconds
+            epie_scores, epie_images, sweeps = refined(unseen, frames, positions, truth, pixel,
+                                                       budget)
+            name = f"(iii) ePIE from flat, the same time ({budget:.0f} s, {sweeps} sweeps)"
             print(row(name, epie_scores), flush=True)
-            report.append({"case": name, "iterations": iterations, **epie_scores})
-            mask = mosaic.coverage()
-            pictures[f"{name} {kind}"] = (amplitude * mask, phase * mask)
+            report.append({"case": f"{name} {kind}", "sweeps": sweeps, **epie_scores})
+            pictures[f"{name} {kind}"] = epie_images
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     save_pictures(args.out / "fidelity.png", f"fidelity of {args.model}", pictures)
     print(f"wrote {args.out}/report.json and fidelity.png")

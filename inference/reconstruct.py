@@ -7,6 +7,10 @@ object at `entry_1/image_1/data`, its pixel size at `x_pixel_size`/`y_pixel_size
 scan position 0 at pixel `origin`), `residuals.npy` (one per frame) and `report.json`.
 Frames the model refuses (another geometry, a malformed frame) are counted by kind
 and left out; the rest go on.
+
+With `--refine SECONDS`, the network's image is then refined through the physics on the
+frames it took (refine.py) and written beside it: `refined.cxi`, a second row in the
+picture, and the Fourier error before and after in the report.
 """
 
 from __future__ import annotations
@@ -124,12 +128,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("reconstruction"),
                         help="folder for the pictures, the CXI object and the residuals "
                              "(default %(default)s)")
+    parser.add_argument("--refine", type=float, default=0.0, metavar="SECONDS",
+                        help="then refine the network's image with the known probe (ePIE) "
+                             "for this long; 0: do not (default)")
 
 
 def run(args: argparse.Namespace) -> int:
     from ptychoedge.inference.scan_file import ScanFileError, load_scan
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    if not (args.refine >= 0 and np.isfinite(args.refine)):
+        print(f"ptychoedge reconstruct: error: --refine takes seconds >= 0, got {args.refine}",
+              file=sys.stderr)
+        return 2
     try:
         frames, positions = load_scan(args.scan)
         backend, manifest = open_model(args.backend, "fp32", args.model, args.model_dir,
@@ -152,17 +163,59 @@ def run(args: argparse.Namespace) -> int:
               "refused": dict(result.refused), "residual_median": residual,
               "residual_alarm": limits, "object_pixel_size": manifest.object_pixel_size,
               "seconds": result.seconds}
+    pictures = {"reconstruction": (amplitude, phase)}
+    written = ["reconstruction.png", "reconstruction.cxi", "residuals.npy", "report.json"]
+    taken = np.isfinite(result.residuals)
+    refinement = None
+    if args.refine and taken.any():
+        try:
+            refinement = _refined(frames[taken], positions[taken], manifest, args.refine,
+                                  result.mosaic)
+        except FrameError as error:
+            print(f"not refined: the refinement takes the probe's whole "
+                  f"{manifest.instrument.window}-pixel window of each frame: {error}",
+                  file=sys.stderr)
+    if refinement is not None:
+        refined = refinement.images()
+        write_object(args.out / "refined.cxi", *refined, refinement.pixel_size,
+                     refinement.origin)
+        report["refined"] = {"seconds": refinement.seconds, "sweeps": refinement.sweeps,
+                             "started_from": refinement.started_from,
+                             "fourier_error": [refinement.errors[0], refinement.errors[-1]],
+                             "object_pixel_size": refinement.pixel_size}
+        pictures[f"refined ({refinement.sweeps} sweeps, {refinement.seconds:.0f} s)"] = refined
+        written.insert(2, "refined.cxi")
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     save_pictures(args.out / "reconstruction.png",
                   f"{args.scan.name} through {args.model}: residual median {residual:.3f}",
-                  {"reconstruction": (amplitude, phase)})
+                  pictures)
     print(f"{report['reconstructed']} of {len(frames)} frames reconstructed "
           f"({sum(result.refused.values())} refused) in {result.seconds:.1f} s; residual "
           f"median {residual:.3f}")
+    if "refined" in report:
+        first, last = report["refined"]["fourier_error"]
+        print(f"refined from {report['refined']['started_from']}: "
+              f"{report['refined']['sweeps']} sweeps, Fourier error {first:.4f} after the "
+              f"first, {last:.4f} after the last")
     if limits and residual > limits[0]:
         print(f"warning: the residual is above the model's alarm limit {limits[0]:.3f}: these "
               "frames are unlike what the model was trained for (another probe, geometry or "
               "sample); train for this instrument (ptychoedge train --scan)")
-    print(f"wrote {args.out}/reconstruction.png, reconstruction.cxi, residuals.npy, "
-          "report.json")
+    print(f"wrote {args.out}/{', '.join(written)}")
     return 0
+
+
+def _refined(frames: np.ndarray, positions: np.ndarray, manifest, seconds: float,
+             mosaic: Mosaic):
+    from ptychoedge.inference.refine import refine
+
+    def progress(refinement) -> None:
+        sys.stderr.write(f"\rrefining: sweep {refinement.sweeps}, Fourier error "
+                         f"{refinement.errors[-1]:.4f}, {refinement.seconds:.0f} of "
+                         f"{seconds:.0f} s")
+        sys.stderr.flush()
+
+    refinement = refine(frames, positions, manifest.instrument,
+                        manifest.preprocessing.orientation, seconds, mosaic, progress)
+    sys.stderr.write("\n")
+    return refinement

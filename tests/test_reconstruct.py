@@ -54,6 +54,30 @@ def test_reconstruct_writes_the_stitched_object_and_the_residuals(scan, tmp_path
     assert (tmp_path / "reconstruction.png").stat().st_size > 10_000
 
 
+@pytest.mark.integration
+def test_reconstruct_refines_the_network_image_through_the_physics(scan, tmp_path):
+    result = run("reconstruct", str(scan), "--out", str(tmp_path), "--refine", "3")
+    assert result.returncode == 0, result.stderr
+    assert "refined from the network's mosaic" in result.stdout
+    assert "refining: sweep" in result.stderr  # progress
+    refined = json.loads((tmp_path / "report.json").read_text())["refined"]
+    first, last = refined["fourier_error"]
+    assert refined["sweeps"] >= 2 and last < first
+    with h5py.File(tmp_path / "refined.cxi") as f:
+        image = f["entry_1/image_1/data"][()]
+        pixel = f["entry_1/image_1/x_pixel_size"][()]
+    assert pixel == pytest.approx(load_manifest("ptychonn-default").instrument.object_pixel_size)
+    assert np.iscomplexobj(image) and np.ptp(np.angle(image[np.abs(image) > 0])) > 0.1
+
+
+@pytest.mark.integration
+def test_a_negative_refinement_time_is_refused(scan, tmp_path):
+    result = run("reconstruct", str(scan), "--out", str(tmp_path), "--refine", "-1")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and "--refine takes seconds" in result.stderr
+    assert not (tmp_path / "report.json").exists()
+
+
 @pytest.mark.slow
 def test_evaluate_scores_a_scan_against_its_object_and_beside_a_flat_image(scan, tmp_path):
     report = evaluate_scan("ptychonn-default", None, scan, None, tmp_path)

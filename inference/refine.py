@@ -1,0 +1,125 @@
+"""Physics refinement: the network's stitched image, corrected until it explains the frames.
+
+The network answers each frame in about a millisecond, but not exactly; ePIE (object only, the
+instrument's known probe with all its modes, on every pixel of the probe's detector
+window: the exact forward model of forward.py) corrects the object frame by frame.
+Started from the network's mosaic it reaches in seconds what it reaches from a flat
+object in tens of seconds (benchmarks/fidelity.py measures both). The probe is not
+refined: it is the instrument's, as the network's residual assumes.
+
+The refined object lies on a canvas at the instrument's object pixel (the probe's own
+sampling), which is the network's where its crop is the whole window and an integer
+fraction of it otherwise.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ptychoedge.inference.instrument import Instrument, Orientation
+from ptychoedge.inference.mosaic import Mosaic
+from ptychoedge.inference.preprocess import Preprocessing
+
+
+@dataclass
+class Refinement:
+    """The object being refined, and how far it got."""
+
+    obj: np.ndarray  # complex64 canvas at the instrument's object pixel
+    lit: np.ndarray  # bool: where the probe lit the canvas well (the mosaic's coverage rule)
+    origin: tuple[int, int]  # canvas pixel (x, y) of scan position 0
+    pixel_size: float  # m
+    started_from: str  # "the network's mosaic" or "a flat object"
+    sweeps: int = 0
+    # the Fourier error of each sweep, sum (|F| - sqrt(I))^2 / sum I over its frames
+    errors: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def images(self) -> tuple[np.ndarray, np.ndarray]:
+        """Amplitude and phase (float32), 0 where the probe did not light the canvas well."""
+        return ((np.abs(self.obj) * self.lit).astype(np.float32),
+                (np.angle(self.obj) * self.lit).astype(np.float32))
+
+
+def refine(frames: np.ndarray, positions: np.ndarray, instrument: Instrument,
+           orientation: Orientation, seconds: float, start: Mosaic | None = None,
+           progress: Callable[[Refinement], None] | None = None,
+           most_sweeps: int | None = None, seed: int = 0) -> Refinement:
+    """ePIE sweeps, each in a random frame order, for `seconds` (at least one sweep, at
+    most `most_sweeps`) on `frames` (n, ny, nx) counts at `positions` (n, 2) m, from
+    `start` (a network's mosaic) where it fits; `progress` is told after each sweep."""
+    n, pixel = instrument.window, instrument.object_pixel_size
+    window = Preprocessing(n, n, orientation=orientation)
+    counts = np.concatenate([window.binned(frames[i:i + 256], check_beam=False)
+                             for i in range(0, len(frames), 256)])
+    spots = np.rint(np.asarray(positions) / pixel).astype(int)
+    origin = -spots.min(axis=0) + n // 2
+    corners = origin + spots - n // 2
+    shape = tuple(int(v) for v in (spots.max(axis=0) - spots.min(axis=0) + n)[::-1])
+    zero = (int(origin[0]), int(origin[1]))
+    obj, started_from = _starting_object(shape, zero, pixel, start)
+    intensity = np.sum(np.abs(instrument.probe) ** 2, axis=0)
+    light = np.zeros(shape)
+    for x, y in corners:
+        light[y:y + n, x:x + n] += intensity
+    refinement = Refinement(obj, light >= 0.5 * intensity.mean(), zero, pixel, started_from)
+
+    measured = np.fft.ifftshift(np.sqrt(np.clip(counts / instrument.photons, 0, None)),
+                                axes=(-2, -1)).astype(np.float32)
+    total_measured = float(np.sum(np.square(measured))) or 1.0
+    probe = np.asarray(instrument.probe, np.complex64)
+    conjugate = np.conj(probe)
+    step = np.float32(1.0 / intensity.max())
+    rng = np.random.default_rng(seed)
+    started = time.perf_counter()
+    while not refinement.sweeps or (refinement.seconds < seconds
+                                    and refinement.sweeps != most_sweeps):
+        error = 0.0
+        for j in rng.permutation(len(corners)):
+            x, y = corners[j]
+            patch = obj[y:y + n, x:x + n]
+            exit_waves = probe * patch
+            far = np.fft.fft2(exit_waves, norm="ortho")
+            modulus = np.sqrt(np.sum(far.real ** 2 + far.imag ** 2, axis=0))
+            error += float(np.sum(np.square(modulus - measured[j])))
+            corrected = np.fft.ifft2(far * (measured[j] / (modulus + 1e-12)), norm="ortho")
+            patch += step * np.sum(conjugate * (corrected - exit_waves), axis=0)
+        refinement.sweeps += 1
+        refinement.errors.append(error / total_measured)
+        refinement.seconds = time.perf_counter() - started
+        if progress:
+            progress(refinement)
+    return refinement
+
+
+def _starting_object(shape: tuple[int, int], origin: tuple[int, int], pixel: float,
+                     start: Mosaic | None) -> tuple[np.ndarray, str]:
+    """The canvas to refine: the mosaic upsampled to `pixel` and placed so that scan
+    position 0 falls on `origin`, or a flat object where there is none (or where its
+    pixel is no integer multiple of `pixel`). Where no patch reached: the mosaic's mean."""
+    factor = round(start.pixel_size / pixel) if start is not None and start.patches else 0
+    if factor < 1 or abs(factor * pixel - start.pixel_size) > 1e-3 * pixel:
+        return np.ones(shape, np.complex64), "a flat object"
+    amplitude, phase = start.images()
+    placed = amplitude > 0
+    image = np.where(placed, amplitude * np.exp(1j * phase), 0)
+    mean = image[placed].mean()
+    image = np.kron(image, np.ones((factor, factor)))
+    placed = np.kron(placed, np.ones((factor, factor), bool))
+    # a patch averaged down by `factor` (Preprocessing.object_patches) has in its centre
+    # pixel the `factor` fine pixels from scan position 0 on
+    offset = np.array(start.position_to_pixel(0.0, 0.0)) * factor - np.array(origin)
+    obj = np.full(shape, mean, np.complex64)
+    top, left = max(0, -offset[1]), max(0, -offset[0])
+    bottom = min(shape[0], image.shape[0] - offset[1])
+    right = min(shape[1], image.shape[1] - offset[0])
+    if bottom > top and right > left:
+        source = (slice(top + offset[1], bottom + offset[1]),
+                  slice(left + offset[0], right + offset[0]))
+        window = obj[top:bottom, left:right]
+        window[placed[source]] = image[source][placed[source]]
+    return obj, "the network's mosaic"

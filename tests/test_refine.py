@@ -1,0 +1,91 @@
+"""Physics refinement (inference/refine.py): it fits the frames better sweep by sweep, it
+starts from the network's mosaic where that lies, and from there it beats a flat start."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ptychoedge.inference.backends import open_backend
+from ptychoedge.inference.batcher import Reconstructor
+from ptychoedge.inference.comparison import compare_images
+from ptychoedge.inference.manifest import load_model
+from ptychoedge.inference.mosaic import Mosaic
+from ptychoedge.inference.preprocess import Preprocessing
+from ptychoedge.inference.reconstruct import reconstruct
+from ptychoedge.inference.refine import refine
+from ptychoedge.sim import physics
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def case():
+    """The shipped model and 60 frames of its instrument over a sample it never saw."""
+    model, manifest = load_model("ptychonn-default")
+    simulator = physics.simulator_for(manifest.instrument, seed=21, sample_shape=(384, 384))
+    positions = physics.fermat_spiral_positions(60, 0.25e-6)
+    frames, truth = simulator.frames(positions)
+    return model, manifest, frames, positions, truth, simulator
+
+
+def scores_of(refinement, simulator):
+    scores, _ = compare_images(*refinement.images(), refinement.lit, refinement.pixel_size,
+                               refinement.origin, simulator.sample, simulator.pixel_size)
+    return scores
+
+
+def test_sweeps_lower_the_fourier_error_and_find_the_sample(case):
+    _, manifest, frames, positions, _, simulator = case
+    one = refine(frames, positions, manifest.instrument, manifest.preprocessing.orientation,
+                 60.0, most_sweeps=1)
+    many = refine(frames, positions, manifest.instrument, manifest.preprocessing.orientation,
+                  60.0, most_sweeps=20)
+    assert one.started_from == many.started_from == "a flat object"
+    assert many.sweeps == 20 and len(many.errors) == 20
+    assert many.errors[-1] < 0.7 * many.errors[0]
+    before, after = scores_of(one, simulator), scores_of(many, simulator)
+    for name in ("amplitude", "phase"):
+        assert after[f"{name}_correlation"] > before[f"{name}_correlation"] + 0.1
+
+
+@pytest.mark.parametrize("crop", [128, 64], ids=["network at the probe's pixel",
+                                                 "network at twice the probe's pixel"])
+def test_the_network_mosaic_is_laid_where_it_belongs(case, crop):
+    """A mosaic of the true patches, at the network's object pixel, starts the refinement
+    on the sample itself: unshifted, and true after one sweep."""
+    _, manifest, frames, positions, truth, simulator = case
+    preprocessing = Preprocessing(crop, 64)
+    probe = manifest.instrument.model_probe(crop, preprocessing.binning)
+    mosaic = Mosaic(manifest.instrument.geometry.object_pixel_size(crop),
+                    np.sum(np.abs(probe) ** 2, axis=0))
+    for (amplitude, phase), (x, y) in zip(preprocessing.targets(truth), positions, strict=True):
+        mosaic.add(amplitude, phase, x, y)
+    started = refine(frames, positions, manifest.instrument,
+                     manifest.preprocessing.orientation, 60.0, mosaic, most_sweeps=1)
+    flat = refine(frames, positions, manifest.instrument, manifest.preprocessing.orientation,
+                  60.0, most_sweeps=1)
+    assert started.started_from == "the network's mosaic"
+    scores = scores_of(started, simulator)
+    assert (scores["shift_x"], scores["shift_y"]) == (0, 0)
+    for name in ("amplitude", "phase"):
+        assert scores[f"{name}_correlation"] > 0.8
+        assert scores[f"{name}_correlation"] > scores_of(flat, simulator)[
+            f"{name}_correlation"] + 0.2
+
+
+def test_from_the_network_it_gets_further_than_from_a_flat_object(case):
+    model, manifest, frames, positions, _, simulator = case
+    backend = open_backend("torch", "fp32", model, manifest, threads=1)
+    network = reconstruct(frames, positions, Reconstructor(backend, manifest)).mosaic
+    network_scores, _ = compare_images(*network.images(), network.coverage(), network.pixel_size,
+                                       network.position_to_pixel(0, 0), simulator.sample,
+                                       simulator.pixel_size)
+    orientation = manifest.preprocessing.orientation
+    warm = scores_of(refine(frames, positions, manifest.instrument, orientation, 60.0, network,
+                            most_sweeps=5), simulator)
+    cold = scores_of(refine(frames, positions, manifest.instrument, orientation, 60.0,
+                            most_sweeps=5), simulator)
+    for name in ("amplitude", "phase"):
+        assert warm[f"{name}_correlation"] > cold[f"{name}_correlation"]
+        assert warm[f"{name}_correlation"] > network_scores[f"{name}_correlation"]
