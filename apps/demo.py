@@ -4,7 +4,8 @@ It starts the simulated beamline (`ptychoedge sim`) and the pipeline IOC
 (`ptychoedge ioc`) as child processes, switches on automatic scaling, runs a
 Fermat-spiral scan of the simulated sample, shows the pipeline's progress once
 a second, and ends with the stitched amplitude and phase as PNG beside the
-ground truth, and a short report. It talks to both IOCs over pvAccess, as any
+ground truth, and a short report; then it presses `Refine` and scores the image
+refined through the physics the same way. It talks to both IOCs over pvAccess, as any
 client would. Ctrl-C stops everything.
 """
 
@@ -33,6 +34,7 @@ log = logging.getLogger("ptychoedge.demo")
 
 START_TIMEOUT = 120.0  # s for the IOCs and the first instance, on a busy machine
 DRAIN_TIMEOUT = 60.0  # s after the last frame for the pipeline to finish
+REFINE_MARGIN = 120.0  # s beyond --refine for the ring's scan and the network's first image
 PROGRESS = ("State_RBV", "InputRate_RBV", "ProcessedRate_RBV", "FramesProcessed_RBV",
             "FramesMissed_RBV", "Backlog_RBV", "Instances_RBV", "LatencyP99_RBV", "Message_RBV")
 
@@ -51,6 +53,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default 10)")
     parser.add_argument("--max-instances", type=int, default=4,
                         help="most inference instances automatic scaling may start (default 4)")
+    parser.add_argument("--refine", type=float,
+                        default=find(pipeline.KNOBS, "RefineSeconds").initial, metavar="SECONDS",
+                        help="then refine the image through the physics for this long "
+                             "(default %(default)g; 0: do not)")
     parser.add_argument("--out", type=Path, default=Path("ptychoedge-demo"),
                         help="folder for the pictures, the report and the logs "
                              "(default ./ptychoedge-demo)")
@@ -147,6 +153,51 @@ class Demo:
         print(f"report: {self.args.out / 'report.json'}")
         return result
 
+    def refine(self, result: dict) -> None:
+        """Press Refine, follow it, and score the refined image against the truth."""
+        seconds = self.args.refine
+        self.ctx.put(self.p + "RefineSeconds", seconds, timeout=5)
+        self.ctx.put(self.p + "Refine", 1, timeout=5)
+        print(f"refining the image through the physics for {seconds:g} s", flush=True)
+        self._wait(lambda: self._get(self.p + "RefineState_RBV") != "Idle", "the refinement",
+                   10.0)
+        deadline = time.monotonic() + seconds + REFINE_MARGIN
+        shown = ""
+        while (state := self._get(self.p + "RefineState_RBV")) in ("Collecting", "Refining"):
+            if time.monotonic() > deadline or self.quit.wait(1.0):
+                print("\nthe refinement did not end in time", file=sys.stderr)
+                return
+            error = self._get(self.p + "RefineError_RBV")
+            if state == "Collecting":
+                line = "Collecting: the frame ring writes the frames it kept"
+            elif not np.isfinite(error):
+                line = "Refining: the network draws the kept frames first"
+            else:
+                line = (f"Refining: {self._get(self.p + 'RefineProgress_RBV'):3.0f}% of "
+                        f"{seconds:g} s, Fourier error {error:.5f}")
+            if sys.stdout.isatty():
+                print(f"\r{line:<60}", end="", flush=True)
+            elif line != shown:
+                print(line, flush=True)
+            shown = line
+        if sys.stdout.isatty():
+            print()
+        message = self._get(self.p + "Message_RBV")
+        if state != "Idle":
+            print(f"the refinement failed: {message}", file=sys.stderr)
+            return
+        print(message)
+        scores = self._score_refined()
+        if scores:
+            result["refined"] = scores
+            (self.args.out / "report.json").write_text(json.dumps(result, indent=2) + "\n")
+            print(f"refined image against the ground truth: SSIM amplitude "
+                  f"{scores['amplitude_ssim']:.3f} (flat {scores['flat_amplitude_ssim']:.3f}), "
+                  f"phase {scores['phase_ssim']:.3f} (flat {scores['flat_phase_ssim']:.3f}); "
+                  f"correlation amplitude {scores['amplitude_correlation']:.2f}, phase "
+                  f"{scores['phase_correlation']:.2f}")
+            print(f"pictures: {scores['picture']}")
+
     def stop(self) -> None:
         self.ctx.close()
         stop_all(self.children)
@@ -160,8 +211,8 @@ class Demo:
             self.ctx.disconnect(name)  # search afresh: the server may have started since
             return None
 
-    def _wait(self, condition, what: str) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
+    def _wait(self, condition, what: str, timeout: float = START_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
         while not self.quit.is_set():
             for child in self.children:
                 if not child.alive():
@@ -171,7 +222,7 @@ class Demo:
                 return
             if time.monotonic() > deadline:
                 raise SystemExit(f"ptychoedge demo: error: {what} not ready after "
-                                 f"{START_TIMEOUT:.0f} s; logs in {self.args.out / 'logs'}")
+                                 f"{timeout:.0f} s; logs in {self.args.out / 'logs'}")
             self.quit.wait(0.5)
 
     def _progress(self) -> dict:
@@ -214,6 +265,33 @@ class Demo:
             arrays.append(np.asarray(value["value"], np.float32).reshape(ny, nx))
         return arrays[0], arrays[1]
 
+    def _score_refined(self) -> dict:
+        """The refined image (placed by its attributes) against the simulated sample."""
+        from ptychoedge.inference.comparison import compare_images
+        from ptychoedge.inference.reconstruct import save_pictures
+        from ptychoedge.sim import scene
+
+        values = self.ctx.get([self.p + name for name in pipeline.REFINED_IMAGES], timeout=5.0)
+        arrays = []
+        for value in values:
+            nx, ny = (dimension["size"] for dimension in value["dimension"])
+            arrays.append(np.asarray(value["value"], np.float32).reshape(ny, nx))
+        where = {a["name"]: a["value"] for a in values[0]["attribute"]}
+        size = int(find(detector.SETTINGS, "cam1:SizeX").initial)
+        simulator = scene.simulator(size)  # what `ptychoedge sim` shows its detector
+        amplitude, phase = arrays
+        scores, aligned = compare_images(amplitude, phase, amplitude > 0, where["PixelSize"],
+                                         (int(where["OriginX"]), int(where["OriginY"])),
+                                         simulator.sample, simulator.pixel_size)
+        picture = self.args.out / "refined.png"
+        lit = amplitude > 0
+        save_pictures(picture, f"ptychoedge demo, refined: correlation amplitude "
+                      f"{scores['amplitude_correlation']:.2f}, phase "
+                      f"{scores['phase_correlation']:.2f}",
+                      {"refined": (amplitude, phase),
+                       "ground truth": (np.abs(aligned) * lit, np.angle(aligned) * lit)})
+        return {**{k: round(float(v), 4) for k, v in scores.items()}, "picture": str(picture)}
+
     def _score(self, images: tuple[np.ndarray, np.ndarray]) -> dict:
         from ptychoedge.inference import evaluate
         from ptychoedge.inference.manifest import DEFAULT_MODEL, load_manifest
@@ -244,6 +322,10 @@ def run(args: argparse.Namespace) -> int:
                         ("--passes", args.passes), ("--max-instances", args.max_instances)):
         if not value > 0:
             raise SystemExit(f"ptychoedge demo: error: {name} must be positive, got {value}")
+    refine = find(pipeline.KNOBS, "RefineSeconds")
+    if args.refine and not refine.low <= args.refine <= refine.high:
+        raise SystemExit(f"ptychoedge demo: error: --refine takes 0 or {refine.low:g} to "
+                         f"{refine.high:g} s, got {args.refine}")
     demo = Demo(args)
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: demo.quit.set())
@@ -252,7 +334,9 @@ def run(args: argparse.Namespace) -> int:
         if not demo.quit.is_set():
             demo.scan()
         if not demo.quit.is_set():
-            demo.report()
+            result = demo.report()
+            if args.refine and not demo.quit.is_set():
+                demo.refine(result)
     finally:
         print("stopping the pipeline and the beamline", flush=True)
         demo.stop()

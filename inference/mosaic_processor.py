@@ -39,8 +39,12 @@ from ptychoedge.pvdb.pipeline import IMAGES
 from ptychoedge.pvdb.processors import REDRAW, CollectorArgs, CollectorStatus
 
 
-def image_frame(image: np.ndarray, unique_id: int) -> pva.NtNdArray:
-    """`image` as a float32 NTNDArray numbered `unique_id`, stamped now."""
+def image_frame(image: np.ndarray, unique_id: int,
+                attributes: dict[str, tuple[float, str]] | None = None) -> pva.NtNdArray:
+    """`image` as a float32 NTNDArray numbered `unique_id`, stamped now.
+
+    `attributes` (name: (value, descriptor)) go beside ColorMode.
+    """
     ny, nx = image.shape
     frame = pva.NtNdArray()
     frame["uniqueId"] = int(unique_id)
@@ -50,6 +54,10 @@ def image_frame(image: np.ndarray, unique_id: int) -> pva.NtNdArray:
     frame["value"] = {"floatValue": values}
     frame["compressedSize"] = frame["uncompressedSize"] = values.nbytes
     frame["attribute"] = [pva.NtAttribute("ColorMode", pva.PvInt(0))]
+    for name, (value, descriptor) in (attributes or {}).items():
+        attribute = pva.NtAttribute(name, pva.PvDouble(float(value)))
+        attribute["descriptor"] = descriptor
+        frame["attribute"] = [*frame["attribute"], attribute]
     frame["timeStamp"] = pva.PvTimeStamp(time.time())
     return frame
 

@@ -26,25 +26,21 @@ mark it left and says the adaptation was cut short.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from p4p.client.thread import Context
-
 from ptychoedge.iocs.news import News
-from ptychoedge.iocs.processes import Child, python_module, stop_all
+from ptychoedge.iocs.processes import Child, last_json, log_tail, python_module, stop_all
+from ptychoedge.iocs.ring_client import RingClient
 from ptychoedge.iocs.settings import Settings
-from ptychoedge.pvdb import pipeline
 
 log = logging.getLogger(__name__)
 
 AUTO_AFTER = 10.0  # s of Misfit before AutoAdapt starts
 MIN_FRAMES = 20  # the fewest frames worth learning from
-RING_TIMEOUT = 30.0  # s for the ring to write its frames
 PROGRESS = re.compile(r"epoch (\d+)/(\d+)\s+batch (\d+)/(\d+)\s+loss ([-+.\deE]+|nan)")
 CHECKING = "checking on"  # what the trainer logs when training is over (inference/adaptation)
 
@@ -63,18 +59,15 @@ class Adaptation:
     """Requests, the ring's scan, the trainer child, and the swap; driven by the supervisor's
     thread through `step`."""
 
-    def __init__(self, prefix: str, work_dir: Path, model_dir: Path | None, ctx: Context,
-                 news: News):
-        self.ring_channel = pipeline.ring_channel(prefix)
+    def __init__(self, ring: RingClient, work_dir: Path, model_dir: Path | None, news: News):
+        self.ring = ring
         self.work_dir = work_dir
         self.model_dir = model_dir
-        self._ctx = ctx
         self.news = news
         self.status = AdaptStatus()
         self._requested = threading.Event()
         self._parent = ""  # the model being adapted
-        self._request = 0  # the last request number sent to the ring
-        self._asked_at = 0.0
+        self._writing = False  # the ring is writing the frames for this adaptation
         self._trainer: Child | None = None
         self._misfit_since: float | None = None
         self._auto_tried: set[str] = set()  # models AutoAdapt adapted once already
@@ -147,27 +140,24 @@ class Adaptation:
         log.info(self.news.message)
 
     def _collect(self, settings: Settings, input_rate: float, now: float) -> None:
-        ring = self._ring()
+        if self._writing:
+            outcome = self.ring.outcome(self.ring.read(), now)
+            if outcome is None:
+                return
+            self._writing = False
+            error, written = outcome
+            if error:
+                self._fail(f"the frame ring could not write its frames: {error}")
+            else:
+                self._train(settings, written)
+            return
+        ring = None if self.ring.busy else self.ring.read()  # busy: another part's write
         if ring is None:
             return
-        if self._request and ring["answered"] == self._request:
-            if ring["error"]:
-                self._fail(f"the frame ring could not write its frames: {ring['error']}")
-            else:
-                self._train(settings, ring["written"])
-            return
-        if self._request:
-            if now - self._asked_at > RING_TIMEOUT:
-                self._fail("the frame ring did not answer")
-            return
         kept = ring["kept"]
-        enough = kept >= settings.adapt_frames or (kept >= MIN_FRAMES and input_rate == 0)
-        if enough:
-            self._request = ring["answered"] + 1
-            self._asked_at = now
-            self._ctx.put(self.ring_channel, {
-                "command": "write", "path": str(self._scan), "model": self._parent,
-                "instrument": settings.adapt_instrument, "request": self._request}, timeout=5)
+        if kept >= settings.adapt_frames or (kept >= MIN_FRAMES and input_rate == 0):
+            self.ring.write(ring, self._scan, self._parent, settings.adapt_instrument, now)
+            self._writing = True
 
     def _train(self, settings: Settings, frames: int) -> None:
         self._mark.write_text(self._parent + "\n")
@@ -185,7 +175,7 @@ class Adaptation:
     def _watch_trainer(self) -> None:
         trainer = self._trainer
         assert trainer is not None and trainer.log_path is not None
-        text = _tail(trainer.log_path)
+        text = log_tail(trainer.log_path)
         found = PROGRESS.findall(text)
         if found:
             epoch, epochs, batch, batches, loss = found[-1]
@@ -199,9 +189,8 @@ class Adaptation:
             return
         trainer.close()
         self._trainer = None
-        self._request = 0
         self._mark.unlink(missing_ok=True)
-        outcome = _outcome(text)
+        outcome = last_json(text)
         if code == 0 and outcome is not None:
             self.status.state, self.status.model = "Swapping", outcome["model"]
             self.news.say(f"adapted {self._parent}: {outcome['reason']}; swapping in "
@@ -218,7 +207,9 @@ class Adaptation:
 
     def _fail(self, why: str) -> None:
         self.status.state = "Failed"
-        self._request = 0
+        if self._writing:
+            self.ring.cancel()
+            self._writing = False
         self.news.say(why)
         log.warning(why)
 
@@ -233,29 +224,3 @@ class Adaptation:
     def _redraw(self) -> Path:
         return self.work_dir / "redraw.npz"
 
-    def _ring(self) -> dict | None:
-        try:
-            return self._ctx.get(self.ring_channel, timeout=1.0).todict()
-        except (TimeoutError, RuntimeError):
-            return None  # not serving yet: the supervisor keeps it
-
-
-def _tail(path: Path, size: int = 20_000) -> str:
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(0, 2)
-            handle.seek(max(0, handle.tell() - size))
-            return handle.read().decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _outcome(text: str) -> dict | None:
-    """The trainer's verdict: its last line, JSON (inference/adaptation.py)."""
-    for line in reversed(text.strip().splitlines()):
-        if line.startswith("{"):
-            try:
-                return json.loads(line)
-            except ValueError:
-                return None
-    return None

@@ -63,6 +63,7 @@ class PipelineIOC:
                           for spec in pipeline.KNOBS}
         records.Setting(pipeline.RESET_STATS, self._reset, self._refused)
         records.Setting(pipeline.ADAPT, self._adapt, self._refused)
+        records.Setting(pipeline.REFINE, self._refine, self._refused)
         self.status = {spec.name: records.input_record(spec) for spec in pipeline.STATUS_PVS}
         self._said: str | None = None  # the supervisor's message last shown
         self._refusal_shown_until = 0.0
@@ -113,6 +114,10 @@ class PipelineIOC:
         if value:
             self.supervisor.adapt()
 
+    def _refine(self, spec: PvSpec, value: Any) -> None:
+        if value:
+            self.supervisor.refine()
+
     # -- status ----------------------------------------------------------------------
 
     def publish(self, status: Status) -> None:
@@ -137,6 +142,8 @@ class PipelineIOC:
             "AdaptState_RBV": pipeline.ADAPT_STATES.index(status.adapt.state),
             "AdaptProgress_RBV": status.adapt.progress, "AdaptLoss_RBV": status.adapt.loss,
             "AdaptModel_RBV": status.adapt.model,
+            "RefineState_RBV": pipeline.REFINE_STATES.index(status.refine.state),
+            "RefineProgress_RBV": status.refine.progress, "RefineError_RBV": status.refine.error,
         }
         # shown when it changes: a refused put's reason stays until there is news
         if status.message != self._said and time.monotonic() >= self._refusal_shown_until:
@@ -149,6 +156,8 @@ class PipelineIOC:
             "State_RBV": {"Fault": alarm.MAJOR_ALARM, "Misfit": alarm.MINOR_ALARM}.get(
                 status.state, alarm.NO_ALARM),
             "AdaptState_RBV": alarm.MINOR_ALARM if status.adapt.state == "Failed" else
+            alarm.NO_ALARM,
+            "RefineState_RBV": alarm.MINOR_ALARM if status.refine.state == "Failed" else
             alarm.NO_ALARM,
             "Residual_RBV": (alarm.NO_ALARM, alarm.MINOR_ALARM,
                              alarm.MAJOR_ALARM)[status.residual_severity],

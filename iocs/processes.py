@@ -8,6 +8,7 @@ parent dies, even by SIGKILL, so no orphan is ever left running.
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import os
 import shutil
@@ -86,6 +87,28 @@ class Child:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+def log_tail(path: Path, size: int = 20_000) -> str:
+    """The last `size` bytes of a child's log, "" if there is none."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, 2)
+            handle.seek(max(0, handle.tell() - size))
+            return handle.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def last_json(text: str) -> dict | None:
+    """A child's verdict, where it ends its output with a line of JSON; None before that."""
+    for line in reversed(text.strip().splitlines()):
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                return None
+    return None
 
 
 def stop_all(children: Sequence[Child], timeout: float = 10.0) -> None:

@@ -33,6 +33,7 @@ class Settings:
     adapt_frames: int = int(pipeline.initial_setting("adapt_frames"))
     adapt_epochs: int = int(pipeline.initial_setting("adapt_epochs"))
     adapt_instrument: str = str(pipeline.initial_setting("adapt_instrument"))
+    refine_seconds: float = float(pipeline.initial_setting("refine_seconds"))
 
     def values(self) -> dict[str, Any]:
         """Every field by its name, the configuration's among them."""

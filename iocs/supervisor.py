@@ -15,6 +15,7 @@ It composes parts with one job each, all driven from its one thread:
 - `Rollout` (rollout.py): the knobs' configuration to the running instances;
 - `Autoscaler` (autoscaler.py) and `ResidualGuard` (residual_guard.py): policy;
 - `Adaptation` (adaptation.py): the frame ring's scan, the trainer child, the swap;
+- `Refinement` (refinement.py): the frame ring's scan, refined by the refiner child;
 - `News` (news.py): the message, restarts and faults the parts report.
 """
 
@@ -37,9 +38,12 @@ from ptychoedge.iocs.fleet import Fleet
 from ptychoedge.iocs.instances import FIRST_DELAY, STOP_TIMEOUT
 from ptychoedge.iocs.meter import Figures, Meter
 from ptychoedge.iocs.news import News
+from ptychoedge.iocs.refinement import Refinement, RefineStatus
 from ptychoedge.iocs.residual_guard import ResidualGuard, model_limits
+from ptychoedge.iocs.ring_client import RingClient
 from ptychoedge.iocs.rollout import Rollout, collector_model
 from ptychoedge.iocs.settings import Settings
+from ptychoedge.pvdb import pipeline
 from ptychoedge.pvdb.processors import ModelConfig
 
 log = logging.getLogger(__name__)
@@ -61,6 +65,7 @@ class Status(Figures):
     wanted_instances: int = 0
     config: ModelConfig = field(default_factory=ModelConfig)  # what the instances run
     adapt: AdaptStatus = field(default_factory=AdaptStatus)
+    refine: RefineStatus = field(default_factory=RefineStatus)
 
 
 @dataclass(frozen=True)
@@ -99,7 +104,9 @@ class Supervisor:
         self.children = Children(prefix, log_dir, model_dir, self.news)
         self.meter = Meter(self._ctx)
         self.rollout = Rollout(self._ctx)
-        self.adaptation = Adaptation(prefix, log_dir / "adapt", model_dir, self._ctx, self.news)
+        ring = RingClient(self._ctx, pipeline.ring_channel(prefix))
+        self.adaptation = Adaptation(ring, log_dir / "adapt", model_dir, self.news)
+        self.refinement = Refinement(prefix, ring, log_dir / "refine", model_dir, self.news)
         self._residual_guard = ResidualGuard()
         self._model_limits: dict[str, tuple] = {}  # model -> its residual limits, typical
         self._wanted = 1  # instances to run, over all nodes
@@ -136,6 +143,11 @@ class Supervisor:
         self.adaptation.request()
         self._wake.set()
 
+    def refine(self) -> None:
+        """Refine the image of the frames kept through the physics (the Refine button)."""
+        self.refinement.request()
+        self._wake.set()
+
     def reset_stats(self) -> None:
         """Zero the counters, here and in every child."""
         with self._lock:
@@ -149,6 +161,7 @@ class Supervisor:
         if self._thread.is_alive():
             self._thread.join(STOP_TIMEOUT + 10)
         self.adaptation.stop()
+        self.refinement.stop()
         self.fleet.stop()
         self.children.stop_all()
         self._ctx.close()
@@ -188,6 +201,7 @@ class Supervisor:
             self.news.say("stopped")
         self.children.keep_relay()
         self.adaptation.stopped()
+        self.refinement.stopped()
         self.meter.stopped()
         self.status.state = "Idle"
         self.status.instances = 0
@@ -218,6 +232,7 @@ class Supervisor:
                              collector_model(children.collector) or "",
                              self.status.state == "Misfit", self.status.input_rate,
                              time.monotonic())
+        self.refinement.step(settings, rollout.in_force.model, time.monotonic())
         self.status.config = rollout.in_force
 
     def _publish(self) -> None:
@@ -227,6 +242,7 @@ class Supervisor:
         status.nodes_up = self.fleet.nodes_up
         status.wanted_instances = self._wanted
         status.adapt = self.adaptation.status
+        status.refine = self.refinement.status
         self.publish(status)
 
     def _measure(self, settings: Settings) -> None:

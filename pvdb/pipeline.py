@@ -2,9 +2,9 @@
 
 Knobs are settings with an `_RBV` readback that shows what the pipeline
 applied; status PVs are read-only and refreshed once a second. The images
-(`Recon:*`, `Mosaic:*`) are NTNDArrays, served as long as the IOC runs: empty
-until the first patch, then the mosaic collector's latest (the last one stays
-while the pipeline is stopped).
+(`Recon:*`, `Mosaic:*`, `Refined:*`) are NTNDArrays, served as long as the IOC runs:
+empty until the first patch (or the first refinement), then the latest (the last one
+stays while the pipeline is stopped).
 """
 
 from ptychoedge.pvdb.node import MAX_NODES
@@ -16,12 +16,17 @@ PRECISIONS = ("fp32", "fp16", "int8")
 STATES = ("Idle", "Starting", "Running", "Scaling", "Fault", "Misfit")
 # what adaptation (iocs/adaptation.py) is doing
 ADAPT_STATES = ("Idle", "Collecting", "Training", "Checking", "Swapping", "Failed")
+# what the refinement of the kept frames' image (iocs/refinement.py) is doing
+REFINE_STATES = ("Idle", "Collecting", "Refining", "Failed")
 MAX_INSTANCES = 64  # length of the per-instance waveform, and the knob's ceiling
 # frames per batch: TensorRT engines are built for batches up to this (inference/backends.py)
 MAX_BATCH = 256
 
 IMAGES = ("Recon:Amplitude", "Recon:Phase", "Mosaic:Amplitude", "Mosaic:Phase")
 """NTNDArray images over PVA: the mosaic collector's, relayed by the IOC's image relay."""
+REFINED_IMAGES = ("Refined:Amplitude", "Refined:Phase")
+"""NTNDArray images over PVA at the instrument's object pixel: the refiner's (the network's
+mosaic of the kept frames, then refined through the physics), relayed likewise."""
 
 KNOBS = (
     PvSpec("Run", Kind.ENUM, "Run or stop the pipeline", initial=0, choices=("Stop", "Run"),
@@ -58,12 +63,18 @@ KNOBS = (
     PvSpec("AdaptInstrument", Kind.STRING,
            "Instrument file (CXI: probe, geometry) to adapt to; empty: the model's",
            initial="", readback=True, setting="adapt_instrument"),
+    PvSpec("RefineSeconds", Kind.FLOAT, "How long Refine works on the image", initial=20.0,
+           units="s", low=1.0, high=3600.0, precision=0, readback=True,
+           setting="refine_seconds"),
 )
 
 RESET_STATS = PvSpec("ResetStats", Kind.INT, "Put 1 to zero the counters", initial=0, low=0,
                      high=1, every_put=True)
 ADAPT = PvSpec("Adapt", Kind.INT, "Put 1 to adapt the model to the kept frames",
                initial=0, low=0, high=1, every_put=True)
+REFINE = PvSpec("Refine", Kind.INT,
+                "Put 1 to refine the kept frames' image through the physics (Refined:*)",
+                initial=0, low=0, high=1, every_put=True)
 
 STATUS_PVS = (
     PvSpec("InputRate_RBV", Kind.FLOAT, "Detector frames per second", units="Hz",
@@ -103,9 +114,16 @@ STATUS_PVS = (
            writable=False),
     PvSpec("AdaptModel_RBV", Kind.STRING, "The model adaptation made last", initial="",
            writable=False),
+    PvSpec("RefineState_RBV", Kind.ENUM, "What the refinement is doing",
+           choices=REFINE_STATES, initial=0, writable=False),
+    PvSpec("RefineProgress_RBV", Kind.FLOAT, "The refinement's time done", units="%",
+           precision=0, writable=False),
+    PvSpec("RefineError_RBV", Kind.FLOAT,
+           "The refined image's Fourier error (0 = it explains every frame)", precision=5,
+           writable=False),
 )
 
-PVS = KNOBS + (RESET_STATS, ADAPT) + STATUS_PVS
+PVS = KNOBS + (RESET_STATS, ADAPT, REFINE) + STATUS_PVS
 
 
 def knob(setting: str) -> PvSpec:
@@ -136,6 +154,11 @@ def mirror_channel(prefix: str) -> str:
 def ring_channel(prefix: str) -> str:
     """The record of the frame ring that keeps the scan's frames for adaptation."""
     return f"{prefix}adapt:ring"
+
+
+def refiner_images(prefix: str) -> str:
+    """The prefix of the images the refiner serves (the relay serves them as $(P)Refined:*)."""
+    return f"{prefix}refiner:"
 
 
 def collector_channels(prefix: str) -> dict[str, str]:

@@ -269,17 +269,19 @@ def main_screen() -> Screen:
     """The pipeline beside the detector: images, knobs, rates, state."""
     p, d = "$(P)", "$(D)"
     image = 300
-    screen = Screen("ptychoedge: pipeline", 1640, 1100)
+    screen = Screen("ptychoedge: pipeline", 1640, 1430)
     _title(screen, "ptychoedge: real-time PtychoNN on $(D)Pva1:Image into $(P)", 900)
 
-    # Images: the frame beside the latest patch and the stitched sample
+    # Images: the frame beside the latest patch, the stitched sample and the refined one
     titles = {"Recon:Amplitude": "Latest amplitude", "Recon:Phase": "Latest phase",
-              "Mosaic:Amplitude": "Mosaic amplitude", "Mosaic:Phase": "Mosaic phase"}
+              "Mosaic:Amplitude": "Mosaic amplitude", "Mosaic:Phase": "Mosaic phase",
+              "Refined:Amplitude": "Refined amplitude", "Refined:Phase": "Refined phase"}
     panels = [(f"pva://{d}{detector.IMAGE}", "Detector frame", "GRAY")] + [
-        (f"pva://{p}{name}", titles.get(name, name), "VIRIDIS") for name in pipeline.IMAGES]
-    with screen.group("Images", 10, 44, 3 * (image + 20) + 10, 2 * (image + 30) + 30):
+        (f"pva://{p}{name}", titles[name], "VIRIDIS")
+        for name in pipeline.IMAGES + pipeline.REFINED_IMAGES]
+    with screen.group("Images", 10, 44, 3 * (image + 20) + 10, 3 * (image + 30) + 30):
         for index, (pv, title, colour_map) in enumerate(panels):
-            column, row = (index, 0) if index < 3 else (index - 2, 1)
+            column, row = (index, 0) if index < 3 else ((index - 3) % 2 + 1, (index - 1) // 2)
             left, top = 5 + column * (image + 20), 5 + row * (image + 30)
             screen.label(title, left, top, image)
             screen.image(pv, title, left, top + 22, image, colour_map)
@@ -292,6 +294,15 @@ def main_screen() -> Screen:
             screen.status_row(p, spec, 5, top + 30 + row * ROW, 110, 180)
         screen.label("0 = the frames fit; an alarm: unlike the model's training", 5,
                      top + 30 + 2 * ROW + 6, image)
+        # Beside the refined images: the button that makes them, and how far it got
+        top = 5 + 2 * (image + 30)
+        screen.label("The network's image, refined through the physics", 5, top, image)
+        screen.write_button(p + pipeline.REFINE.name, 1, "Refine the kept frames", 5,
+                            top + 30, 200)
+        for row, name in enumerate(("RefineState_RBV", "RefineProgress_RBV",
+                                    "RefineError_RBV")):
+            spec = find(pipeline.STATUS_PVS, name)
+            screen.status_row(p, spec, 5, top + 30 + (row + 1) * ROW + 6, 110, 180)
 
     # Knobs
     left = 3 * (image + 20) + 30
@@ -320,7 +331,7 @@ def main_screen() -> Screen:
         screen.readback(p + message.name, 90, half * ROW + 4, 540, message)
 
     # Throughput over time, and per instance
-    plots_top = 44 + 2 * (image + 30) + 50
+    plots_top = 44 + 3 * (image + 30) + 50
     screen.stripchart("Throughput", [
         ("Input rate (Hz)", p + "InputRate_RBV", 0, "blue"),
         ("Processed rate (Hz)", p + "ProcessedRate_RBV", 0, "green"),

@@ -40,6 +40,10 @@ def markdown() -> str:
                   "Amplitude of the latest patch", "Phase of the latest patch (rad)",
                   "Stitched amplitude of the sample", "Stitched phase of the sample (rad)"),
                   strict=True)]
+    lines += [f"| `$(P){image}` | NTNDArray | | | read (monitor) | {what} |"
+              for image, what in zip(pipeline.REFINED_IMAGES, (
+                  "Refined amplitude of the kept frames' sample (after `Refine`)",
+                  "Refined phase of the kept frames' sample (rad)"), strict=True)]
     lines += [_row("$(P)Node<n>:", spec) for spec in node.PVS]
     return "\n".join(lines)
 

@@ -76,11 +76,11 @@ def _status(prefix: str, spec: PvSpec) -> SignalR:
 
 
 class PipelineImages(StandardReadable):
-    """The collector's NTNDArray images, as `pva://` array signals."""
+    """Pipeline NTNDArray images as `pva://` signals: the collector's, or `images`."""
 
-    def __init__(self, prefix: str, name: str = ""):
+    def __init__(self, prefix: str, name: str = "", images: tuple[str, ...] = pipeline.IMAGES):
         with self.add_children_as_readables():
-            for image in pipeline.IMAGES:
+            for image in images:
                 setattr(self, attribute_name(image),
                         epics_signal_r(np.ndarray, f"pva://{prefix}{image}"))
         super().__init__(name=name)
@@ -94,6 +94,7 @@ class Pipeline(StandardReadable):
     target_rate: SignalRW[float]
     auto_scale: SignalRW[str]
     auto_adapt: SignalRW[str]
+    refine_seconds: SignalRW[float]
     state: SignalR[str]
     frames_processed: SignalR[int]
     frames_missed: SignalR[int]
@@ -101,7 +102,9 @@ class Pipeline(StandardReadable):
     message: SignalR[str]
     adapt_state: SignalR[str]
     adapt_model: SignalR[str]
+    refine_state: SignalR[str]
     images: PipelineImages
+    refined_images: PipelineImages
 
     def __init__(self, prefix: str, name: str = ""):
         self.prefix = prefix
@@ -112,6 +115,7 @@ class Pipeline(StandardReadable):
         self.run = _setting(prefix, next(s for s in pipeline.KNOBS if s.name == "Run"))
         self.reset_stats = _setting(prefix, pipeline.RESET_STATS)
         self.adapt = _setting(prefix, pipeline.ADAPT)
+        self.refine = _setting(prefix, pipeline.REFINE)
         for fmt, hinted in ((StandardReadableFormat.HINTED_SIGNAL, True),
                             (StandardReadableFormat.CHILD, False)):
             with self.add_children_as_readables(fmt):
@@ -121,17 +125,22 @@ class Pipeline(StandardReadable):
         # Not a child: a reading at every scan point must not carry the images.
         # `connect_images` connects them when they are wanted.
         object.__setattr__(self, "images", PipelineImages(prefix))
+        object.__setattr__(self, "refined_images",
+                           PipelineImages(prefix, images=pipeline.REFINED_IMAGES))
         self._pva = None
         super().__init__(name=name)
 
     def set_name(self, name: str, *, child_name_separator: str | None = None) -> None:
-        """Name the device and its children, and `images` as `<name>-images`."""
+        """Name the device and its children; `images` `<name>-images`, and so on."""
         super().set_name(name, child_name_separator=child_name_separator)
-        self.images.set_name(f"{name}{child_name_separator or '-'}images" if name else "")
+        for images in ("images", "refined_images"):
+            getattr(self, images).set_name(
+                f"{name}{child_name_separator or '-'}{images}" if name else "")
 
     async def connect_images(self, timeout: float = DEFAULT_TIMEOUT) -> None:
-        """Connect `images` (NTNDArrays, served as long as the pipeline IOC runs)."""
+        """Connect `images` and `refined_images` (served as long as the pipeline IOC runs)."""
         await self.images.connect(timeout=timeout)
+        await self.refined_images.connect(timeout=timeout)
 
     async def mosaic_stamp(self) -> tuple[int, float]:
         """The uniqueId and time stamp (s) of the mosaic the collector published last."""

@@ -31,6 +31,11 @@ frames (its frame ring keeps them). Two more streams:
   the end of the scan) and after, with where the latter comes from, the adapted
   model's lineage (its manifest's `training`, read from `model_dir` when given), and
   the images again: the scan redrawn by the adapted model once it was swapped in.
+
+With `refine=True` the plan then puts `Refine` (iocs/refinement.py) and waits until the
+kept frames' image has been refined through the physics (for `refine_seconds`, the
+RefineSeconds knob, when given), then reads `refinement`: the pipeline's status
+(RefineState, RefineError, Message...) and the refined images, amplitude and phase.
 """
 
 from __future__ import annotations
@@ -59,9 +64,11 @@ PATTERNS = ("raster", "spiral")
 READY_TIMEOUT = 180.0  # s for the pipeline to start its instances (model loading is slow)
 MOSAIC_TIMEOUT = 60.0  # s for the last frame to reach the mosaic
 ADAPT_TIMEOUT = 1800.0  # s for an adaptation to collect, train, check and swap
-ADAPT_START_TIMEOUT = 10.0  # s for the IOC to take up an Adapt put (it looks once a second)
-ADAPT_READ_PERIOD = 1.0  # s between readings of an adaptation at work: the IOC's refresh
+START_TIMEOUT = 10.0  # s for the IOC to take up an Adapt or Refine put (it looks once a second)
+READ_PERIOD = 1.0  # s between readings of an adaptation or refinement at work: the IOC's refresh
 ADAPT_BUSY = ("Collecting", "Training", "Checking", "Swapping")
+REFINE_BUSY = ("Collecting", "Refining")
+REFINE_TIMEOUT = 600.0  # s beyond RefineSeconds for the ring and the network's first image
 REJECTED = "rejected"  # where a model that failed its check goes (inference/adaptation.py)
 
 
@@ -152,6 +159,7 @@ def ptycho_scan(detector: SimDetector, x: Motor, y: Motor, pipeline: Pipeline, *
                 new_mosaic: bool = True, ready_timeout: float = READY_TIMEOUT,
                 mosaic_timeout: float = MOSAIC_TIMEOUT, adapt: bool = False,
                 adapt_timeout: float = ADAPT_TIMEOUT, model_dir: str | Path | None = None,
+                refine: bool = False, refine_seconds: float | None = None,
                 md: dict[str, Any] | None = None) -> Generator[Msg, Any, str]:
     """Scan the stage over `pattern` with a frame at each point, reconstructed live.
 
@@ -163,6 +171,8 @@ def ptycho_scan(detector: SimDetector, x: Motor, y: Motor, pipeline: Pipeline, *
         until the adaptation has ended (the `adapting` and `adaptation` streams)
     :param model_dir: the pipeline IOC's `--model-dir`, where the plan reads the adapted
         model's manifest (lineage, validation residual); None: only what the PVs say
+    :param refine: refine the scan's image through the physics, after any adaptation, and
+        wait until it is done (the `refinement` stream); `refine_seconds` sets how long
     :return: the run's uid
     """
     positions = scan_positions(pattern, points, step_um, centre_um)
@@ -184,6 +194,7 @@ def ptycho_scan(detector: SimDetector, x: Motor, y: Motor, pipeline: Pipeline, *
         "plan_args": {"pattern": pattern, "points": points, "step_um": step_um,
                       "centre_um": list(centre_um), "model": model, "target_rate": target_rate,
                       "auto_scale": auto_scale, "new_mosaic": new_mosaic, "adapt": adapt,
+                      "refine": refine, "refine_seconds": refine_seconds,
                       "model_dir": None if model_dir is None else str(model_dir)},
         "detectors": [detector.name, pipeline.name],
         "motors": [x.name, y.name],
@@ -239,14 +250,38 @@ def ptycho_scan(detector: SimDetector, x: Motor, y: Motor, pipeline: Pipeline, *
             started = yield from request_adaptation(pipeline)
             yield from record_adaptation(pipeline, started, model_before, residual_before,
                                          adapt_timeout, model_dir)
+        if refine:
+            yield from refine_image(pipeline, refine_seconds)
 
     return (yield from scan())
+
+
+def refine_image(pipeline: Pipeline, seconds: float | None) -> Generator[Msg, Any, None]:
+    """Put Refine 1, wait until the refinement has ended, and read `refinement`."""
+    if seconds is not None:
+        yield from bps.mv(pipeline.refine_seconds, float(seconds))
+    seconds = yield from bps.rd(pipeline.refine_seconds)
+    yield from bps.mv(pipeline.refine, 1)
+    deadline = time.monotonic() + START_TIMEOUT
+    started = True
+    while (yield from bps.rd(pipeline.refine_state)) not in REFINE_BUSY:
+        if time.monotonic() > deadline:  # refused at once: Message_RBV says why
+            started = False
+            break
+        yield from bps.sleep(0.1)
+    deadline = time.monotonic() + seconds + REFINE_TIMEOUT
+    while started and (yield from bps.rd(pipeline.refine_state)) in REFINE_BUSY:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{pipeline.name}: the refinement is still going after "
+                               f"{seconds + REFINE_TIMEOUT:.0f} s")
+        yield from bps.sleep(READ_PERIOD)
+    yield from bps.trigger_and_read([pipeline, pipeline.refined_images], name="refinement")
 
 
 def request_adaptation(pipeline: Pipeline) -> Generator[Msg, Any, bool]:
     """Put Adapt 1; whether the adaptation started (AdaptState_RBV left Idle for its work)."""
     yield from bps.mv(pipeline.adapt, 1)
-    deadline = time.monotonic() + ADAPT_START_TIMEOUT
+    deadline = time.monotonic() + START_TIMEOUT
     while (yield from bps.rd(pipeline.adapt_state)) not in ADAPT_BUSY:
         if time.monotonic() > deadline:  # refused at once: Message_RBV says why
             return False
@@ -268,7 +303,7 @@ def record_adaptation(pipeline: Pipeline, started: bool, model_before: str,
         if time.monotonic() > deadline:
             raise TimeoutError(f"{pipeline.name}: the adaptation is still {state} after "
                                f"{timeout} s")
-        yield from bps.sleep(ADAPT_READ_PERIOD)
+        yield from bps.sleep(READ_PERIOD)
 
     model_after = yield from bps.rd(pipeline.model)
     adapted = yield from bps.rd(pipeline.adapt_model)

@@ -223,6 +223,32 @@ def test_each_scan_reports_its_own_frames(devices):
     assert finals[1]["pipeline-frames_processed"] >= finals[0]["pipeline-frames_processed"] + 9
 
 
+@pytest.mark.timeout(STARTUP + 180)
+def test_ptycho_scan_refines_the_image_and_records_it(devices):
+    from ptychoedge.scans import ptycho_scan
+
+    engine, detector, pipeline, x, y = devices
+    docs = documents(engine, ptycho_scan(detector, x, y, pipeline, pattern="raster",
+                                         points=SIDE * SIDE, step_um=STEP_UM,
+                                         ready_timeout=STARTUP, refine=True, refine_seconds=3))
+    (start,), (stop,) = docs["start"], docs["stop"]
+    assert stop["exit_status"] == "success", stop.get("reason")
+    assert start["plan_args"]["refine"] is True and start["plan_args"]["refine_seconds"] == 3
+    assert stop["num_events"] == {"primary": SIDE * SIDE, "final": 1, "refinement": 1}
+    (refinement,) = events_by_stream(docs)["refinement"]
+    data = refinement["data"]
+    assert data["pipeline-refine_state"] == "Idle"
+    configuration = next(d for d in docs["descriptor"] if d["name"] == "refinement")[
+        "configuration"]["pipeline"]["data"]
+    assert configuration["pipeline-refine_seconds"] == 3
+    assert 0 < data["pipeline-refine_error"] < 1
+    amplitude = np.asarray(data["pipeline-refined_images-refined_amplitude"])
+    phase = np.asarray(data["pipeline-refined_images-refined_phase"])
+    lit = amplitude > 0
+    assert phase.shape == amplitude.shape and lit.sum() > 1000
+    assert np.std(phase[lit]) > 0.01  # the sample, not a flat image
+
+
 @pytest.mark.timeout(STARTUP + 120 + ADAPT_TIMEOUT)
 def test_ptycho_scan_adapts_the_model_to_the_scan_and_records_what_it_did(adapting_beamline):
     from ptychoedge.scans import ptycho_scan

@@ -12,8 +12,8 @@ def test_demo_reconstructs_every_frame_and_writes_pictures(spawn, prefix, tmp_pa
     out = tmp_path / "demo"
     demo = spawn(*ptychoedge("demo", "--prefix", prefix + "E:", "--sim-prefix", prefix,
                              "--rate", "100", "--passes", "1", "--max-instances", "2",
-                             "--out", str(out)), name="demo")
-    wait_until(lambda: not demo.alive(), 240, "the demo's end")
+                             "--refine", "4", "--out", str(out)), name="demo")
+    wait_until(lambda: not demo.alive(), 300, "the demo's end")
     assert demo.popen.returncode == 0, demo.log()
     report = json.loads((out / "report.json").read_text())
     assert report["frames"] == report["processed"] == 400
@@ -22,6 +22,11 @@ def test_demo_reconstructs_every_frame_and_writes_pictures(spawn, prefix, tmp_pa
     assert report["mosaic_amplitude_correlation"] > 0.7
     assert report["mosaic_phase_ssim"] > 0.8
     assert (out / "mosaic.png").stat().st_size > 10_000
+    # then refined through the physics: truer than the network's mosaic
+    refined = report["refined"]
+    for name in ("amplitude", "phase"):
+        assert refined[f"{name}_correlation"] > max(0.9, report[f"mosaic_{name}_correlation"])
+    assert (out / "refined.png").stat().st_size > 10_000
     assert "stopping the pipeline and the beamline" in demo.log()
 
 

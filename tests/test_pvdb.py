@@ -46,8 +46,9 @@ def test_pipeline_serves_the_contract():
 def test_no_record_takes_the_name_of_an_image():
     """The images are served by pvapy under the IOC's prefix, beside its records: a record
     of the same name would be a second server answering for it."""
-    assert len(set(pipeline.IMAGES)) == len(pipeline.IMAGES) == 4
-    assert set(pipeline.IMAGES).isdisjoint(all_names(pipeline.PVS))
+    images = pipeline.IMAGES + pipeline.REFINED_IMAGES
+    assert len(set(images)) == len(images) == 6
+    assert set(images).isdisjoint(all_names(pipeline.PVS))
 
 
 def test_readme_table_is_generated_from_the_spec():

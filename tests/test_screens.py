@@ -33,7 +33,7 @@ CONTROLS = {Kind.ENUM: "combo", Kind.INT: "spinner", Kind.FLOAT: "textentry",
 def spec_pvs() -> set[str]:
     """Every PV name the spec serves, with macros and protocol as a screen names it."""
     names = {f"$(P){name}" for name in all_names(pipeline.PVS)}
-    names |= {f"pva://$(P){image}" for image in pipeline.IMAGES}
+    names |= {f"pva://$(P){image}" for image in pipeline.IMAGES + pipeline.REFINED_IMAGES}
     names |= {f"$(D){name}" for name in all_names(detector.PVS)}
     names.add(f"pva://$(D){detector.IMAGE}")
     names |= {f"$(D){motor.name}{field}" for motor in stage.MOTORS
@@ -120,7 +120,8 @@ def test_main_screen_shows_the_pipeline_beside_the_detector():
     for widget in widgets(root):
         by_type.setdefault(widget.get("type"), []).append(widget)
     images = {w.findtext("pv_name") for w in by_type["image"]}
-    assert images == {"pva://$(D)Pva1:Image"} | {f"pva://$(P){i}" for i in pipeline.IMAGES}
+    assert images == {"pva://$(D)Pva1:Image"} | {
+        f"pva://$(P){i}" for i in pipeline.IMAGES + pipeline.REFINED_IMAGES}
     (chart,) = by_type["stripchart"]
     assert {t.findtext("y_pv") for t in chart.findall("traces/trace")} == {
         "$(P)InputRate_RBV", "$(P)ProcessedRate_RBV", "$(P)FramesMissed_RBV"}

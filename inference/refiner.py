@@ -1,0 +1,128 @@
+"""The refiner: a scan the frame ring wrote, drawn by the network, then refined live.
+
+    python -m ptychoedge.inference.refiner --scan SCAN.cxi --model NAME --seconds 20 \
+        --images EDGE1:refiner:
+
+The pipeline IOC starts it at the `Refine` button (iocs/refinement.py). It serves
+`<images>Refined:Amplitude` and `<images>Refined:Phase` (NTNDArray float32, at the
+instrument's object pixel; the IOC's image relay passes them on as `$(P)Refined:*`):
+first the network's mosaic of the scan, then the refinement through the physics
+(refine.py, with the instrument in the scan file) once a second until `--seconds` have
+passed. Their attributes say where they lie: `PixelSize` (m) and `OriginX`, `OriginY`
+(the pixel of scan position 0). Each sweep prints a progress line (`PROGRESS`); the
+last line is JSON: frames, sweeps, seconds, the Fourier error after the first and the
+last sweep. It then keeps serving the last image until it is stopped. A scan or model
+it cannot use: one line `error: ...` and exit code 2. pvapy, so a process of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pvaccess as pva
+
+from ptychoedge.inference.backends import BackendError, open_model
+from ptychoedge.inference.batcher import Reconstructor
+from ptychoedge.inference.instrument import InstrumentError, read_cxi
+from ptychoedge.inference.manifest import MODEL_DIR, ModelError
+from ptychoedge.inference.mosaic_processor import image_frame
+from ptychoedge.inference.preprocess import FrameError
+from ptychoedge.inference.reconstruct import reconstruct
+from ptychoedge.inference.refine import Refinement, refine
+from ptychoedge.inference.scan_file import ScanFileError, load_scan
+from ptychoedge.pvdb.pipeline import REFINED_IMAGES
+
+log = logging.getLogger("ptychoedge.refiner")
+
+PROGRESS = "refining: sweep {sweeps}, Fourier error {error:.5f}, {spent:.1f} of {seconds:.0f} s"
+SHOW_EVERY = 1.0  # s between the images it serves while refining
+
+
+class RefinedImages:
+    """The two images, served under a prefix and numbered as they change."""
+
+    def __init__(self, prefix: str):
+        self.names = [prefix + image for image in REFINED_IMAGES]
+        self.server = pva.PvaServer()
+        for name in self.names:
+            self.server.addRecord(name, pva.NtNdArray())
+        self.shown = 0
+
+    def show(self, amplitude: np.ndarray, phase: np.ndarray, pixel: float,
+             origin: tuple[int, int]) -> None:
+        self.shown += 1
+        where = {"PixelSize": (pixel, "Object pixel size (m)"),
+                 "OriginX": (origin[0], "Column of scan position 0"),
+                 "OriginY": (origin[1], "Row of scan position 0")}
+        for name, image in zip(self.names, (amplitude, phase), strict=True):
+            self.server.update(name, image_frame(image, self.shown, where))
+
+    def close(self) -> None:
+        self.server.stop()
+
+
+def run(args: argparse.Namespace, images: RefinedImages) -> dict:
+    """Draw the scan with the network, then refine it; the summary."""
+    frames, positions = load_scan(args.scan)
+    backend, manifest = open_model("onnxruntime", "fp32", args.model, args.model_dir, threads=1)
+    instrument = read_cxi(args.scan, orientation=manifest.preprocessing.orientation)
+    drawn = reconstruct(frames, positions, Reconstructor(backend, manifest))
+    taken = np.isfinite(drawn.residuals)
+    if not taken.any():
+        raise FrameError("model", f"the model {args.model} took none of the {len(frames)} frames")
+    mosaic = drawn.mosaic
+    images.show(*mosaic.images(), mosaic.pixel_size, mosaic.position_to_pixel(0.0, 0.0))
+    last_shown = time.monotonic()
+
+    def progress(refinement: Refinement) -> None:
+        nonlocal last_shown
+        print(PROGRESS.format(sweeps=refinement.sweeps, error=refinement.errors[-1],
+                              spent=refinement.seconds, seconds=args.seconds), flush=True)
+        if time.monotonic() - last_shown >= SHOW_EVERY:
+            images.show(*refinement.images(), refinement.pixel_size, refinement.origin)
+            last_shown = time.monotonic()
+
+    refinement = refine(frames[taken], positions[taken], instrument,
+                        manifest.preprocessing.orientation, args.seconds, mosaic, progress)
+    images.show(*refinement.images(), refinement.pixel_size, refinement.origin)
+    return {"frames": int(taken.sum()), "refused": int((~taken).sum()),
+            "sweeps": refinement.sweeps, "seconds": round(refinement.seconds, 2),
+            "started_from": refinement.started_from,
+            "fourier_error": [refinement.errors[0], refinement.errors[-1]]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ptychoedge-refiner", description=__doc__.split("\n")[0])
+    parser.add_argument("--scan", type=Path, required=True, help="the scan (CXI) to refine")
+    parser.add_argument("--model", required=True, help="the model that draws it first")
+    parser.add_argument("--model-dir", type=Path, default=MODEL_DIR)
+    parser.add_argument("--seconds", type=float, default=20.0, help="how long to refine")
+    parser.add_argument("--images", required=True, help="prefix of the images it serves")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s refiner %(message)s")
+    quit_event = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: quit_event.set())
+    signal.signal(signal.SIGTERM, lambda *_: quit_event.set())
+    images = RefinedImages(args.images)
+    try:
+        summary = run(args, images)
+    except (ScanFileError, ModelError, BackendError, InstrumentError, FrameError) as error:
+        print(f"error: {error}", flush=True)
+        images.close()
+        return 2
+    print(json.dumps(summary), flush=True)
+    quit_event.wait()
+    images.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

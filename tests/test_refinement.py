@@ -1,0 +1,107 @@
+"""The Refine button: the kept frames' image, refined through the physics, served as
+`$(P)Refined:*` by a real pipeline IOC on a simulated beamline; refused with the reason
+before any frame came."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from conftest import pva_ready, start_ioc, start_sim, wait_until
+
+from ptychoedge.apps.beamline import plain
+from ptychoedge.inference.comparison import compare_images
+from ptychoedge.inference.manifest import DEFAULT_MODEL, load_manifest
+from ptychoedge.pvdb import pipeline
+from ptychoedge.sim import physics
+
+pytestmark = pytest.mark.integration
+
+STARTUP = 90  # s: instances load onnxruntime, on two shared cores
+FRAMES = 150
+
+
+@pytest.fixture
+def line(spawn, pva, prefix, tmp_path):
+    """The shipped model's own instrument streaming into a running pipeline."""
+    d, p = prefix, prefix.replace(":", "R:")
+    start_sim(spawn, d, tmp_path, "--no-stage")
+    ioc = start_ioc(spawn, pva, p, d + "Pva1:Image", tmp_path / "state")
+
+    class Line:
+        def get(self, name: str):
+            return plain(pva.get(p + name, timeout=5))
+
+        def put(self, name: str, value) -> None:
+            pva.put(p + name, value, timeout=5)
+
+        def unique_id(self, name: str) -> int:
+            return pva.get(p + name, timeout=5)["uniqueId"]
+
+        def where(self, name: str) -> tuple[float, tuple[int, int]]:
+            """The image's object pixel (m) and the pixel of scan position 0."""
+            value = pva.get(p + name, timeout=5)
+            attributes = {a["name"]: a["value"] for a in value["attribute"]}
+            return attributes["PixelSize"], (int(attributes["OriginX"]),
+                                             int(attributes["OriginY"]))
+
+        def image(self, name: str) -> tuple[int, np.ndarray]:
+            value = pva.get(p + name, timeout=5)
+            nx, ny = (dimension["size"] for dimension in value["dimension"])
+            return value["uniqueId"], np.asarray(value["value"]).reshape(ny, nx)
+
+        def wait(self, condition, timeout: float, what: str) -> None:
+            wait_until(condition, timeout, what, ioc)
+
+        def acquire(self, frames: int) -> None:
+            for name, value in (("cam1:ImageMode", "Multiple"), ("cam1:NumImages", frames),
+                                ("cam1:AcquirePeriod", 0.02), ("cam1:Acquire", 1)):
+                pva.put(d + name, value, timeout=5)
+
+    line = Line()
+    for image in pipeline.REFINED_IMAGES:
+        line.wait(pva_ready(pva, p + image), 30, f"{image} served")
+    line.put("Run", "Run")
+    line.wait(lambda: line.get("State_RBV") == "Running", STARTUP, "the pipeline")
+    return line
+
+
+@pytest.mark.timeout(400)
+def test_refine_shows_the_kept_frames_image_refined_through_the_physics(line):
+    line.put("Refine", 1)  # nothing streamed yet: refused with the reason
+    line.wait(lambda: line.get("RefineState_RBV") == "Failed", 30, "the refusal")
+    assert "frames kept" in line.get("Message_RBV")
+    assert line.unique_id("Refined:Phase") == 0  # nothing drawn
+
+    line.put("RefineSeconds", 4)
+    line.acquire(FRAMES)
+    line.wait(lambda: line.get("FramesProcessed_RBV") >= FRAMES
+              and line.get("Backlog_RBV") == 0, 120, "the scan reconstructed")
+    line.put("Refine", 1)
+    line.wait(lambda: line.get("RefineState_RBV") == "Refining", 60, "refining")
+    line.wait(lambda: line.get("RefineState_RBV") == "Idle", 120, "the refinement done")
+    message = line.get("Message_RBV")
+    found = re.search(r"refined (\d+) frames .* Fourier error ([.\de-]+) -> ([.\de-]+)", message)
+    assert found, message
+    frames, first, last = int(found[1]), float(found[2]), float(found[3])
+    assert frames == FRAMES and last < first
+    assert line.get("RefineProgress_RBV") == 100
+    assert line.get("RefineError_RBV") == pytest.approx(last, rel=1e-2)
+    # the network's image first, then at least the refined one
+    shown, phase = line.image("Refined:Phase")
+    assert shown >= 2
+    _, amplitude = line.image("Refined:Amplitude")
+    lit = amplitude > 0
+    assert phase.shape == amplitude.shape and lit.mean() > 0.2
+    # true to the sample the detector saw
+    pixel, origin = line.where("Refined:Phase")
+    instrument = load_manifest(DEFAULT_MODEL).instrument
+    assert pixel == pytest.approx(instrument.object_pixel_size)
+    simulator = physics.simulator_for(instrument)
+    scores, _ = compare_images(amplitude, phase, lit, pixel, origin, simulator.sample,
+                               simulator.pixel_size)
+    print("refined image against the truth:", scores)
+    assert scores["phase_correlation"] > 0.9 and scores["amplitude_correlation"] > 0.8
+    # the live mosaic goes on beside it, untouched
+    assert line.unique_id("Mosaic:Phase") == FRAMES
