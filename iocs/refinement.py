@@ -88,12 +88,15 @@ class Refinement:
                 self._watch()
 
     def stopped(self) -> None:
-        """The pipeline is stopped: its frame ring with it."""
+        """One look while the pipeline is stopped: its frame ring with it, but a refiner
+        at work goes on."""
         if self._requested.is_set():
             self._requested.clear()
             self._fail("Refine needs the pipeline running: its frame ring keeps the frames")
         elif self.status.state == "Collecting":
             self._fail("the pipeline stopped while the frame ring wrote its frames")
+        elif self.status.state == "Refining":
+            self._watch()
 
     # -- the states ------------------------------------------------------------------
 

@@ -105,3 +105,14 @@ def test_refine_shows_the_kept_frames_image_refined_through_the_physics(line):
     assert scores["phase_correlation"] > 0.9 and scores["amplitude_correlation"] > 0.8
     # the live mosaic goes on beside it, untouched
     assert line.unique_id("Mosaic:Phase") == FRAMES
+
+    # stopped while refining, the refiner goes on to the end; pressed while stopped, the
+    # button is refused with the reason (the frame ring stops with the pipeline)
+    line.put("Refine", 1)
+    line.wait(lambda: line.get("RefineState_RBV") == "Refining", 60, "refining again")
+    line.put("Run", "Stop")
+    line.wait(lambda: line.get("RefineState_RBV") == "Idle", 120, "the refinement, stopped")
+    assert line.get("State_RBV") == "Idle" and line.get("RefineProgress_RBV") == 100
+    line.put("Refine", 1)
+    line.wait(lambda: line.get("RefineState_RBV") == "Failed", 30, "refused while stopped")
+    assert "pipeline running" in line.get("Message_RBV")

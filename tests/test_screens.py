@@ -184,7 +184,7 @@ def test_every_pv_the_screens_name_answers(tmp_path):
                     for n in names}
         over_pva = sorted(n.removeprefix("pva://") for n in resolved if n.startswith("pva://"))
         over_ca = sorted(n for n in resolved if not n.startswith("pva://"))
-        assert len(over_pva) == 5 and len(over_ca) > 60
+        assert len(over_pva) == 7 and len(over_ca) > 60
         for name in over_pva:
             wait_until(pva_ready(ctx, name), 30, f"{name} over PVA", ioc)
         # All searched for at once; each then read. A read, not `PV.connected`: pyepics'
