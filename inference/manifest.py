@@ -38,6 +38,7 @@ import numpy as np
 from ptychoedge.inference.instrument import Geometry, Instrument, checked_probe
 from ptychoedge.inference.model_shape import ModelShape
 from ptychoedge.inference.preprocess import Preprocessing
+from ptychoedge.pvdb.processors import FALLBACK_RESIDUAL_LIMITS
 
 if TYPE_CHECKING:
     from ptychoedge.inference.model import PtychoNN
@@ -90,6 +91,11 @@ class Manifest:
     def illumination(self) -> np.ndarray:
         """(n, n) probe intensity over the output field, summed over modes."""
         return np.sum(np.abs(self.probe) ** 2, axis=0)
+
+    def alarm_limits(self) -> tuple[float, float]:
+        """(minor, major) alarm limits of the diffraction residual: the model's own, or
+        FALLBACK_RESIDUAL_LIMITS for a model validated without it."""
+        return self.residual_limits() or FALLBACK_RESIDUAL_LIMITS
 
     def residual_limits(self) -> tuple[float, float] | None:
         """(minor, major) alarm limits of the diffraction residual, from the validation data:

@@ -169,8 +169,8 @@ def run(args: argparse.Namespace) -> int:
     refinement = None
     if args.refine and taken.any():
         try:
-            refinement = _refined(frames[taken], positions[taken], manifest, args.refine,
-                                  result.mosaic)
+            refinement, why = _refined(args.scan, frames[taken], positions[taken], manifest,
+                                       args.refine, result)
         except FrameError as error:
             print(f"not refined: the refinement takes the probe's whole "
                   f"{manifest.instrument.window}-pixel window of each frame: {error}",
@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
         write_object(args.out / "refined.cxi", *refined, refinement.pixel_size,
                      refinement.origin)
         report["refined"] = {"seconds": refinement.seconds, "sweeps": refinement.sweeps,
-                             "started_from": refinement.started_from,
+                             "started_from": refinement.started_from, "why": why,
                              "fourier_error": [refinement.errors[0], refinement.errors[-1]],
                              "object_pixel_size": refinement.pixel_size}
         pictures[f"refined ({refinement.sweeps} sweeps, {refinement.seconds:.0f} s)"] = refined
@@ -194,7 +194,8 @@ def run(args: argparse.Namespace) -> int:
           f"median {residual:.3f}")
     if "refined" in report:
         first, last = report["refined"]["fourier_error"]
-        print(f"refined from {report['refined']['started_from']}: "
+        print(f"refined from {report['refined']['started_from']} "
+              f"({report['refined']['why']}): "
               f"{report['refined']['sweeps']} sweeps, Fourier error {first:.4f} after the "
               f"first, {last:.4f} after the last")
     if limits and residual > limits[0]:
@@ -205,9 +206,10 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _refined(frames: np.ndarray, positions: np.ndarray, manifest, seconds: float,
-             mosaic: Mosaic):
-    from ptychoedge.inference.refine import refine
+def _refined(scan: Path, frames: np.ndarray, positions: np.ndarray, manifest, seconds: float,
+             network: Reconstruction):
+    """The network's image refined on `frames` (those it took), and why it started where."""
+    from ptychoedge.inference.refine import network_start, refine, scan_instrument
 
     def progress(refinement) -> None:
         sys.stderr.write(f"\rrefining: sweep {refinement.sweeps}, Fourier error "
@@ -215,7 +217,8 @@ def _refined(frames: np.ndarray, positions: np.ndarray, manifest, seconds: float
                          f"{seconds:.0f} s")
         sys.stderr.flush()
 
-    refinement = refine(frames, positions, manifest.instrument,
-                        manifest.preprocessing.orientation, seconds, mosaic, progress)
+    start, why = network_start(network.mosaic, network.residuals, manifest)
+    refinement = refine(frames, positions, scan_instrument(scan, manifest),
+                        manifest.preprocessing.orientation, seconds, start, progress)
     sys.stderr.write("\n")
-    return refinement
+    return refinement, why

@@ -10,6 +10,12 @@ refined: it is the instrument's, as the network's residual assumes.
 The refined object lies on a canvas at the instrument's object pixel (the probe's own
 sampling), which is the network's where its crop is the whole window and an integer
 fraction of it otherwise.
+
+The probe is the scan's own where its file has one (a CXI with an illumination), else
+the model's. The network's image is a start only where its frames fit the model (their
+median residual within the model's MINOR alarm limit, as the residual guard judges): a
+model made for another probe or sample draws an image that misleads the refinement, so
+it then starts flat.
 """
 
 from __future__ import annotations
@@ -17,10 +23,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from ptychoedge.inference.instrument import Instrument, Orientation
+from ptychoedge.inference.instrument import Instrument, InstrumentError, Orientation, read_cxi
+from ptychoedge.inference.manifest import Manifest
 from ptychoedge.inference.mosaic import Mosaic
 from ptychoedge.inference.preprocess import Preprocessing
 
@@ -43,6 +51,29 @@ class Refinement:
         """Amplitude and phase (float32), 0 where the probe did not light the canvas well."""
         return ((np.abs(self.obj) * self.lit).astype(np.float32),
                 (np.angle(self.obj) * self.lit).astype(np.float32))
+
+
+def scan_instrument(scan: Path, manifest: Manifest) -> Instrument:
+    """The instrument to refine `scan` with: its own where its file holds a probe, else
+    `manifest`'s; seen in the orientation the model sees the detector in."""
+    if scan.suffix in (".cxi", ".h5", ".hdf5"):
+        try:
+            return read_cxi(scan, orientation=manifest.preprocessing.orientation)
+        except InstrumentError:
+            pass  # no probe in the file: the model's
+    return manifest.instrument
+
+
+def network_start(mosaic: Mosaic, residuals: np.ndarray, manifest: Manifest
+                  ) -> tuple[Mosaic | None, str]:
+    """The network's mosaic as the refinement's start, or None where its frames do not fit
+    the model; and why, in words."""
+    residual = float(np.nanmedian(residuals))
+    minor, _ = manifest.alarm_limits()
+    if not residual <= minor:
+        return None, (f"the frames do not fit the model (residual {residual:.3f} above "
+                      f"{minor:.3f}): its image would mislead")
+    return mosaic, f"the frames fit the model (residual {residual:.3f})"
 
 
 def refine(frames: np.ndarray, positions: np.ndarray, instrument: Instrument,

@@ -31,12 +31,12 @@ import pvaccess as pva
 
 from ptychoedge.inference.backends import BackendError, open_model
 from ptychoedge.inference.batcher import Reconstructor
-from ptychoedge.inference.instrument import InstrumentError, read_cxi
+from ptychoedge.inference.instrument import InstrumentError
 from ptychoedge.inference.manifest import MODEL_DIR, ModelError
 from ptychoedge.inference.mosaic_processor import image_frame
 from ptychoedge.inference.preprocess import FrameError
 from ptychoedge.inference.reconstruct import reconstruct
-from ptychoedge.inference.refine import Refinement, refine
+from ptychoedge.inference.refine import Refinement, network_start, refine, scan_instrument
 from ptychoedge.inference.scan_file import ScanFileError, load_scan
 from ptychoedge.pvdb.pipeline import REFINED_IMAGES
 
@@ -73,7 +73,7 @@ def run(args: argparse.Namespace, images: RefinedImages) -> dict:
     """Draw the scan with the network, then refine it; the summary."""
     frames, positions = load_scan(args.scan)
     backend, manifest = open_model("onnxruntime", "fp32", args.model, args.model_dir, threads=1)
-    instrument = read_cxi(args.scan, orientation=manifest.preprocessing.orientation)
+    instrument = scan_instrument(args.scan, manifest)
     drawn = reconstruct(frames, positions, Reconstructor(backend, manifest))
     taken = np.isfinite(drawn.residuals)
     if not taken.any():
@@ -90,12 +90,13 @@ def run(args: argparse.Namespace, images: RefinedImages) -> dict:
             images.show(*refinement.images(), refinement.pixel_size, refinement.origin)
             last_shown = time.monotonic()
 
+    start, why = network_start(mosaic, drawn.residuals, manifest)
     refinement = refine(frames[taken], positions[taken], instrument,
-                        manifest.preprocessing.orientation, args.seconds, mosaic, progress)
+                        manifest.preprocessing.orientation, args.seconds, start, progress)
     images.show(*refinement.images(), refinement.pixel_size, refinement.origin)
     return {"frames": int(taken.sum()), "refused": int((~taken).sum()),
             "sweeps": refinement.sweeps, "seconds": round(refinement.seconds, 2),
-            "started_from": refinement.started_from,
+            "started_from": refinement.started_from, "why": why,
             "fourier_error": [refinement.errors[0], refinement.errors[-1]]}
 
 

@@ -4,10 +4,12 @@ The live mosaic is the network's: fast, and only as true as the network. At the 
 button, while the pipeline runs, it goes:
 
   Collecting  the frame ring writes the frames it keeps of the current scan (the last
-              `AdaptFrames`) as a scan file;
+              `AdaptFrames`) as a scan file, with the instrument of `AdaptInstrument`
+              (the probe the beamline knows), or the running model's where it is empty;
   Refining    the refiner (inference/refiner.py), a child at the lowest CPU priority so
               inference keeps its cores, draws that scan with the running model, then
-              refines the image for `RefineSeconds` with the instrument's probe; it
+              refines the image for `RefineSeconds` with that probe (from a flat object
+              where the frames do not fit the model: inference/refine.py); it
               serves the image as it improves, which the image relay shows as
               `$(P)Refined:*`; its progress lines give RefineProgress_RBV and
               RefineError_RBV;
@@ -112,7 +114,7 @@ class Refinement:
         self.stop()  # the last refinement's image goes with its refiner
         self._model, self._seconds = running, settings.refine_seconds
         self.status = RefineStatus("Collecting")
-        self.ring.write(ring, self._scan, running, "", now)
+        self.ring.write(ring, self._scan, running, settings.adapt_instrument, now)
         self._writing = True
         self.news.say(f"refining: the frame ring writes its {ring['kept']} frames")
 
@@ -150,8 +152,8 @@ class Refinement:
             first, last = summary["fourier_error"]
             self.status = RefineStatus("Idle", 100.0, last)
             self.news.say(f"refined {summary['frames']} frames in {summary['seconds']:.0f} s "
-                          f"({summary['sweeps']} sweeps): Fourier error {first:.3g} -> "
-                          f"{last:.3g}; shown in Refined:*")
+                          f"({summary['sweeps']} sweeps) from {summary['started_from']}: "
+                          f"Fourier error {first:.3g} -> {last:.3g}; shown in Refined:*")
             log.info(self.news.message)
             return
         code = refiner.returncode

@@ -14,9 +14,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ptychoedge.pvdb.processors import FALLBACK_RESIDUAL_LIMITS
+
 HOLD = 3.0  # s above the limit before the state changes: one odd second is not a misfit
-# Limits for a model whose manifest has none: the residual runs 0 (perfect) to 2.
-FALLBACK_LIMITS = (0.5, 1.0)
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class ResidualGuard:
 
     def judge(self, residual: float, limits: tuple[float, float] | None, typical: float | None,
               model: str, now: float) -> Verdict:
-        minor, major = limits or FALLBACK_LIMITS
+        minor, major = limits or FALLBACK_RESIDUAL_LIMITS
         if not residual > minor:  # NaN (no frames yet) is no alarm
             self._above_since = None
             return Verdict(0, False, "")

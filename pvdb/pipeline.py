@@ -61,7 +61,7 @@ KNOBS = (
     PvSpec("AdaptEpochs", Kind.INT, "Passes of adaptation's training over its frames",
            initial=30, low=1, high=1000, readback=True, setting="adapt_epochs"),
     PvSpec("AdaptInstrument", Kind.STRING,
-           "Instrument file (CXI: probe, geometry) to adapt to; empty: the model's",
+           "Instrument file (CXI: probe, geometry) to adapt and refine with; empty: the model's",
            initial="", readback=True, setting="adapt_instrument"),
     PvSpec("RefineSeconds", Kind.FLOAT, "How long Refine works on the image", initial=20.0,
            units="s", low=1.0, high=3600.0, precision=0, readback=True,

@@ -28,6 +28,9 @@ from ptychoedge.pvdb import pipeline
 # (`--processor-class module.Class`, no `--processor-file`).
 INSTANCE_PROCESSOR = "ptychoedge.inference.processor.PtychoNNProcessor"
 COLLECTOR_PROCESSOR = "ptychoedge.inference.mosaic_processor.MosaicProcessor"
+# Alarm limits (MINOR, MAJOR) of the instances' diffraction residual for a model whose
+# manifest sets none: the residual runs from 0 (a perfect fit) to 2.
+FALLBACK_RESIDUAL_LIMITS = (0.5, 1.0)
 
 # Kinds of malformed frame an instance refuses and counts apart (`errors_<kind>`).
 ERROR_KINDS = ("rank", "empty", "pixel_type", "too_small", "too_large", "decode", "unique_id",

@@ -58,7 +58,7 @@ def test_reconstruct_writes_the_stitched_object_and_the_residuals(scan, tmp_path
 def test_reconstruct_refines_the_network_image_through_the_physics(scan, tmp_path):
     result = run("reconstruct", str(scan), "--out", str(tmp_path), "--refine", "3")
     assert result.returncode == 0, result.stderr
-    assert "refined from the network's mosaic" in result.stdout
+    assert "refined from the network's mosaic (the frames fit the model" in result.stdout
     assert "refining: sweep" in result.stderr  # progress
     refined = json.loads((tmp_path / "report.json").read_text())["refined"]
     first, last = refined["fourier_error"]

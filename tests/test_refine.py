@@ -1,19 +1,22 @@
 """Physics refinement (inference/refine.py): it fits the frames better sweep by sweep, it
-starts from the network's mosaic where that lies, and from there it beats a flat start."""
+starts from the network's mosaic where that lies, and from there it beats a flat start;
+it takes the scan's own probe, and no start from a network the frames do not fit."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import instrument_with_probe
 
 from ptychoedge.inference.backends import open_backend
 from ptychoedge.inference.batcher import Reconstructor
 from ptychoedge.inference.comparison import compare_images
+from ptychoedge.inference.instrument import write_cxi
 from ptychoedge.inference.manifest import load_model
 from ptychoedge.inference.mosaic import Mosaic
 from ptychoedge.inference.preprocess import Preprocessing
 from ptychoedge.inference.reconstruct import reconstruct
-from ptychoedge.inference.refine import refine
+from ptychoedge.inference.refine import network_start, refine, scan_instrument
 from ptychoedge.sim import physics
 
 pytestmark = pytest.mark.slow
@@ -89,3 +92,29 @@ def test_from_the_network_it_gets_further_than_from_a_flat_object(case):
     for name in ("amplitude", "phase"):
         assert warm[f"{name}_correlation"] > cold[f"{name}_correlation"]
         assert warm[f"{name}_correlation"] > network_scores[f"{name}_correlation"]
+
+
+def test_the_network_starts_the_refinement_only_where_its_frames_fit(case):
+    model, manifest, frames, positions, _, _ = case
+    backend = open_backend("torch", "fp32", model, manifest, threads=1)
+    fitting = reconstruct(frames, positions, Reconstructor(backend, manifest))
+    start, why = network_start(fitting.mosaic, fitting.residuals, manifest)
+    assert start is fitting.mosaic and "fit the model" in why
+    # frames of another probe: the model's image would mislead the refinement
+    other = physics.simulator_for(instrument_with_probe("zoneplate-defocus"), seed=21,
+                                  sample_shape=(384, 384))
+    misfit = reconstruct(other.frames(positions)[0], positions,
+                         Reconstructor(backend, manifest))
+    start, why = network_start(misfit.mosaic, misfit.residuals, manifest)
+    assert start is None and "do not fit" in why
+
+
+def test_a_scan_is_refined_with_its_own_probe_where_its_file_has_one(case, tmp_path):
+    _, manifest, frames, positions, _, _ = case
+    other = instrument_with_probe("zoneplate-defocus")
+    scan = tmp_path / "scan.cxi"
+    write_cxi(scan, other, frames, positions)
+    np.testing.assert_allclose(scan_instrument(scan, manifest).probe, other.probe, atol=1e-6)
+    bare = tmp_path / "scan.npz"
+    np.savez(bare, frames=frames, positions=positions)
+    assert scan_instrument(bare, manifest) is manifest.instrument

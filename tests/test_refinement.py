@@ -8,13 +8,14 @@ import re
 
 import numpy as np
 import pytest
-from conftest import pva_ready, start_ioc, start_sim, wait_until
+from conftest import instrument_with_probe, pva_ready, start_ioc, start_sim, wait_until
 
 from ptychoedge.apps.beamline import plain
 from ptychoedge.inference.comparison import compare_images
+from ptychoedge.inference.instrument import write_cxi
 from ptychoedge.inference.manifest import DEFAULT_MODEL, load_manifest
 from ptychoedge.pvdb import pipeline
-from ptychoedge.sim import physics
+from ptychoedge.sim import physics, scene
 
 pytestmark = pytest.mark.integration
 
@@ -23,10 +24,11 @@ FRAMES = 150
 
 
 @pytest.fixture
-def line(spawn, pva, prefix, tmp_path):
-    """The shipped model's own instrument streaming into a running pipeline."""
+def line(spawn, pva, prefix, tmp_path, request):
+    """A simulated beamline (the shipped model's own instrument, or the `ptychoedge sim`
+    options given as the parameter) streaming into a running pipeline."""
     d, p = prefix, prefix.replace(":", "R:")
-    start_sim(spawn, d, tmp_path, "--no-stage")
+    start_sim(spawn, d, tmp_path, "--no-stage", *getattr(request, "param", ()))
     ioc = start_ioc(spawn, pva, p, d + "Pva1:Image", tmp_path / "state")
 
     class Line:
@@ -116,3 +118,32 @@ def test_refine_shows_the_kept_frames_image_refined_through_the_physics(line):
     line.put("Refine", 1)
     line.wait(lambda: line.get("RefineState_RBV") == "Failed", 30, "refused while stopped")
     assert "pipeline running" in line.get("Message_RBV")
+
+
+PROBE, SAMPLE = "zoneplate-defocus", "labyrinth"
+
+
+@pytest.mark.parametrize("line", [("--probe", PROBE, "--sample", SAMPLE)], indirect=True,
+                         ids=["another probe and sample"])
+@pytest.mark.timeout(400)
+def test_frames_unlike_the_model_are_refined_from_flat_with_the_beamline_probe(line,
+                                                                                tmp_path):
+    instrument = tmp_path / "zoneplate.cxi"  # the probe the beamline knows
+    write_cxi(instrument, instrument_with_probe(PROBE))
+    line.put("AdaptInstrument", str(instrument))
+    line.put("RefineSeconds", 8)
+    line.acquire(FRAMES)
+    line.wait(lambda: line.get("FramesProcessed_RBV") >= FRAMES
+              and line.get("Backlog_RBV") == 0, 120, "the scan reconstructed")
+    line.put("Refine", 1)
+    line.wait(lambda: line.get("RefineState_RBV") == "Refining", 60, "refining")
+    line.wait(lambda: line.get("RefineState_RBV") == "Idle", 120, "the refinement done")
+    assert "from a flat object" in line.get("Message_RBV")  # the model's image misleads
+    pixel, origin = line.where("Refined:Phase")
+    _, amplitude = line.image("Refined:Amplitude")
+    _, phase = line.image("Refined:Phase")
+    truth = scene.simulator(128, probe=PROBE, sample=SAMPLE)
+    scores, _ = compare_images(amplitude, phase, amplitude > 0, pixel, origin, truth.sample,
+                               truth.pixel_size)
+    print("refined with the beamline's probe, against the truth:", scores)
+    assert scores["phase_correlation"] > 0.9

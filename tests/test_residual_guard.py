@@ -1,7 +1,8 @@
 """The residual guard's rule: the alarm follows the limits at once, the misfit state and
 its message only after the residual held above MINOR, and both clear below it."""
 
-from ptychoedge.iocs.residual_guard import FALLBACK_LIMITS, HOLD, ResidualGuard
+from ptychoedge.iocs.residual_guard import HOLD, ResidualGuard
+from ptychoedge.pvdb.processors import FALLBACK_RESIDUAL_LIMITS
 
 
 def test_misfit_is_said_only_after_the_residual_held_above_the_limit():
@@ -21,7 +22,7 @@ def test_misfit_is_said_only_after_the_residual_held_above_the_limit():
 
 def test_a_model_without_limits_is_guarded_by_the_fallback():
     guard = ResidualGuard(hold=0.0)
-    assert guard.judge(FALLBACK_LIMITS[0] * 0.9, None, None, "m", 0.0).severity == 0
-    verdict = guard.judge(FALLBACK_LIMITS[1] * 1.1, None, None, "m", 0.0)
+    assert guard.judge(FALLBACK_RESIDUAL_LIMITS[0] * 0.9, None, None, "m", 0.0).severity == 0
+    verdict = guard.judge(FALLBACK_RESIDUAL_LIMITS[1] * 1.1, None, None, "m", 0.0)
     assert verdict.severity == 2 and verdict.misfit
     assert guard.judge(float("nan"), None, None, "m", 1.0).severity == 0
