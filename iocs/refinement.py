@@ -92,13 +92,13 @@ class Refinement:
     def stopped(self) -> None:
         """One look while the pipeline is stopped: its frame ring with it, but a refiner
         at work goes on."""
-        if self._requested.is_set():
-            self._requested.clear()
-            self._fail("Refine needs the pipeline running: its frame ring keeps the frames")
+        if self.status.state == "Refining":
+            self._watch()
         elif self.status.state == "Collecting":
             self._fail("the pipeline stopped while the frame ring wrote its frames")
-        elif self.status.state == "Refining":
-            self._watch()
+        elif self._requested.is_set():
+            self._requested.clear()
+            self._fail("Refine needs the pipeline running: its frame ring keeps the frames")
 
     # -- the states ------------------------------------------------------------------
 
