@@ -67,7 +67,6 @@ class Adaptation:
         self.status = AdaptStatus()
         self._requested = threading.Event()
         self._parent = ""  # the model being adapted
-        self._writing = False  # the ring is writing the frames for this adaptation
         self._trainer: Child | None = None
         self._misfit_since: float | None = None
         self._auto_tried: set[str] = set()  # models AutoAdapt adapted once already
@@ -140,24 +139,22 @@ class Adaptation:
         log.info(self.news.message)
 
     def _collect(self, settings: Settings, input_rate: float, now: float) -> None:
-        if self._writing:
-            outcome = self.ring.outcome(self.ring.read(), now)
-            if outcome is None:
-                return
-            self._writing = False
-            error, written = outcome
-            if error:
-                self._fail(f"the frame ring could not write its frames: {error}")
-            else:
-                self._train(settings, written)
+        if self.ring.writing_for(self):
+            outcome = self.ring.outcome(now)
+            if outcome is not None:
+                error, written = outcome
+                if error:
+                    self._fail(error)
+                else:
+                    self._train(settings, written)
             return
         ring = None if self.ring.busy else self.ring.read()  # busy: another part's write
         if ring is None:
             return
         kept = ring["kept"]
         if kept >= settings.adapt_frames or (kept >= MIN_FRAMES and input_rate == 0):
-            self.ring.write(ring, self._scan, self._parent, settings.adapt_instrument, now)
-            self._writing = True
+            self.ring.write(self, ring, self._scan, self._parent, settings.adapt_instrument,
+                            now)
 
     def _train(self, settings: Settings, frames: int) -> None:
         self._mark.write_text(self._parent + "\n")
@@ -207,9 +204,7 @@ class Adaptation:
 
     def _fail(self, why: str) -> None:
         self.status.state = "Failed"
-        if self._writing:
-            self.ring.cancel()
-            self._writing = False
+        self.ring.cancel(self)
         self.news.say(why)
         log.warning(why)
 

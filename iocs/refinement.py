@@ -61,7 +61,6 @@ class Refinement:
         self.news = news
         self.status = RefineStatus()
         self._requested = threading.Event()
-        self._writing = False  # the ring is writing the frames for this refinement
         self._model = ""  # the model that draws the scan first
         self._seconds = 0.0
         self._refiner: Child | None = None
@@ -114,18 +113,16 @@ class Refinement:
         self.stop()  # the last refinement's image goes with its refiner
         self._model, self._seconds = running, settings.refine_seconds
         self.status = RefineStatus("Collecting")
-        self.ring.write(ring, self._scan, running, settings.adapt_instrument, now)
-        self._writing = True
+        self.ring.write(self, ring, self._scan, running, settings.adapt_instrument, now)
         self.news.say(f"refining: the frame ring writes its {ring['kept']} frames")
 
     def _collect(self, now: float) -> None:
-        outcome = self.ring.outcome(self.ring.read(), now)
+        outcome = self.ring.outcome(now)
         if outcome is None:
             return
-        self._writing = False
         error, written = outcome
         if error:
-            self._fail(f"the frame ring could not write its frames: {error}")
+            self._fail(error)
             return
         log_path = self.work_dir / "refiner.log"
         log_path.unlink(missing_ok=True)
@@ -164,9 +161,7 @@ class Refinement:
 
     def _fail(self, why: str) -> None:
         self.status.state = "Failed"
-        if self._writing:
-            self.ring.cancel()
-            self._writing = False
+        self.ring.cancel(self)
         self.news.say(why)
         log.warning(why)
 

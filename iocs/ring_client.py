@@ -14,13 +14,18 @@ class RingClient:
     def __init__(self, ctx: Context, channel: str):
         self._ctx = ctx
         self.channel = channel
-        self._request = 0  # the request number of the write in progress, 0 when none
+        self._owner: object | None = None  # the part whose write is in progress
+        self._request = 0  # that write's request number
         self._asked_at = 0.0
 
     @property
     def busy(self) -> bool:
         """A write is in progress (asked by one part: the others wait)."""
-        return self._request != 0
+        return self._owner is not None
+
+    def writing_for(self, owner: object) -> bool:
+        """The write in progress is `owner`'s."""
+        return self._owner is owner
 
     def read(self) -> dict | None:
         """The ring's record (kept, missed, answered, error, written, ...), or None while it
@@ -30,26 +35,32 @@ class RingClient:
         except (TimeoutError, RuntimeError):
             return None
 
-    def write(self, ring: dict, path: Path, model: str, instrument: str, now: float) -> None:
-        """Ask the ring (its record `ring`, just read) to write its frames to `path` with the
-        instrument in the CXI file `instrument`, or where that is "" `model`'s."""
+    def write(self, owner: object, ring: dict, path: Path, model: str, instrument: str,
+              now: float) -> None:
+        """Ask the ring (its record `ring`, just read), for `owner`, to write its frames to
+        `path` with the instrument in the CXI file `instrument`, or where that is ""
+        `model`'s."""
+        self._owner = owner
         self._request = ring["answered"] + 1
         self._asked_at = now
         self._ctx.put(self.channel, {"command": "write", "path": str(path), "model": model,
                                      "instrument": instrument, "request": self._request},
                       timeout=5)
 
-    def outcome(self, ring: dict | None, now: float) -> tuple[str, int] | None:
-        """How the write went, from the ring's record: None while it is not done, else
-        (the reason it failed or "", the frames written)."""
+    def outcome(self, now: float) -> tuple[str, int] | None:
+        """How the write in progress went: None while it is not done, else (why it failed,
+        or "", the frames written)."""
+        ring = self.read()
         if ring is not None and ring["answered"] == self._request:
-            self._request = 0
-            return ring["error"], int(ring["written"])
+            self._owner = None
+            return (f"the frame ring could not write its frames: {ring['error']}"
+                    if ring["error"] else "", int(ring["written"]))
         if now - self._asked_at > RING_TIMEOUT:
-            self._request = 0
-            return f"no answer in {RING_TIMEOUT:.0f} s", 0
+            self._owner = None
+            return f"the frame ring did not answer in {RING_TIMEOUT:.0f} s", 0
         return None
 
-    def cancel(self) -> None:
-        """Forget the write in progress (the ring stopped with the pipeline)."""
-        self._request = 0
+    def cancel(self, owner: object) -> None:
+        """Forget `owner`'s write in progress, if any (the ring stopped with the pipeline)."""
+        if self._owner is owner:
+            self._owner = None

@@ -56,10 +56,18 @@ def line(spawn, pva, prefix, tmp_path, request):
         def wait(self, condition, timeout: float, what: str) -> None:
             wait_until(condition, timeout, what, ioc)
 
-        def acquire(self, frames: int) -> None:
-            for name, value in (("cam1:ImageMode", "Multiple"), ("cam1:NumImages", frames),
+        def scan_and_refine(self, seconds: float) -> None:
+            """Take FRAMES frames, wait until all are reconstructed, then Refine for
+            `seconds` and wait until it is done."""
+            self.put("RefineSeconds", seconds)
+            for name, value in (("cam1:ImageMode", "Multiple"), ("cam1:NumImages", FRAMES),
                                 ("cam1:AcquirePeriod", 0.02), ("cam1:Acquire", 1)):
                 pva.put(d + name, value, timeout=5)
+            self.wait(lambda: self.get("FramesProcessed_RBV") >= FRAMES
+                      and self.get("Backlog_RBV") == 0, 120, "the scan reconstructed")
+            self.put("Refine", 1)
+            self.wait(lambda: self.get("RefineState_RBV") == "Refining", 60, "refining")
+            self.wait(lambda: self.get("RefineState_RBV") == "Idle", 120, "the refinement done")
 
     line = Line()
     for image in pipeline.REFINED_IMAGES:
@@ -76,13 +84,7 @@ def test_refine_shows_the_kept_frames_image_refined_through_the_physics(line):
     assert "frames kept" in line.get("Message_RBV")
     assert line.unique_id("Refined:Phase") == 0  # nothing drawn
 
-    line.put("RefineSeconds", 4)
-    line.acquire(FRAMES)
-    line.wait(lambda: line.get("FramesProcessed_RBV") >= FRAMES
-              and line.get("Backlog_RBV") == 0, 120, "the scan reconstructed")
-    line.put("Refine", 1)
-    line.wait(lambda: line.get("RefineState_RBV") == "Refining", 60, "refining")
-    line.wait(lambda: line.get("RefineState_RBV") == "Idle", 120, "the refinement done")
+    line.scan_and_refine(4)
     message = line.get("Message_RBV")
     found = re.search(r"refined (\d+) frames .* Fourier error ([.\de-]+) -> ([.\de-]+)", message)
     assert found, message
@@ -131,13 +133,7 @@ def test_frames_unlike_the_model_are_refined_from_flat_with_the_beamline_probe(l
     instrument = tmp_path / "zoneplate.cxi"  # the probe the beamline knows
     write_cxi(instrument, instrument_with_probe(PROBE))
     line.put("AdaptInstrument", str(instrument))
-    line.put("RefineSeconds", 8)
-    line.acquire(FRAMES)
-    line.wait(lambda: line.get("FramesProcessed_RBV") >= FRAMES
-              and line.get("Backlog_RBV") == 0, 120, "the scan reconstructed")
-    line.put("Refine", 1)
-    line.wait(lambda: line.get("RefineState_RBV") == "Refining", 60, "refining")
-    line.wait(lambda: line.get("RefineState_RBV") == "Idle", 120, "the refinement done")
+    line.scan_and_refine(8)
     assert "from a flat object" in line.get("Message_RBV")  # the model's image misleads
     pixel, origin = line.where("Refined:Phase")
     _, amplitude = line.image("Refined:Amplitude")
