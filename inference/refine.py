@@ -32,6 +32,8 @@ from ptychoedge.inference.manifest import Manifest
 from ptychoedge.inference.mosaic import Mosaic
 from ptychoedge.inference.preprocess import Preprocessing
 
+BLOCK = 256  # frames cropped at a time
+
 
 @dataclass
 class Refinement:
@@ -84,9 +86,7 @@ def refine(frames: np.ndarray, positions: np.ndarray, instrument: Instrument,
     most `most_sweeps`) on `frames` (n, ny, nx) counts at `positions` (n, 2) m, from
     `start` (a network's mosaic) where it fits; `progress` is told after each sweep."""
     n, pixel = instrument.window, instrument.object_pixel_size
-    window = Preprocessing(n, n, orientation=orientation)
-    counts = np.concatenate([window.binned(frames[i:i + 256], check_beam=False)
-                             for i in range(0, len(frames), 256)])
+    measured = _measured_moduli(frames, n, orientation, instrument.photons)
     spots = np.rint(np.asarray(positions) / pixel).astype(int)
     origin = -spots.min(axis=0) + n // 2
     corners = origin + spots - n // 2
@@ -99,8 +99,6 @@ def refine(frames: np.ndarray, positions: np.ndarray, instrument: Instrument,
         light[y:y + n, x:x + n] += intensity
     refinement = Refinement(obj, light >= 0.5 * intensity.mean(), zero, pixel, started_from)
 
-    measured = np.fft.ifftshift(np.sqrt(np.clip(counts / instrument.photons, 0, None)),
-                                axes=(-2, -1)).astype(np.float32)
     total_measured = float(np.sum(np.square(measured))) or 1.0
     probe = np.asarray(instrument.probe, np.complex64)
     conjugate = np.conj(probe)
@@ -125,6 +123,20 @@ def refine(frames: np.ndarray, positions: np.ndarray, instrument: Instrument,
         if progress:
             progress(refinement)
     return refinement
+
+
+def _measured_moduli(frames: np.ndarray, n: int, orientation: Orientation,
+                     photons: float) -> np.ndarray:
+    """(frames, n, n) float32 square roots of the counts per incident photon over the
+    oriented, beam-centred n-pixel window, zero frequency first (as the FFT has it); a
+    block at a time, so that a ring of many frames is held once more, not three times."""
+    window = Preprocessing(n, n, orientation=orientation)
+    measured = np.empty((len(frames), n, n), np.float32)
+    for i in range(0, len(frames), BLOCK):
+        counts = window.binned(frames[i:i + BLOCK], check_beam=False)
+        measured[i:i + BLOCK] = np.fft.ifftshift(np.sqrt(np.clip(counts / photons, 0, None)),
+                                                 axes=(-2, -1))
+    return measured
 
 
 def _starting_object(shape: tuple[int, int], origin: tuple[int, int], pixel: float,
