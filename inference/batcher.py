@@ -73,6 +73,7 @@ class Batcher:
         self.max_wait = max_wait
         self.first_delay = first_delay  # s the first frame is held before anything is published
         self._queue: queue.Queue[Frame | None] = queue.Queue()
+        self._in_flight = 0  # uniqueId of the first frame of the batch being gathered or run
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="batcher", daemon=True)
         self.reset_stats()
@@ -96,6 +97,14 @@ class Batcher:
     @property
     def queued(self) -> int:
         return self._queue.qsize()
+
+    @property
+    def oldest_waiting(self) -> int:
+        """The uniqueId of the oldest frame taken and not yet published or refused; 0 if none."""
+        if in_flight := self._in_flight:
+            return in_flight
+        with self._queue.mutex:
+            return next((f.unique_id for f in self._queue.queue if f is not None), 0)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Finish what is queued, then stop."""
@@ -128,6 +137,7 @@ class Batcher:
                                   if self.batched_frames else 0.0),
                 "residualMean": float(np.mean(self.residuals)) if self.residuals else 0.0,
                 "queued": self.queued,
+                "oldestWaiting": self.oldest_waiting,
                 "errors": sum(self.errors.values()),
                 **{f"errors_{kind}": count for kind, count in self.errors.items()},
             }
@@ -138,6 +148,7 @@ class Batcher:
         first = first or self._queue.get()
         if first is None:
             return [], True
+        self._in_flight = first.unique_id
         batch = [first]
         deadline = time.monotonic() + self.max_wait
         while len(batch) < self.batch_size:
@@ -161,6 +172,7 @@ class Batcher:
             first = None
             if batch:
                 self._process(batch)
+            self._in_flight = 0
 
     def _process(self, batch: list[Frame]) -> None:
         reconstructor = self.reconstructor

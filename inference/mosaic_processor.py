@@ -10,22 +10,28 @@ It places every patch at its scan position and publishes, at a display rate,
 float32 images. A `uniqueId` lower than the last one seen means the detector
 started a new scan, and a new mosaic begins.
 
-pvapy's collector rejects every object whose id is not above the last one it
-passed on while its cache holds any: after a detector restart (ids from 1 again)
-within its cache timeout (5 s) of the last frame, every new frame would be
-rejected, lost and counted as a late one. `follow_detector_restarts` teaches it
-what a restart looks like: an id at or below the last one on a frame taken
-after it (`dataTimeStamp`); such frames wait until the old scan's tail has gone
-through, then start the new sequence. It also keeps what a producer channel sends
-on connecting (see `Receipts`) out of the id sequence; the collector therefore
-runs with `--skip-initial-updates 0`. Its arguments and status fields are those of
-pvdb/processors.py.
+pvapy's collector passes objects on in id order, giving up on a missing id once
+its cache is full or 5 s went by, and rejects every object whose id is not above
+the last one it passed on while its cache holds any (with an empty cache, it takes
+such an object for the start of a new sequence). `follow_detector_restarts`
+teaches it to tell the two cases apart by when the frame was taken
+(`dataTimeStamp`):
+- a restart (ids from 1 again): an id at or below the last one on a frame taken
+  after it. Such frames wait until the old scan's tail has gone through, then start
+  the new sequence;
+- a late output (an instance behind the others): an id at or below the last one on
+  a frame taken before it. It is placed at once and counted as rejected (late), so
+  the pipeline knows the gap it left was filled.
+It also keeps what a producer channel sends on connecting (see `Receipts`) out of
+the id sequence; the collector therefore runs with `--skip-initial-updates 0`. Its
+arguments and status fields are those of pvdb/processors.py.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -117,8 +123,13 @@ class Receipts:
 RECEIPTS = Receipts()  # one collector per process
 
 
-def follow_detector_restarts(collector_class=DataCollector) -> None:
-    """Make pvapy's collector start a new id sequence when the detector starts again."""
+def follow_detector_restarts(place_late: Callable[[object], None],
+                             collector_class=DataCollector) -> None:
+    """Make pvapy's collector start a new id sequence when the detector starts again.
+
+    It hands late outputs to `place_late` instead of dropping them.
+    """
+    collector_class._place_late = staticmethod(place_late)  # one collector per process
     if getattr(collector_class, "_follows_restarts", False):
         return
     add, take = collector_class.addObjectToCache, collector_class.getObjectsFromCache
@@ -133,11 +144,17 @@ def follow_detector_restarts(collector_class=DataCollector) -> None:
         with self.cacheLock:
             held = self.__dict__.setdefault("_next_scan", [])
             last = self.__dict__.get("_last_taken_at", 0.0)
-            restarted = (last > 0 and when > last and self.collectorCacheMap
-                         and self.lastObjectId is not None and objectId <= self.lastObjectId)
+            behind = self.lastObjectId is not None and objectId <= self.lastObjectId
+            restarted = last > 0 and when > last and self.collectorCacheMap and behind
             if restarted or (held and when >= min(entry[0] for entry in held)):
                 held.append((when, producerId, objectId, pvObject))
                 return
+            late = behind and when <= last
+            if late:
+                self.nRejected += 1
+        if late:
+            self._place_late(pvObject)
+            return
         add(self, producerId, objectId, pvObject)
 
     def take_objects(self):
@@ -174,7 +191,7 @@ class MosaicProcessor(AdImageProcessor):
             ValueError: the model cannot be had.
         """
         super().__init__(configDict or {})
-        follow_detector_restarts()
+        follow_detector_restarts(self.place_late)
         self.args = CollectorArgs.from_args(configDict or {})
         self.model = self.args.model
         manifest = load_manifest(self.model, self._model_dir)
@@ -233,12 +250,9 @@ class MosaicProcessor(AdImageProcessor):
         unique_id = pvObject["uniqueId"]
         if unique_id == 0:  # a channel's initial value, before any output
             return None
-        try:
-            amplitude, phase, x, y = read_patch(pvObject)
-        except (pva.PvaException, LookupError, TypeError, ValueError) as error:
-            self.logger.warning("output %s without a usable patch: %s", unique_id, error)
-            self.errors += 1
+        if (patch := self._patch(pvObject)) is None:
             return None
+        amplitude, phase, x, y = patch
         with self._lock:
             if unique_id < self.last_id:  # the detector started again: a new scan
                 self.mosaic.reset()
@@ -249,6 +263,24 @@ class MosaicProcessor(AdImageProcessor):
             self.placed += 1
             self._changed = True
         return None
+
+    def place_late(self, pv_object) -> None:
+        """Place the patch of an output that came after later ones: this scan's."""
+        if (patch := self._patch(pv_object)) is None:
+            return
+        with self._lock:
+            self.mosaic.add(*patch)
+            self.placed += 1
+            self._changed = self.latest is not None
+
+    def _patch(self, pv_object) -> tuple[np.ndarray, np.ndarray, float, float] | None:
+        try:
+            return read_patch(pv_object)
+        except (pva.PvaException, LookupError, TypeError, ValueError) as error:
+            self.logger.warning("output %s without a usable patch: %s",
+                                pv_object["uniqueId"], error)
+            self.errors += 1
+            return None
 
     def _display(self) -> None:
         period = 1.0 / float(self.args.display_rate)

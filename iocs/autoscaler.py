@@ -29,7 +29,7 @@ class Observation:
 
     input_rate: float  # Hz, frames the detector produced
     processed_rate: float  # Hz, reconstructions published
-    missed: int  # frames lost in this period
+    overdue: int  # frames the collector gave up waiting for in this period: late or lost
     backlog: int  # frames produced but not yet published, now
     instances: int  # running and ready
     busy: float  # sum over instances of rate x time per frame: instances' worth of work
@@ -85,7 +85,7 @@ class Autoscaler:
         self._last_backlog = seen.backlog
         behind = self._growing >= self.backlog_growth
 
-        if seen.missed > 0 or behind:
+        if seen.overdue > 0 or behind:
             self._lost_at[n] = max(self._lost_at.get(n, 0.0), seen.input_rate)
             self._enough = None
             self._calm_since = None
@@ -93,7 +93,8 @@ class Autoscaler:
             per_instance = seen.processed_rate / n if n and seen.processed_rate > 0 else 0.0
             shortfall = (math.ceil(seen.input_rate / per_instance) - n) if per_instance else 1
             wanted = self._bounded(n + max(1, shortfall))
-            why = f"{seen.missed} frames lost" if seen.missed else "backlog growing"
+            why = (f"{seen.overdue} frames late or lost" if seen.overdue
+                   else "backlog growing")
             if wanted == n:
                 return Decision(n, f"{why} at {seen.input_rate:.0f} Hz, but already at the "
                                    f"maximum of {self.max_instances} instances")

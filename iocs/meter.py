@@ -2,17 +2,19 @@
 
 Frames are counted as docs/design.md asks: a frame is delivered only when its
 reconstruction was published. Lost frames are the gaps in the `uniqueId`
-sequence that reaches the collector (less those that only came late); the
-backlog is what the detector produced that no instance has taken or finished.
+sequence that reaches the collector, once no instance can still deliver them
+(accounting.py: a frame that comes late is placed, not lost); the backlog is
+what the detector produced that no instance has taken or finished.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ptychoedge.iocs.accounting import Counter, RefusedFrames
+from ptychoedge.iocs.accounting import Counter, OverdueFrames, RefusedFrames
 from ptychoedge.iocs.autoscaler import Observation
 from ptychoedge.iocs.instances import Instance, Report
 from ptychoedge.pvdb.processors import CollectorStatus, InstanceStatus
@@ -56,6 +58,8 @@ class Meter:
         self._errors = Counter()
         self._received = Counter()  # outputs the collector received
         self._refused_frames = RefusedFrames()
+        self._overdue = OverdueFrames()
+        self._floor = -math.inf  # the lowest id an instance could still deliver, last period
         self._collected_to = 0  # the last id the collector took
         self._restart_gap_from: int | None = None  # its last id, when it died
         self._restart_gaps = 0  # ids between a dead collector's last and its successor's first
@@ -109,20 +113,26 @@ class Meter:
         busy, refused_now, last_taken, queued = self._instances(period, instances)
         waiting = max(0, unique_id - last_taken) if unique_id and last_taken else 0
         figures.backlog = waiting + queued
-        missed_now, collected_to = self._collector(collector)
+        gaps_now, late_now, collected_to = self._collector(collector)
         # An instance that dies takes the count of its last outputs with it: a frame is
         # delivered when its instance reported it published or the collector received it.
         figures.frames_processed = max(self._processed.total, self._received.total)
         # a frame an instance refused is an error, not a lost frame, though it leaves a gap
         known = self._last_input[1] if self._last_input else 1 << 62
         self._refused_frames.refused(now, unique_id or known, refused_now)
-        lost_now = self._refused_frames.lost(now, max(0, missed_now), collected_to)
-        figures.frames_missed = max(0, self._missed.total - self._late.total
-                                    - self._refused_frames.gaps) + self._restart_gaps
-        figures.missed_rate = lost_now / period
+        overdue_now = self._refused_frames.lost(now, gaps_now, collected_to)
+        if collected_to is not None:
+            self._overdue.gave_up(now, overdue_now, collected_to)
+        self._overdue.came_late(late_now)
+        # what an instance published a period ago has reached the collector since
+        self._overdue.settle(now, self._floor)
+        self._floor = self._oldest_deliverable(instances)
+        missed = self._overdue.lost + self._restart_gaps
+        figures.missed_rate = max(0, missed - figures.frames_missed) / period
+        figures.frames_missed = missed
         self.observation = Observation(
             input_rate=figures.input_rate, processed_rate=figures.processed_rate,
-            missed=lost_now, backlog=figures.backlog, instances=figures.instances,
+            overdue=overdue_now, backlog=figures.backlog, instances=figures.instances,
             busy=busy, frame_time=figures.inference_time / 1e3)
 
     def reset(self) -> None:
@@ -131,6 +141,7 @@ class Meter:
                         self._received):
             counter.reset()
         self._refused_frames.reset()
+        self._overdue.reset()
         self._restart_gaps = 0
         self.figures.frames_missed = self.figures.frames_processed = 0
 
@@ -183,18 +194,34 @@ class Meter:
             figures.residual = sum(c.residual_mean for c in counts) / len(counts)
         return busy, refused_now, last_taken, queued
 
-    def _collector(self, collector: Instance | None) -> tuple[int, int | None]:
-        """Frames the collector gave up waiting for since the last period, less those that
-        came late after all; the last id it took (None when it does not report)."""
+    @staticmethod
+    def _oldest_deliverable(instances: dict[int, Instance]) -> float:
+        """The lowest frame id any instance may still publish: its oldest frame not yet
+        published, else the one after the last it took (inf when none can publish any)."""
+        floor = math.inf
+        for instance in instances.values():
+            report = instance.report
+            if report is None or report.user is None:
+                return -math.inf  # it does not answer: it may hold any frame
+            oldest = report.user.counts.oldest_waiting
+            if oldest:
+                floor = min(floor, oldest)
+            elif report.last_object_id > 0:
+                floor = min(floor, report.last_object_id + 1)
+        return floor
+
+    def _collector(self, collector: Instance | None) -> tuple[int, int, int | None]:
+        """Frames the collector gave up waiting for since the last period, those that came
+        after it gave up on them, and the last id it took (None when it does not report)."""
         if collector is None or collector.report is None:
-            return 0, None
+            return 0, 0, None
         report = collector.report
-        missed_now = (self._missed.add("collector", report.missed)
-                      - self._late.add("collector", report.rejected))
+        gaps_now = self._missed.add("collector", report.missed)
+        late_now = self._late.add("collector", report.rejected)
         if report.user is not None:
             self._received.add("collector", report.user.received)
         self._collected_to = report.last_object_id
         if self._restart_gap_from is not None and report.first_object_id:
             self._restart_gaps += max(0, report.first_object_id - self._restart_gap_from - 1)
             self._restart_gap_from = None
-        return missed_now, report.last_object_id
+        return gaps_now, late_now, report.last_object_id

@@ -176,6 +176,7 @@ class InstanceCounts:
     inference_time: float = 0.0  # s of inference per frame
     residual_mean: float = 0.0  # the diffraction residual's mean
     queued: int = 0  # frames received, not yet reconstructed
+    oldest_waiting: int = 0  # uniqueId of the oldest of those (in a batch or queued); 0: none
     errors: int = 0  # malformed frames refused, of every kind
 
     @classmethod

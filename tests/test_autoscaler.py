@@ -7,24 +7,24 @@ from ptychoedge.iocs.autoscaler import Autoscaler, Observation
 FRAME_TIME = 0.004  # s per frame: one instance holds 250 Hz flat out
 
 
-def seen(rate: float, instances: int, missed: int = 0, backlog: int = 0) -> Observation:
+def seen(rate: float, instances: int, overdue: int = 0, backlog: int = 0) -> Observation:
     """What a pipeline of `instances` shows at `rate`: each holds at most 200 Hz."""
     processed = min(rate, 200.0 * instances)
-    return Observation(input_rate=rate, processed_rate=processed, missed=missed,
+    return Observation(input_rate=rate, processed_rate=processed, overdue=overdue,
                        backlog=backlog, instances=instances, busy=processed * FRAME_TIME,
                        frame_time=FRAME_TIME)
 
 
 def test_losing_frames_scales_up_by_the_shortfall():
     scaler = Autoscaler(max_instances=8)
-    decision = scaler.decide(0.0, seen(700, 1, missed=500))
+    decision = scaler.decide(0.0, seen(700, 1, overdue=500))
     assert decision.instances == 4  # 700 Hz at the 200 Hz one instance managed
-    assert "500 frames lost" in decision.reason
+    assert "500 frames late or lost" in decision.reason
 
 
 def test_never_beyond_the_maximum():
     scaler = Autoscaler(max_instances=2)
-    decision = scaler.decide(0.0, seen(2000, 2, missed=100))
+    decision = scaler.decide(0.0, seen(2000, 2, overdue=100))
     assert decision.instances == 2 and "maximum" in decision.reason
 
 
@@ -55,7 +55,7 @@ def test_does_not_return_to_a_count_that_lost_frames():
     """One instance lost frames in a burst at 150 Hz, a rate that keeps one only 0.6 busy,
     below the headroom: only the memory of the loss keeps two."""
     scaler = Autoscaler(calm=2.0)
-    assert scaler.decide(0, seen(150, 1, missed=20)).instances == 2
+    assert scaler.decide(0, seen(150, 1, overdue=20)).instances == 2
     for t in range(1, 30):  # the same rate: 1 lost frames at it, so 2 stay
         decision = scaler.decide(t, seen(150, 2))
         assert decision.instances == 2
@@ -77,7 +77,7 @@ def test_hysteresis_keeps_a_count_that_lost_frames_until_the_rate_falls_by_its_m
     """One instance lost frames in a burst at 150 Hz, though 150 Hz keeps it only 0.6 busy:
     the headroom allows one again at once, the hysteresis (10 %) not above 135 Hz."""
     scaler = Autoscaler(calm=2.0, hysteresis=0.1, headroom=0.75)
-    assert scaler.decide(0, seen(150, 1, missed=30)).instances == 2
+    assert scaler.decide(0, seen(150, 1, overdue=30)).instances == 2
     for t in range(1, 10):
         decision = scaler.decide(t, seen(140, 2))  # below the rate that lost, within 10 %
         assert decision.instances == 2

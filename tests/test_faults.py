@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import epics
@@ -28,6 +29,7 @@ from ptychoedge.pvdb import pipeline
 
 BAD_FRAMES_SERVER = Path(__file__).with_name("bad_frames_server.py")
 RATE = 150  # Hz: modest, so two shared cores hold it with time to spare
+STALL = 2.0  # s an instance is stopped; its share meanwhile waits in pvAccess's queues
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +137,38 @@ def test_an_instance_killed_mid_stream(line, record):
     record(load=f"{frames}+300 frames @ {RATE} Hz, 2 instances", faults=1, survived=1,
            inputs=frames + 300, frames_lost=lost,
            notes=f"killed instance held <= {bound}; FramesMissed {missed}")
+
+
+def test_an_instance_stalled_mid_stream(line, record):
+    """An instance that stops for a moment (a busy host, a long pause) delivers its frames
+    late: the collector gives up waiting for them, yet they go into the mosaic when they
+    come, and no frame is counted lost, not even for a while."""
+    frames = 1200
+    two_instances_streaming(line, frames, 100)
+    seen = {"FramesMissed_RBV": [], "MissedRate_RBV": []}
+    watches = [line.ctx.monitor(line.p + name, lambda value, name=name: seen[name].append(
+        plain(value))) for name in seen]
+    victim = instance_pid(line, 1)
+    os.kill(victim, signal.SIGSTOP)
+    try:
+        # the other instance's outputs fill the collector's cache meanwhile
+        time.sleep(STALL)
+    finally:
+        os.kill(victim, signal.SIGCONT)
+    accounted(line, frames, "every frame published or counted missed")
+    line.wait(lambda: collector_stats(line)["placed"] == frames, "every patch in the mosaic")
+    late = int(line.ctx.get(pipeline.collector_channels(line.p)["status"],
+                            timeout=5)["collectorStats"]["nRejected"])
+    for watch in watches:
+        watch.close()
+    assert late > 0  # the collector did give up on the stalled instance's frames
+    assert line.get("FramesProcessed_RBV") == frames
+    assert max(seen["FramesMissed_RBV"]) == 0 and max(seen["MissedRate_RBV"]) == 0, seen
+    assert line.get("Restarts_RBV") == 0
+    record(load=f"{frames} frames @ {RATE} Hz, 2 instances", faults=1, survived=1,
+           inputs=frames, frames_lost=frames - collector_stats(line)["placed"],
+           notes=f"instance stopped (SIGSTOP) for {STALL:g} s; "
+                 f"{late} outputs came after the collector gave up, all placed")
 
 
 def test_the_collector_killed_mid_stream(line, record):
