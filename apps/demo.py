@@ -187,9 +187,12 @@ class Demo:
             print(f"the refinement failed: {message}", file=sys.stderr)
             return
         print(message)
+        instrument = self._get(self.p + "RefinedInstrument_RBV")
+        print(f"the refined object, and the geometry with the refined probe (an instrument "
+              f"file): {instrument}")
         scores = self._score_refined()
         if scores:
-            result["refined"] = scores
+            result["refined"] = scores | {"instrument": instrument}
             (self.args.out / "report.json").write_text(json.dumps(result, indent=2) + "\n")
             print(f"refined image against the ground truth: SSIM amplitude "
                   f"{scores['amplitude_ssim']:.3f} (flat {scores['flat_amplitude_ssim']:.3f}), "

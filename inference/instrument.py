@@ -276,6 +276,19 @@ def _brightest_frames(frames: h5py.Dataset, window: int, orientation: Orientatio
     return float(np.percentile(totals, 99))
 
 
+def put_instrument(f: h5py.File, instrument: Instrument) -> None:
+    """Write `instrument` into the open CXI file `f` at the paths read_cxi reads: ENERGY_PATH
+    (J), DISTANCE_PATH and PIXEL_PATHS (m), each with its `units`, and PROBE_PATH, the probe
+    scaled so that sum |P|^2 is the photons per frame."""
+    geometry = instrument.geometry
+    for name, value, units in ((ENERGY_PATH, geometry.energy_ev * ELECTRON_VOLT, "J"),
+                               (DISTANCE_PATH, geometry.distance_m, "m"),
+                               *((path, geometry.pixel_size_m, "m") for path in PIXEL_PATHS)):
+        f[name] = value
+        f[name].attrs["units"] = units
+    f[PROBE_PATH] = instrument.probe * np.float32(np.sqrt(instrument.photons))
+
+
 def write_cxi(path: str | Path, instrument: Instrument, frames: np.ndarray | None = None,
               positions: np.ndarray | None = None, *, sample: np.ndarray | None = None,
               sample_pixel_size: float | None = None) -> None:
@@ -302,7 +315,6 @@ def write_cxi(path: str | Path, instrument: Instrument, frames: np.ndarray | Non
         sample = np.asarray(sample, np.complex64)
         if sample.ndim != 2:
             raise InstrumentError(f"the object must be (ny, nx), got shape {sample.shape}")
-    geometry = instrument.geometry
     image = "entry_1/image_1"
     with h5py.File(path, "w") as f:
         def put(name: str, value, units: str) -> None:
@@ -315,11 +327,7 @@ def write_cxi(path: str | Path, instrument: Instrument, frames: np.ndarray | Non
             translation = np.zeros((len(positions), 3))
             translation[:, :2] = positions
             put("entry_1/sample_1/geometry_1/translation", translation, "m")
-        put(ENERGY_PATH, geometry.energy_ev * ELECTRON_VOLT, "J")
-        put(DISTANCE_PATH, geometry.distance_m, "m")
-        for pixel_path in PIXEL_PATHS:
-            put(pixel_path, geometry.pixel_size_m, "m")
-        f[PROBE_PATH] = instrument.probe * np.float32(np.sqrt(instrument.photons))
+        put_instrument(f, instrument)
         if sample is not None:
             pixel = sample_pixel_size or instrument.object_pixel_size
             f[f"{image}/data"] = sample

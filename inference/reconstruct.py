@@ -9,8 +9,11 @@ Frames the model refuses (another geometry, a malformed frame) are counted by ki
 and left out; the rest go on.
 
 With `--refine SECONDS`, the network's image is then refined through the physics on the
-frames it took (refine.py) and written beside it: `refined.cxi`, a second row in the
-picture, and the Fourier error before and after in the report.
+frames it took (refine.py), the probe with it (unless `--fixed-probe`), and written
+beside it: `refined.cxi` (the object, and the instrument with the refined probe: an
+instrument file for `ptychoedge train --instrument` or the pipeline's `AdaptInstrument`),
+a second row in the picture, and in the report the Fourier error before and after and
+how far the probe moved.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import logging
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import h5py
@@ -29,9 +32,17 @@ import numpy as np
 
 from ptychoedge.inference.backends import BackendError, open_model
 from ptychoedge.inference.batcher import Reconstructor
+from ptychoedge.inference.instrument import Instrument, put_instrument
 from ptychoedge.inference.manifest import DEFAULT_MODEL, MODEL_DIR, ModelError
 from ptychoedge.inference.mosaic import Mosaic
 from ptychoedge.inference.preprocess import FrameError
+from ptychoedge.inference.refine import (
+    PROBE_FROM,
+    network_start,
+    probe_overlap,
+    refine,
+    scan_instrument,
+)
 
 log = logging.getLogger("ptychoedge.reconstruct")
 
@@ -107,11 +118,13 @@ def save_pictures(path: Path, title: str, images: dict[str, tuple[np.ndarray, np
 
 
 def write_object(path: Path, amplitude: np.ndarray, phase: np.ndarray, pixel: float,
-                 origin: tuple[int, int]) -> None:
+                 origin: tuple[int, int], instrument: Instrument | None = None) -> None:
     """The stitched object as CXI: complex at entry_1/image_1/data, with its pixel size and
-    the pixel (x, y) where scan position 0 lies."""
+    the pixel (x, y) where scan position 0 lies; and `instrument` where given."""
     with h5py.File(path, "w") as f:
         f.attrs["cxi_version"] = 150
+        if instrument is not None:
+            put_instrument(f, instrument)
         f["entry_1/image_1/data"] = (amplitude * np.exp(1j * phase)).astype(np.complex64)
         f["entry_1/image_1/x_pixel_size"] = f["entry_1/image_1/y_pixel_size"] = pixel
         f["entry_1/image_1/origin"] = np.array(origin)
@@ -129,8 +142,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder for the pictures, the CXI object and the residuals "
                              "(default %(default)s)")
     parser.add_argument("--refine", type=float, default=0.0, metavar="SECONDS",
-                        help="then refine the network's image with the known probe (ePIE) "
-                             "for this long; 0: do not (default)")
+                        help="then refine the network's image through the physics (ePIE, "
+                             "the probe too) for this long; 0: do not (default)")
+    parser.add_argument("--fixed-probe", action="store_true",
+                        help="refine the object only: the probe is known exactly")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -169,8 +184,8 @@ def run(args: argparse.Namespace) -> int:
     refinement = None
     if args.refine and taken.any():
         try:
-            refinement, why = _refined(args.scan, frames[taken], positions[taken], manifest,
-                                       args.refine, result)
+            refinement, given, why = _refined(args.scan, frames[taken], positions[taken],
+                                              manifest, args.refine, result, args.fixed_probe)
         except FrameError as error:
             print(f"not refined: the refinement takes the probe's whole "
                   f"{manifest.instrument.window}-pixel window of each frame: {error}",
@@ -178,11 +193,15 @@ def run(args: argparse.Namespace) -> int:
     if refinement is not None:
         refined = refinement.images()
         write_object(args.out / "refined.cxi", *refined, refinement.pixel_size,
-                     refinement.origin)
+                     refinement.origin, replace(given, probe=refinement.probe))
         report["refined"] = {"seconds": refinement.seconds, "sweeps": refinement.sweeps,
                              "started_from": refinement.started_from, "why": why,
                              "fourier_error": [refinement.errors[0], refinement.errors[-1]],
-                             "object_pixel_size": refinement.pixel_size}
+                             "object_pixel_size": refinement.pixel_size,
+                             "probe_refined_from_sweep": None if args.fixed_probe
+                             else PROBE_FROM,
+                             "probe_overlap_with_given": probe_overlap(refinement.probe,
+                                                                       given.probe)}
         pictures[f"refined ({refinement.sweeps} sweeps, {refinement.seconds:.0f} s)"] = refined
         written.insert(2, "refined.cxi")
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
@@ -198,6 +217,10 @@ def run(args: argparse.Namespace) -> int:
               f"({report['refined']['why']}): "
               f"{report['refined']['sweeps']} sweeps, Fourier error {first:.4f} after the "
               f"first, {last:.4f} after the last")
+        if not args.fixed_probe:
+            print(f"the probe refined from sweep {PROBE_FROM}: its strongest mode overlaps "
+                  f"the one given by {report['refined']['probe_overlap_with_given']:.3f} "
+                  f"(1: unchanged); refined.cxi holds it with the geometry")
     if limits and residual > limits[0]:
         print(f"warning: the residual is above the model's alarm limit {limits[0]:.3f}: these "
               "frames are unlike what the model was trained for (another probe, geometry or "
@@ -207,9 +230,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _refined(scan: Path, frames: np.ndarray, positions: np.ndarray, manifest, seconds: float,
-             network: Reconstruction):
-    """The network's image refined on `frames` (those it took), and why it started where."""
-    from ptychoedge.inference.refine import network_start, refine, scan_instrument
+             network: Reconstruction, fixed_probe: bool):
+    """The network's image refined on `frames` (those it took), the instrument it was
+    given, and why it started where it did."""
 
     def progress(refinement) -> None:
         sys.stderr.write(f"\rrefining: sweep {refinement.sweeps}, Fourier error "
@@ -218,7 +241,8 @@ def _refined(scan: Path, frames: np.ndarray, positions: np.ndarray, manifest, se
         sys.stderr.flush()
 
     start, why = network_start(network.mosaic, network.residuals, manifest)
-    refinement = refine(frames, positions, scan_instrument(scan, manifest),
-                        manifest.preprocessing.orientation, seconds, start, progress)
+    given = scan_instrument(scan, manifest)
+    refinement = refine(frames, positions, given, manifest.preprocessing.orientation, seconds,
+                        start, progress, probe_from=None if fixed_probe else PROBE_FROM)
     sys.stderr.write("\n")
-    return refinement, why
+    return refinement, given, why

@@ -4,8 +4,14 @@ The network answers each frame in about a millisecond, but not exactly; ePIE (ob
 instrument's known probe with all its modes, on every pixel of the probe's detector
 window: the exact forward model of forward.py) corrects the object frame by frame.
 Started from the network's mosaic it reaches in seconds what it reaches from a flat
-object in tens of seconds (benchmarks/fidelity.py measures both). The probe is not
-refined: it is the instrument's, as the network's residual assumes.
+object in tens of seconds (benchmarks/fidelity.py measures both).
+
+A real beamline's probe is never known exactly: it drifts, and a probe from another
+scan or from the optics' design is off. With `probe_from` set, the probe (every mode)
+is refined too from that sweep on, by the same ePIE step with the roles swapped. Its
+power stays the instrument's (the object's scale is then the frames'), and its modes
+are kept orthogonal, strongest first. Before `probe_from` the object is refined alone,
+so that the probe learns from an object that already explains the frames roughly.
 
 The refined object lies on a canvas at the instrument's object pixel (the probe's own
 sampling), which is the network's where its crop is the whole window and an integer
@@ -33,6 +39,11 @@ from ptychoedge.inference.mosaic import Mosaic
 from ptychoedge.inference.preprocess import Preprocessing
 
 BLOCK = 256  # frames cropped at a time
+PROBE_FROM = 5  # sweeps of the object alone before the probe is refined too
+# ePIE's probe step, a fifth of the usual: a full step fits the probe to each frame's
+# noise (the Fourier error rose by half with an exact probe); at 0.2 an exact probe stays
+# (0.9998) and one 30 um out of focus is found again (benchmarks/fidelity.py)
+PROBE_STEP = 0.2
 
 
 @dataclass
@@ -40,6 +51,7 @@ class Refinement:
     """The object being refined, and how far it got."""
 
     obj: np.ndarray  # complex64 canvas at the instrument's object pixel
+    probe: np.ndarray  # complex64 (modes, n, n), power 1: the instrument's, or refined
     lit: np.ndarray  # bool: where the probe lit the canvas well (the mosaic's coverage rule)
     origin: tuple[int, int]  # canvas pixel (x, y) of scan position 0
     pixel_size: float  # m
@@ -81,10 +93,12 @@ def network_start(mosaic: Mosaic, residuals: np.ndarray, manifest: Manifest
 def refine(frames: np.ndarray, positions: np.ndarray, instrument: Instrument,
            orientation: Orientation, seconds: float, start: Mosaic | None = None,
            progress: Callable[[Refinement], None] | None = None,
-           most_sweeps: int | None = None, seed: int = 0) -> Refinement:
+           most_sweeps: int | None = None, seed: int = 0,
+           probe_from: int | None = None) -> Refinement:
     """ePIE sweeps, each in a random frame order, for `seconds` (at least one sweep, at
     most `most_sweeps`) on `frames` (n, ny, nx) counts at `positions` (n, 2) m, from
-    `start` (a network's mosaic) where it fits; `progress` is told after each sweep."""
+    `start` (a network's mosaic) where it fits; the probe too from sweep `probe_from`
+    (0: from the first; None: never); `progress` is told after each sweep."""
     n, pixel = instrument.window, instrument.object_pixel_size
     measured = _measured_moduli(frames, n, orientation, instrument.photons)
     spots = np.rint(np.asarray(positions) / pixel).astype(int)
@@ -93,20 +107,23 @@ def refine(frames: np.ndarray, positions: np.ndarray, instrument: Instrument,
     shape = tuple(int(v) for v in (spots.max(axis=0) - spots.min(axis=0) + n)[::-1])
     zero = (int(origin[0]), int(origin[1]))
     obj, started_from = _starting_object(shape, zero, pixel, start)
-    intensity = np.sum(np.abs(instrument.probe) ** 2, axis=0)
+    probe = np.array(instrument.probe, np.complex64)
+    intensity = np.sum(np.abs(probe) ** 2, axis=0)
     light = np.zeros(shape)
     for x, y in corners:
         light[y:y + n, x:x + n] += intensity
-    refinement = Refinement(obj, light >= 0.5 * intensity.mean(), zero, pixel, started_from)
+    refinement = Refinement(obj, probe, light >= 0.5 * intensity.mean(), zero, pixel,
+                            started_from)
 
     total_measured = float(np.sum(np.square(measured))) or 1.0
-    probe = np.asarray(instrument.probe, np.complex64)
-    conjugate = np.conj(probe)
-    step = np.float32(1.0 / intensity.max())
+    power = float(np.sum(intensity))
     rng = np.random.default_rng(seed)
     started = time.perf_counter()
     while not refinement.sweeps or (refinement.seconds < seconds
                                     and refinement.sweeps != most_sweeps):
+        probe_too = probe_from is not None and refinement.sweeps >= probe_from
+        conjugate = np.conj(probe)
+        step = np.float32(1.0 / np.sum(np.abs(probe) ** 2, axis=0).max())
         error = 0.0
         for j in rng.permutation(len(corners)):
             x, y = corners[j]
@@ -115,14 +132,42 @@ def refine(frames: np.ndarray, positions: np.ndarray, instrument: Instrument,
             far = np.fft.fft2(exit_waves, norm="ortho")
             modulus = np.sqrt(np.sum(far.real ** 2 + far.imag ** 2, axis=0))
             error += float(np.sum(np.square(modulus - measured[j])))
-            corrected = np.fft.ifft2(far * (measured[j] / (modulus + 1e-12)), norm="ortho")
-            patch += step * np.sum(conjugate * (corrected - exit_waves), axis=0)
+            change = np.fft.ifft2(far * (measured[j] / (modulus + 1e-12)),
+                                  norm="ortho") - exit_waves
+            if probe_too:
+                seen = np.conj(patch) * np.float32(PROBE_STEP
+                                                   / (np.max(np.abs(patch) ** 2) or 1.0))
+                patch += step * np.sum(conjugate * change, axis=0)
+                probe += seen * change
+                conjugate = np.conj(probe)
+            else:
+                patch += step * np.sum(conjugate * change, axis=0)
+        if probe_too:
+            probe[:] = _orthogonal_modes(probe, power)
         refinement.sweeps += 1
         refinement.errors.append(error / total_measured)
         refinement.seconds = time.perf_counter() - started
         if progress:
             progress(refinement)
     return refinement
+
+
+def probe_overlap(probe: np.ndarray, other: np.ndarray) -> float:
+    """|<p, q>| / (|p| |q|) of the two probes' strongest modes: 1 for the same probe."""
+    p, q = (modes[np.argmax(np.sum(np.abs(modes) ** 2, axis=(1, 2)))].ravel()
+            for modes in (np.asarray(probe), np.asarray(other)))
+    return float(abs(np.vdot(p, q)) / (np.linalg.norm(p) * np.linalg.norm(q) or 1.0))
+
+
+def _orthogonal_modes(probe: np.ndarray, power: float) -> np.ndarray:
+    """The probe's modes made orthogonal (strongest first, the same mixed state) and
+    scaled to `power` in all."""
+    modes = probe.reshape(len(probe), -1)
+    if len(probe) > 1:
+        _, values, right = np.linalg.svd(modes, full_matrices=False)
+        modes = values[:, None] * right
+    modes = modes * np.float32(np.sqrt(power / np.sum(np.abs(modes) ** 2)))
+    return modes.reshape(probe.shape).astype(np.complex64)
 
 
 def _measured_moduli(frames: np.ndarray, n: int, orientation: Orientation,

@@ -1,17 +1,19 @@
 """The refiner: a scan the frame ring wrote, drawn by the network, then refined live.
 
     python -m ptychoedge.inference.refiner --scan SCAN.cxi --model NAME --seconds 20 \
-        --images EDGE1:refiner:
+        --images EDGE1:refiner: --out REFINED.cxi
 
 The pipeline IOC starts it at the `Refine` button (iocs/refinement.py). It serves
 `<images>Refined:Amplitude` and `<images>Refined:Phase` (NTNDArray float32, at the
 instrument's object pixel; the IOC's image relay passes them on as `$(P)Refined:*`):
 first the network's mosaic of the scan, then the refinement through the physics
-(refine.py, with the instrument in the scan file) once a second until `--seconds` have
-passed. Their attributes say where they lie: `PixelSize` (m) and `OriginX`, `OriginY`
-(the pixel of scan position 0). Each sweep prints a progress line (`PROGRESS`); the
-last line is JSON: frames, sweeps, seconds, the Fourier error after the first and the
-last sweep. It then keeps serving the last image until it is stopped. A scan or model
+(refine.py, with the instrument in the scan file, its probe refined too) once a second
+until `--seconds` have passed. Their attributes say where they lie: `PixelSize` (m) and
+`OriginX`, `OriginY` (the pixel of scan position 0). At the end it writes `--out`: the
+refined object and the instrument with the refined probe (reconstruct.py's
+`refined.cxi`). Each sweep prints a progress line (`PROGRESS`); the last line is JSON:
+frames, sweeps, seconds, the Fourier error after the first and the last sweep, how far
+the probe moved. It then keeps serving the last image until it is stopped. A scan or model
 it cannot use: one line `error: ...` and exit code 2. pvapy, so a process of its own.
 """
 
@@ -24,6 +26,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +38,15 @@ from ptychoedge.inference.instrument import InstrumentError
 from ptychoedge.inference.manifest import MODEL_DIR, ModelError
 from ptychoedge.inference.mosaic_processor import image_frame
 from ptychoedge.inference.preprocess import FrameError
-from ptychoedge.inference.reconstruct import reconstruct
-from ptychoedge.inference.refine import Refinement, network_start, refine, scan_instrument
+from ptychoedge.inference.reconstruct import reconstruct, write_object
+from ptychoedge.inference.refine import (
+    PROBE_FROM,
+    Refinement,
+    network_start,
+    probe_overlap,
+    refine,
+    scan_instrument,
+)
 from ptychoedge.inference.scan_file import ScanFileError, load_scan
 from ptychoedge.pvdb.pipeline import REFINED_IMAGES
 
@@ -92,12 +102,17 @@ def run(args: argparse.Namespace, images: RefinedImages) -> dict:
 
     start, why = network_start(mosaic, drawn.residuals, manifest)
     refinement = refine(frames[taken], positions[taken], instrument,
-                        manifest.preprocessing.orientation, args.seconds, start, progress)
+                        manifest.preprocessing.orientation, args.seconds, start, progress,
+                        probe_from=PROBE_FROM)
     images.show(*refinement.images(), refinement.pixel_size, refinement.origin)
+    write_object(args.out, *refinement.images(), refinement.pixel_size, refinement.origin,
+                 replace(instrument, probe=refinement.probe))
     return {"frames": int(taken.sum()), "refused": int((~taken).sum()),
             "sweeps": refinement.sweeps, "seconds": round(refinement.seconds, 2),
             "started_from": refinement.started_from, "why": why,
-            "fourier_error": [refinement.errors[0], refinement.errors[-1]]}
+            "fourier_error": [refinement.errors[0], refinement.errors[-1]],
+            "probe_overlap_with_given": probe_overlap(refinement.probe, instrument.probe),
+            "written": str(args.out)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", type=Path, default=MODEL_DIR)
     parser.add_argument("--seconds", type=float, default=20.0, help="how long to refine")
     parser.add_argument("--images", required=True, help="prefix of the images it serves")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="the CXI file it writes: the refined object and instrument")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s refiner %(message)s")
     quit_event = threading.Event()
@@ -115,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     images = RefinedImages(args.images)
     try:
         summary = run(args, images)
-    except (ScanFileError, ModelError, BackendError, InstrumentError, FrameError) as error:
+    except (ScanFileError, ModelError, BackendError, InstrumentError, FrameError,
+            OSError) as error:
         print(f"error: {error}", flush=True)
         images.close()
         return 2

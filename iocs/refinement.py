@@ -8,13 +8,16 @@ button, while the pipeline runs, it goes:
               (the probe the beamline knows), or the running model's where it is empty;
   Refining    the refiner (inference/refiner.py), a child at the lowest CPU priority so
               inference keeps its cores, draws that scan with the running model, then
-              refines the image for `RefineSeconds` with that probe (from a flat object
-              where the frames do not fit the model: inference/refine.py); it
+              refines the image for `RefineSeconds`, and that probe with it (from a flat
+              object where the frames do not fit the model: inference/refine.py); it
               serves the image as it improves, which the image relay shows as
               `$(P)Refined:*`; its progress lines give RefineProgress_RBV and
               RefineError_RBV;
-  Idle        again, the outcome in Message_RBV; the refiner keeps serving its image
-              until the next Refine or the IOC stops;
+  Idle        again, the outcome in Message_RBV, with how much the probe moved (its
+              overlap with the one given); RefinedInstrument_RBV names the file of the
+              refined object and instrument (`refined.cxi`, a file for
+              `AdaptInstrument`); the refiner keeps serving its image until the next
+              Refine or the IOC stops;
   Failed      the ring could not write, the refiner could not use the scan, or it died.
 """
 
@@ -41,11 +44,13 @@ PROGRESS = re.compile(r"refining: sweep (\d+), Fourier error ([-+.\deE]+|nan), (
 
 @dataclass
 class RefineStatus:
-    """What refinement shows: RefineState_RBV, RefineProgress_RBV, RefineError_RBV."""
+    """What refinement shows: RefineState_RBV, RefineProgress_RBV, RefineError_RBV,
+    RefinedInstrument_RBV."""
 
     state: str = "Idle"
     progress: float = 0.0
     error: float = float("nan")
+    instrument: str = ""  # the file the refiner wrote: the refined object and instrument
 
 
 class Refinement:
@@ -129,7 +134,8 @@ class Refinement:
         model_dir = ["--model-dir", str(self.model_dir)] if self.model_dir else []
         self._refiner = Child("refiner", ["nice", "-n", "19", *python_module(
             "ptychoedge.inference.refiner", "--scan", str(self._scan), "--model", self._model,
-            *model_dir, "--seconds", str(self._seconds), "--images", self.images)], log_path)
+            *model_dir, "--seconds", str(self._seconds), "--images", self.images,
+            "--out", str(self.work_dir / "refined.cxi"))], log_path)
         self.status.state = "Refining"
         self.news.say(f"refining {written} frames for {self._seconds:.0f} s, from "
                       f"{self._model}'s image")
@@ -147,10 +153,12 @@ class Refinement:
         summary = last_json(text)
         if summary is not None:
             first, last = summary["fourier_error"]
-            self.status = RefineStatus("Idle", 100.0, last)
+            self.status = RefineStatus("Idle", 100.0, last, summary["written"])
             self.news.say(f"refined {summary['frames']} frames in {summary['seconds']:.0f} s "
                           f"({summary['sweeps']} sweeps) from {summary['started_from']}: "
-                          f"Fourier error {first:.3g} -> {last:.3g}; shown in Refined:*")
+                          f"Fourier error {first:.3g} -> {last:.3g}; shown in Refined:*; "
+                          f"the probe refined (overlap with the one given "
+                          f"{summary['probe_overlap_with_given']:.3f}): RefinedInstrument_RBV")
             log.info(self.news.message)
             return
         code = refiner.returncode

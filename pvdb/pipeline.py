@@ -121,6 +121,9 @@ STATUS_PVS = (
     PvSpec("RefineError_RBV", Kind.FLOAT,
            "The refined image's Fourier error (0 = it explains every frame)", precision=5,
            writable=False),
+    PvSpec("RefinedInstrument_RBV", Kind.STRING,
+           "The last refinement's instrument file: its refined probe (for AdaptInstrument)",
+           initial="", writable=False),
 )
 
 PVS = KNOBS + (RESET_STATS, ADAPT, REFINE) + STATUS_PVS

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections import defaultdict
+from pathlib import Path
 
 import bluesky.plans as bp
 import numpy as np
@@ -242,6 +243,7 @@ def test_ptycho_scan_refines_the_image_and_records_it(devices):
         "configuration"]["pipeline"]["data"]
     assert configuration["pipeline-refine_seconds"] == 3
     assert 0 < data["pipeline-refine_error"] < 1
+    assert Path(data["pipeline-refined_instrument"]).is_file()  # the probe, refined too
     amplitude = np.asarray(data["pipeline-refined_images-refined_amplitude"])
     phase = np.asarray(data["pipeline-refined_images-refined_phase"])
     lit = amplitude > 0

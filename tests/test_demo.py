@@ -7,6 +7,8 @@ import subprocess
 
 from conftest import ptychoedge, wait_until
 
+from ptychoedge.inference.instrument import read_cxi
+
 
 def test_demo_reconstructs_every_frame_and_writes_pictures(spawn, prefix, tmp_path):
     out = tmp_path / "demo"
@@ -27,6 +29,8 @@ def test_demo_reconstructs_every_frame_and_writes_pictures(spawn, prefix, tmp_pa
     for name in ("amplitude", "phase"):
         assert refined[f"{name}_correlation"] > max(0.9, report[f"mosaic_{name}_correlation"])
     assert (out / "refined.png").stat().st_size > 10_000
+    # with the probe it refined, written as an instrument file
+    assert read_cxi(refined["instrument"]).probe.shape == (1, 128, 128)
     assert "stopping the pipeline and the beamline" in demo.log()
 
 

@@ -12,8 +12,9 @@ import pytest
 from conftest import ptychoedge
 
 from ptychoedge.inference.evaluate import evaluate_scan
-from ptychoedge.inference.instrument import write_cxi
+from ptychoedge.inference.instrument import read_cxi, write_cxi
 from ptychoedge.inference.manifest import load_manifest
+from ptychoedge.inference.refine import PROBE_FROM, probe_overlap
 from ptychoedge.sim import physics
 
 
@@ -66,8 +67,30 @@ def test_reconstruct_refines_the_network_image_through_the_physics(scan, tmp_pat
     with h5py.File(tmp_path / "refined.cxi") as f:
         image = f["entry_1/image_1/data"][()]
         pixel = f["entry_1/image_1/x_pixel_size"][()]
-    assert pixel == pytest.approx(load_manifest("ptychonn-default").instrument.object_pixel_size)
+    known = load_manifest("ptychonn-default").instrument
+    assert pixel == pytest.approx(known.object_pixel_size)
     assert np.iscomplexobj(image) and np.ptp(np.angle(image[np.abs(image) > 0])) > 0.1
+    # the probe was refined with it: the file is an instrument file, the probe near the
+    # one the scan was made with (exact here), at the scan's flux
+    assert refined["probe_refined_from_sweep"] == PROBE_FROM
+    assert 0.99 < refined["probe_overlap_with_given"] <= 1.0
+    assert "the probe refined from sweep" in result.stdout
+    instrument = read_cxi(tmp_path / "refined.cxi")
+    assert instrument.geometry.energy_ev == pytest.approx(known.geometry.energy_ev)
+    assert instrument.photons == pytest.approx(known.photons, rel=1e-3)
+    assert probe_overlap(instrument.probe, known.probe) == pytest.approx(
+        refined["probe_overlap_with_given"], abs=1e-4)
+
+
+@pytest.mark.integration
+def test_reconstruct_can_hold_the_probe_fixed(scan, tmp_path):
+    result = run("reconstruct", str(scan), "--out", str(tmp_path), "--refine", "1",
+                 "--fixed-probe")
+    assert result.returncode == 0, result.stderr
+    refined = json.loads((tmp_path / "report.json").read_text())["refined"]
+    assert refined["probe_refined_from_sweep"] is None
+    assert refined["probe_overlap_with_given"] == pytest.approx(1.0, abs=1e-6)
+    assert "the probe refined" not in result.stdout
 
 
 @pytest.mark.integration

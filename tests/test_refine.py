@@ -1,6 +1,7 @@
 """Physics refinement (inference/refine.py): it fits the frames better sweep by sweep, it
 starts from the network's mosaic where that lies, and from there it beats a flat start;
-it takes the scan's own probe, and no start from a network the frames do not fit."""
+it takes the scan's own probe, and no start from a network the frames do not fit; it
+finds the true probe from one a little off, and leaves an exact one as it is."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ from conftest import instrument_with_probe
 from ptychoedge.inference.backends import open_backend
 from ptychoedge.inference.batcher import Reconstructor
 from ptychoedge.inference.comparison import compare_images
-from ptychoedge.inference.instrument import write_cxi
+from ptychoedge.inference.instrument import Instrument, Orientation, write_cxi
 from ptychoedge.inference.manifest import load_model
 from ptychoedge.inference.mosaic import Mosaic
 from ptychoedge.inference.preprocess import Preprocessing
 from ptychoedge.inference.reconstruct import reconstruct
-from ptychoedge.inference.refine import network_start, refine, scan_instrument
+from ptychoedge.inference.refine import network_start, probe_overlap, refine, scan_instrument
 from ptychoedge.sim import physics
+from ptychoedge.sim.probes import ZONE_PLATE, zone_plate_probe
 
 pytestmark = pytest.mark.slow
 
@@ -118,3 +120,45 @@ def test_a_scan_is_refined_with_its_own_probe_where_its_file_has_one(case, tmp_p
     bare = tmp_path / "scan.npz"
     np.savez(bare, frames=frames, positions=positions)
     assert scan_instrument(bare, manifest) is manifest.instrument
+
+
+def test_a_probe_a_little_out_of_focus_is_found_again(case):
+    """The beamline's probe was measured 30 um nearer the focus than it is now: the object
+    alone cannot explain the frames, the probe refined with it can."""
+    manifest = case[1]
+
+    def zone_plate(defocus: float) -> Instrument:
+        return Instrument(physics.geometry(128), zone_plate_probe(128, 1e-8, **ZONE_PLATE,
+                                                                  defocus=defocus),
+                          manifest.instrument.photons)
+
+    truth, given = zone_plate(150e-6), zone_plate(120e-6)
+    simulator = physics.simulator_for(truth, seed=21, sample_shape=(384, 384))
+    positions = physics.fermat_spiral_positions(60, 0.25e-6)
+    frames, _ = simulator.frames(positions)
+    fixed = refine(frames, positions, given, Orientation(), 60.0, most_sweeps=100)
+    refined = refine(frames, positions, given, Orientation(), 60.0, most_sweeps=100,
+                     probe_from=5)
+    assert probe_overlap(fixed.probe, truth.probe) == probe_overlap(given.probe, truth.probe)
+    assert probe_overlap(given.probe, truth.probe) < 0.8  # seen: 0.72
+    assert probe_overlap(refined.probe, truth.probe) > 0.98  # seen: 0.995
+    assert np.sum(np.abs(refined.probe) ** 2) == pytest.approx(
+        np.sum(np.abs(given.probe) ** 2), rel=1e-3)  # the instrument's power
+    assert refined.errors[-1] < 0.7 * fixed.errors[-1]
+    before, after = scores_of(fixed, simulator), scores_of(refined, simulator)
+    for name in ("amplitude", "phase"):  # seen: 0.81 -> 0.95, 0.78 -> 0.92
+        assert after[f"{name}_correlation"] > before[f"{name}_correlation"] + 0.08
+
+
+def test_an_exact_probe_stays_as_it_is(case):
+    """Refining an exact probe costs the object little: on these 60 frames (seen: 0.015 in
+    amplitude, 0.026 in phase after 30 sweeps), on 300 frames nothing."""
+    _, manifest, frames, positions, _, simulator = case
+    orientation = manifest.preprocessing.orientation
+    fixed = refine(frames, positions, manifest.instrument, orientation, 60.0, most_sweeps=30)
+    refined = refine(frames, positions, manifest.instrument, orientation, 60.0,
+                     most_sweeps=30, probe_from=5)
+    assert probe_overlap(refined.probe, manifest.instrument.probe) > 0.999
+    before, after = scores_of(fixed, simulator), scores_of(refined, simulator)
+    for name in ("amplitude", "phase"):
+        assert after[f"{name}_correlation"] > before[f"{name}_correlation"] - 0.04

@@ -1,6 +1,6 @@
 """The Refine button: the kept frames' image, refined through the physics, served as
-`$(P)Refined:*` by a real pipeline IOC on a simulated beamline; refused with the reason
-before any frame came."""
+`$(P)Refined:*` by a real pipeline IOC on a simulated beamline, the probe refined with it
+and written as an instrument file; refused with the reason before any frame came."""
 
 from __future__ import annotations
 
@@ -8,14 +8,16 @@ import re
 
 import numpy as np
 import pytest
-from conftest import instrument_with_probe, pva_ready, start_ioc, start_sim, wait_until
+from conftest import pva_ready, start_ioc, start_sim, wait_until
 
 from ptychoedge.apps.beamline import plain
 from ptychoedge.inference.comparison import compare_images
-from ptychoedge.inference.instrument import write_cxi
+from ptychoedge.inference.instrument import Instrument, read_cxi, write_cxi
 from ptychoedge.inference.manifest import DEFAULT_MODEL, load_manifest
+from ptychoedge.inference.refine import probe_overlap
 from ptychoedge.pvdb import pipeline
 from ptychoedge.sim import physics, scene
+from ptychoedge.sim.probes import ZONE_PLATE, ZONE_PLATE_DEFOCUS, zone_plate_probe
 
 pytestmark = pytest.mark.integration
 
@@ -90,6 +92,11 @@ def test_refine_shows_the_kept_frames_image_refined_through_the_physics(line):
     assert found, message
     frames, first, last = int(found[1]), float(found[2]), float(found[3])
     assert frames == FRAMES and last < first
+    # the probe, refined too, stayed the model's (it is the simulator's), and is written
+    # with the geometry where the message says
+    assert "the probe refined (overlap with the one given" in message
+    refined = read_cxi(line.get("RefinedInstrument_RBV"))
+    assert probe_overlap(refined.probe, load_manifest(DEFAULT_MODEL).instrument.probe) > 0.99
     assert line.get("RefineProgress_RBV") == 100
     assert line.get("RefineError_RBV") == pytest.approx(last, rel=1e-2)
     # the network's image first, then at least the refined one
@@ -130,11 +137,25 @@ PROBE, SAMPLE = "zoneplate-defocus", "labyrinth"
 @pytest.mark.timeout(400)
 def test_frames_unlike_the_model_are_refined_from_flat_with_the_beamline_probe(line,
                                                                                 tmp_path):
-    instrument = tmp_path / "zoneplate.cxi"  # the probe the beamline knows
-    write_cxi(instrument, instrument_with_probe(PROBE))
+    """The beamline knows its probe, as measured 30 um nearer the focus than it is now."""
+    def zone_plate(defocus: float) -> Instrument:
+        probe = zone_plate_probe(128, 1e-8, **ZONE_PLATE, defocus=defocus)
+        return Instrument(physics.geometry(128), probe,
+                          load_manifest(DEFAULT_MODEL).instrument.photons)
+
+    known, now = zone_plate(ZONE_PLATE_DEFOCUS - 30e-6), zone_plate(ZONE_PLATE_DEFOCUS)
+    instrument = tmp_path / "zoneplate.cxi"
+    write_cxi(instrument, known)
     line.put("AdaptInstrument", str(instrument))
     line.scan_and_refine(8)
-    assert "from a flat object" in line.get("Message_RBV")  # the model's image misleads
+    message = line.get("Message_RBV")
+    assert "from a flat object" in message  # the model's image misleads
+    # the probe as the frames say it is now, ready for AdaptInstrument
+    refined = read_cxi(line.get("RefinedInstrument_RBV"))
+    before = probe_overlap(known.probe, now.probe)
+    after = probe_overlap(refined.probe, now.probe)
+    print(f"probe overlap with the true one: {before:.3f} given, {after:.3f} refined")
+    assert after > before + 0.15
     pixel, origin = line.where("Refined:Phase")
     _, amplitude = line.image("Refined:Amplitude")
     _, phase = line.image("Refined:Phase")
