@@ -8,17 +8,19 @@ from ptychoedge.inference.model_shape import ModelShape
 
 
 def test_a_folded_network_maps_the_whole_frame_to_the_whole_field():
+    torch.manual_seed(0)
     shape = ModelShape(128, 8, "batch", "free", fold=2)
     model = PtychoNN(shape).eval()
     frames = torch.rand(3, 1, 128, 128)
     with torch.inference_mode():
         out = model(frames)
     assert out.shape == (3, 2, 128, 128)
-    # every output pixel depends on the input: moving one detector pixel changes the field
+    # every output pixel depends on the input: moving one detector pixel changes the field.
+    # Untrained, the change can be as small as 1e-6 (4 of 60 seeds): any change counts.
     changed = frames.clone()
     changed[:, :, 70, 70] += 5.0
     with torch.inference_mode():
-        assert not torch.allclose(model(changed), out)
+        assert not torch.equal(model(changed), out)
 
 
 def test_folding_costs_about_what_the_smaller_network_costs():
