@@ -130,10 +130,11 @@ class Meter:
         missed = self._overdue.lost + self._restart_gaps
         figures.missed_rate = max(0, missed - figures.frames_missed) / period
         figures.frames_missed = missed
+        # for the autoscaler, a gap filled within the period is no sign of falling behind
         self.observation = Observation(
             input_rate=figures.input_rate, processed_rate=figures.processed_rate,
-            overdue=overdue_now, backlog=figures.backlog, instances=figures.instances,
-            busy=busy, frame_time=figures.inference_time / 1e3)
+            overdue=max(0, overdue_now - late_now), backlog=figures.backlog,
+            instances=figures.instances, busy=busy, frame_time=figures.inference_time / 1e3)
 
     def reset(self) -> None:
         """Zero the running totals."""
