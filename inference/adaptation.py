@@ -15,8 +15,11 @@ pipeline's `Model` knob, only when its median residual is below `margin` (a frac
 under both the running model's and an empty object's under the new probe (a model near
 that has learnt the probe, not the sample); otherwise it goes to `rejected/` beside it,
 with the reason. The check also says what the new model's mean patch on every frame
-scores: near its own figure, the model has learnt the sample's mean transmission only.
-Either way its manifest records the check beside its lineage.
+scores (near its own figure, the model has learnt the sample's mean transmission only),
+and tells a weak sample from a network that gives one answer for every frame: how much
+the held-back frames vary beyond their noise, and how much of that the new model's
+answers show (quality.variation). Either way its manifest records the check beside its
+lineage.
 
     ptychoedge adapt --scan SCAN.cxi --from RUNNING [--model-dir DIR] [--name NEW]
         [--start auto|running|fresh]
@@ -45,6 +48,7 @@ from ptychoedge.inference.instrument import InstrumentError
 from ptychoedge.inference.manifest import MODEL_DIR, Manifest, ModelError, load_model, save_model
 from ptychoedge.inference.model import PtychoNN
 from ptychoedge.inference.model_shape import ModelShape
+from ptychoedge.inference.quality import variation
 from ptychoedge.inference.reconstruct import reconstruct
 from ptychoedge.inference.scan_file import load_scan
 
@@ -60,6 +64,8 @@ class Check:
     new_residual: float
     empty_residual: float  # an empty object (amplitude 1, phase 0) under the new probe
     same_patch_residual: float  # the new model's mean patch for every frame
+    frames_over_noise: float  # the frames' variation beyond their noise, over the noise
+    answers_share: float  # the answers' predicted variation over that (0: one answer)
     margin: float
     accepted: bool
     reason: str
@@ -79,8 +85,10 @@ def held_back_residuals(model: PtychoNN, manifest: Manifest, scan: Path) -> dict
 
     def median(patches: np.ndarray) -> float:
         return training.residual_figures(manifest, held_back.counts, patches)["residual_p50"]
+    over_noise, share = variation(manifest.probe, held_back.counts, predicted[:, 0],
+                                  predicted[:, 1])
     return {"model": median(predicted), "empty": median(empty), "same_patch": median(same),
-            "frames": len(predicted)}
+            "frames": len(predicted), "frames_over_noise": over_noise, "answers_share": share}
 
 
 def check(running: tuple[PtychoNN, Manifest], new: tuple[PtychoNN, Manifest], scan: Path,
@@ -96,10 +104,16 @@ def check(running: tuple[PtychoNN, Manifest], new: tuple[PtychoNN, Manifest], sc
     # its mean patch on every frame near its own answers: it learnt the sample's mean
     # transmission, not its structure. Said, not judged: on a weak sample the two were
     # as near for models that had learnt the phase (correlation 0.4) as for one that had not
+    # How much its answers vary with the frames: said, not judged. One answer for every
+    # frame shows 0, but the share does not follow what a network learnt (MODELS.md,
+    # "Adaptation's recipe")
+    over_noise, share = figures["frames_over_noise"], figures["answers_share"]
     reason = (f"residual on {figures['frames']} held-back frames {after:.3f}: {verdict} "
               f"{1 - margin:.0%} of {before:.3f} for {running[1].name} and of {empty:.3f} for "
-              f"an empty object (its mean patch on every frame: {same:.3f})")
-    return Check(figures["frames"], before, after, empty, same, margin, accepted, reason)
+              f"an empty object (its mean patch on every frame: {same:.3f}); the frames vary "
+              f"{over_noise:.1f}x their noise, its answers show {share:.3f} of that")
+    return Check(figures["frames"], before, after, empty, same, over_noise, share, margin,
+                 accepted, reason)
 
 
 def adapt(args: argparse.Namespace) -> tuple[Check, Path]:

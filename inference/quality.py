@@ -17,6 +17,33 @@ from ptychoedge.inference import forward
 from ptychoedge.inference.manifest import Manifest
 
 
+def _unit(moduli: np.ndarray) -> np.ndarray:
+    return moduli / (np.sqrt(np.square(moduli).sum(axis=(1, 2), keepdims=True)) + 1e-12)
+
+
+def variation(probe: np.ndarray, binned: np.ndarray, amplitude: np.ndarray,
+              phase: np.ndarray) -> tuple[float, float]:
+    """How far answers that look alike are a weak sample's or a network's that gives one
+    answer for every frame: how much the frames (n, s, s) vary from frame to frame beyond
+    their counting noise, over that noise; and how much the diffraction the answers predict
+    varies, over the frames' variation beyond noise (0: one answer for every frame).
+
+    Amplitudes are scaled as the residual scales them; the noise of the square root of
+    a count c is taken as c / (1 + 4c) (1/4 for large counts, c for small)."""
+    counts = np.clip(np.asarray(binned, dtype=np.float64), 0, None)
+    measured = _unit(np.sqrt(counts))
+    patches = (np.asarray(amplitude) * np.exp(1j * np.asarray(phase))).astype(np.complex64)
+    predicted = _unit(np.sqrt(forward.far_field(probe, patches)))
+
+    def spread(moduli: np.ndarray) -> float:
+        return float(np.mean(np.square(moduli - moduli.mean(axis=0)).sum(axis=(1, 2))))
+
+    noise = float(np.mean((counts / (1 + 4 * counts)).sum(axis=(1, 2))
+                          / (counts.sum(axis=(1, 2)) + 1e-12)))
+    beyond = max(spread(measured) - noise, 0.0)
+    return beyond / (noise or 1.0), spread(predicted) / beyond if beyond else 0.0
+
+
 class DiffractionResidual:
     def __init__(self, manifest: Manifest):
         self.probe = manifest.probe

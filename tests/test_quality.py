@@ -35,3 +35,25 @@ def test_the_true_patch_explains_its_frame_best():
     # Scale-free: the same frame at ten times the dose scores about the same.
     brighter = residual(binned * 10, targets[:, 0], targets[:, 1])
     np.testing.assert_allclose(brighter, true, rtol=1e-3)
+
+
+def test_variation_tells_a_weak_sample_from_one_answer_for_every_frame():
+    """A sample that scatters: frames vary far beyond their noise, and one answer for every
+    frame shows none of it, the true patches nearly all. A weak one: frames vary about as
+    much as their noise."""
+    from ptychoedge.inference.quality import variation
+    from ptychoedge.sim.samples import named_sample
+
+    positions = physics.fermat_spiral_positions(40, 0.25e-6)
+    strong = physics.PtychographySimulator(64, seed=0, sample=named_sample("labyrinth",
+                                                                           (256, 256), 0))
+    probe = strong.instrument().probe
+    frames, truth = strong.frames(positions)
+    over_noise, none = variation(probe, frames, np.ones(truth.shape), np.zeros(truth.shape))
+    _, nearly_all = variation(probe, frames, np.abs(truth), np.angle(truth))
+    assert over_noise > 10 and none < 1e-6
+    assert nearly_all > 0.8
+    weak = physics.PtychographySimulator(64, seed=0, sample=named_sample(
+        "labyrinth", (256, 256), 0, thickness=0.01))
+    weak_frames, _ = weak.frames(positions)
+    assert variation(probe, weak_frames, np.abs(truth), np.angle(truth))[0] < 3
