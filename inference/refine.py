@@ -1,8 +1,8 @@
 """Physics refinement: the network's stitched image, corrected until it explains the frames.
 
-The network answers each frame in about a millisecond, but not exactly; ePIE (object only, the
-instrument's known probe with all its modes, on every pixel of the probe's detector
-window: the exact forward model of forward.py) corrects the object frame by frame.
+The network answers each frame in about a millisecond, but not exactly; ePIE (the
+instrument's probe with all its modes, on every pixel of the probe's detector window: the
+exact forward model of forward.py) corrects the object frame by frame.
 Started from the network's mosaic it reaches in seconds what it reaches from a flat
 object in tens of seconds (benchmarks/fidelity.py measures both).
 
