@@ -6,8 +6,9 @@ optics, is off. The scan here is the zone plate 0.15 mm out of focus over a Siem
 (300 points, as benchmarks/fidelity.py case (ii)); the refinement is given the same zone
 plate at another defocus, and runs from a flat object for --seconds, once with that probe
 fixed and once refining it from sweep PROBE_FROM. Scored against the truth (aligned, phase
-offset removed): Pearson correlation, amplitude and phase, and the overlap of the probe's
-strongest mode with the true one (1: the same probe).
+offset removed): Pearson correlation and SSIM (a flat image's beside it in report.json),
+amplitude and phase, and the overlap of the probe's strongest mode with the true one (1:
+the same probe).
 
 Prints a table and writes benchmark-logs/probe-refinement/{report.json,probe_refinement.png}.
 
@@ -60,7 +61,7 @@ def main() -> int:
     print(f"{args.points} frames of a zone plate {ZONE_PLATE_DEFOCUS * 1e6:.0f} um out of "
           f"focus over a {KIND}; {args.seconds:.0f} s from a flat object each; correlation "
           f"amplitude / phase, probe overlap with the true one", flush=True)
-    print(f"{'given probe':<30} {'object alone':<24} {'probe refined too':<24}", flush=True)
+    print(f"{'given probe':<30} {'object alone':<38} {'probe refined too':<38}", flush=True)
     report, pictures = [], {}
     for error in args.errors_um:
         given = zone_plate(known, ZONE_PLATE_DEFOCUS - error * 1e-6)
@@ -72,17 +73,19 @@ def main() -> int:
             images = refinement.images()
             scores, _ = compare_images(*images, refinement.lit, refinement.pixel_size,
                                        refinement.origin, sample, pixel)
-            row[name] = {"amplitude_correlation": scores["amplitude_correlation"],
-                         "phase_correlation": scores["phase_correlation"],
+            row[name] = {**{f"{kind}{part}_{measure}": scores[f"{kind}{part}_{measure}"]
+                            for kind in ("", "flat_") for part in ("amplitude", "phase")
+                            for measure in ("correlation", "ssim")},
                          "probe_overlap": probe_overlap(refinement.probe, truth.probe),
                          "sweeps": refinement.sweeps,
                          "fourier_error": refinement.errors[-1]}
             pictures[f"{error:g} um off, probe {name}"] = images
         report.append(row)
         given_cell = f"{error:g} um off (overlap {row['given_overlap']:.3f})"
-        cells = [f"{row[n]['amplitude_correlation']:+.2f} / {row[n]['phase_correlation']:+.2f},"
+        cells = [f"{row[n]['amplitude_correlation']:+.2f} / {row[n]['phase_correlation']:+.2f}"
+                 f" (SSIM {row[n]['amplitude_ssim']:.2f} / {row[n]['phase_ssim']:.2f}),"
                  f" {row[n]['probe_overlap']:.3f}" for n in ("fixed", "refined")]
-        print(f"{given_cell:<30} {cells[0]:<24} {cells[1]:<24}", flush=True)
+        print(f"{given_cell:<30} {cells[0]:<38} {cells[1]:<38}", flush=True)
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     save_pictures(args.out / "probe_refinement.png",
                   f"{KIND} through a zone plate, refined with a probe known off", pictures)
