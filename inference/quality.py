@@ -18,7 +18,9 @@ from ptychoedge.inference.manifest import Manifest
 
 
 def _unit(moduli: np.ndarray) -> np.ndarray:
-    return moduli / (np.sqrt(np.square(moduli).sum(axis=(1, 2), keepdims=True)) + 1e-12)
+    """Each of the moduli (n, s, s) scaled, in place, to unit total intensity."""
+    moduli /= np.sqrt(np.square(moduli).sum(axis=(1, 2), keepdims=True)) + 1e-12
+    return moduli
 
 
 def variation(probe: np.ndarray, binned: np.ndarray, amplitude: np.ndarray,
@@ -56,8 +58,6 @@ class DiffractionResidual:
         patches = np.empty(amplitude.shape, np.complex64)  # 6x faster than amplitude x exp(i phase)
         patches.real = amplitude * np.cos(phase)
         patches.imag = amplitude * np.sin(phase)
-        predicted = np.sqrt(forward.far_field(self.probe, patches))
-        measured = np.sqrt(np.clip(np.asarray(binned, dtype=np.float32), 0, None))
-        predicted /= np.sqrt(np.square(predicted).sum(axis=(1, 2), keepdims=True)) + 1e-12
-        measured /= np.sqrt(np.square(measured).sum(axis=(1, 2), keepdims=True)) + 1e-12
+        predicted = _unit(np.sqrt(forward.far_field(self.probe, patches)))
+        measured = _unit(np.sqrt(np.clip(np.asarray(binned, dtype=np.float32), 0, None)))
         return np.square(predicted - measured).sum(axis=(1, 2))

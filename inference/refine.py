@@ -8,7 +8,8 @@ object in tens of seconds (benchmarks/fidelity.py measures both).
 
 A real beamline's probe is never known exactly: it drifts, and a probe from another
 scan or from the optics' design is off. With `probe_from` set, the probe (every mode)
-is refined too from that sweep on, by the same ePIE step with the roles swapped. Its
+is refined too from that sweep on, by ePIE's update with the roles swapped (at PROBE_STEP
+of its usual step). Its
 power stays the instrument's (the object's scale is then the frames'), and its modes
 are kept orthogonal, strongest first. Before `probe_from` the object is refined alone,
 so that the probe learns from an object that already explains the frames roughly.
