@@ -271,7 +271,8 @@ def test_automatic_scaling_follows_the_detector(line):
                      and line.get("InputRate_RBV") > 0 and line.get("InstancesPerNode_RBV"),
                      "the scaled pipeline running", STARTUP)
     line.ctx.put(line.d + "cam1:Acquire", 0, timeout=5)
-    line.acquire(int(rate * 15 / 4), rate / 4)  # a quarter of the rate, then a pause
+    # a quarter of the rate for 30 s (calm needs 8 s after the drain), then a pause
+    line.acquire(int(rate * 30 / 4), rate / 4)
     line.wait(lambda: "would do" in line.get("Message_RBV"), "fewer instances would do", 60)
     line.wait(lambda: line.get("InstancesPerNode_RBV") < peak, "scaling down at the pause", 60)
     line.wait_running(line.get("InstancesPerNode_RBV"))
