@@ -34,7 +34,7 @@ from pathlib import Path
 
 from ptychoedge.iocs.news import News
 from ptychoedge.iocs.processes import Child, last_json, log_tail, python_module, stop_all
-from ptychoedge.iocs.ring_client import RingClient
+from ptychoedge.iocs.ring_client import RingClient, RingPart
 from ptychoedge.iocs.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,15 +55,13 @@ class AdaptStatus:
     model: str = ""  # the model it made last (kept or set aside)
 
 
-class Adaptation:
+class Adaptation(RingPart):
     """Requests, the ring's scan, the trainer child, and the swap; driven by the supervisor's
     thread through `step`."""
 
     def __init__(self, ring: RingClient, work_dir: Path, model_dir: Path | None, news: News):
-        self.ring = ring
-        self.work_dir = work_dir
+        super().__init__(ring, work_dir, news)
         self.model_dir = model_dir
-        self.news = news
         self.status = AdaptStatus()
         self._requested = threading.Event()
         self._parent = ""  # the model being adapted
@@ -202,20 +200,8 @@ class Adaptation:
             return
         log.info(self.news.message)
 
-    def _fail(self, why: str) -> None:
-        self.status.state = "Failed"
-        self.ring.cancel(self)
-        self.news.say(why)
-        log.warning(why)
-
     # -- helpers -------------------------------------------------------------------
-
-    @property
-    def _scan(self) -> Path:
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        return self.work_dir / "scan.cxi"
 
     @property
     def _redraw(self) -> Path:
         return self.work_dir / "redraw.npz"
-

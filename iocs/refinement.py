@@ -31,7 +31,7 @@ from pathlib import Path
 
 from ptychoedge.iocs.news import News
 from ptychoedge.iocs.processes import Child, last_json, log_tail, python_module, stop_all
-from ptychoedge.iocs.ring_client import RingClient
+from ptychoedge.iocs.ring_client import RingClient, RingPart
 from ptychoedge.iocs.settings import Settings
 from ptychoedge.pvdb import pipeline
 
@@ -53,17 +53,15 @@ class RefineStatus:
     instrument: str = ""  # the file the refiner wrote: the refined object and instrument
 
 
-class Refinement:
+class Refinement(RingPart):
     """The request, the ring's scan and the refiner child; driven by the supervisor's thread
     through `step`."""
 
     def __init__(self, prefix: str, ring: RingClient, work_dir: Path, model_dir: Path | None,
                  news: News):
         self.images = pipeline.refiner_images(prefix)
-        self.ring = ring
-        self.work_dir = work_dir
+        super().__init__(ring, work_dir, news)
         self.model_dir = model_dir
-        self.news = news
         self.status = RefineStatus()
         self._requested = threading.Event()
         self._model = ""  # the model that draws the scan first
@@ -166,15 +164,3 @@ class Refinement:
             last_line = text.strip().splitlines()[-1:] or ["no output"]
             self.stop()
             self._fail(f"the refiner ended with code {code}: {last_line[0][-120:]}")
-
-    def _fail(self, why: str) -> None:
-        self.status.state = "Failed"
-        self.ring.cancel(self)
-        self.news.say(why)
-        log.warning(why)
-
-    @property
-    def _scan(self) -> Path:
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        return self.work_dir / "scan.cxi"
-

@@ -3,9 +3,14 @@ its writes of the kept frames as a scan, one at a time for whichever part asks."
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from p4p.client.thread import Context
+
+from ptychoedge.iocs.news import News
+
+log = logging.getLogger(__name__)
 
 RING_TIMEOUT = 30.0  # s for the ring to write its frames
 
@@ -64,3 +69,24 @@ class RingClient:
         """Forget `owner`'s write in progress, if any (the ring stopped with the pipeline)."""
         if self._owner is owner:
             self._owner = None
+
+
+class RingPart:
+    """A part of the supervisor that has the ring write its frames as a scan in the part's
+    own folder and works on it (adaptation, refinement); its `status` has a `state`."""
+
+    def __init__(self, ring: RingClient, work_dir: Path, news: News):
+        self.ring = ring
+        self.work_dir = work_dir
+        self.news = news
+
+    @property
+    def _scan(self) -> Path:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        return self.work_dir / "scan.cxi"
+
+    def _fail(self, why: str) -> None:
+        self.status.state = "Failed"
+        self.ring.cancel(self)
+        self.news.say(why)
+        log.warning(why)
