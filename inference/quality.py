@@ -25,25 +25,33 @@ def _unit(moduli: np.ndarray) -> np.ndarray:
 
 def variation(probe: np.ndarray, binned: np.ndarray, amplitude: np.ndarray,
               phase: np.ndarray) -> tuple[float, float]:
-    """How far answers that look alike are a weak sample's or a network's that gives one
-    answer for every frame: how much the frames (n, s, s) vary from frame to frame beyond
-    their counting noise, over that noise; and how much the diffraction the answers predict
-    varies, over the frames' variation beyond noise (0: one answer for every frame).
+    """Whether answers tell the frames (n, s, s) apart: how much the frames vary from frame
+    to frame beyond their counting noise, over that noise; and the share of that variation
+    the diffraction the answers predict explains (0: one answer for every frame, or answers
+    no truer than that; 1: all of it). 0 for both where the frames vary no more than noise.
 
-    Amplitudes are scaled as the residual scales them; the noise of the square root of
-    a count c is taken as c / (1 + 4c) (1/4 for large counts, c for small)."""
+    The residual is the misfit of the mean frame plus the misfit of each frame's departure
+    from it; the second, less the noise, over the frames' departures less the noise, is
+    the share not explained. Amplitudes are scaled as the residual scales them; the noise
+    of the square root of a count c is taken as c / (1 + 4c) (1/4 for large counts, c for
+    small)."""
     counts = np.clip(np.asarray(binned, dtype=np.float64), 0, None)
     measured = _unit(np.sqrt(counts))
+    measured -= measured.mean(axis=0)
     patches = (np.asarray(amplitude) * np.exp(1j * np.asarray(phase))).astype(np.complex64)
-    predicted = _unit(np.sqrt(forward.far_field(probe, patches)))
+    predicted = _unit(np.sqrt(forward.far_field(probe, patches)).astype(np.float64))
+    predicted -= predicted.mean(axis=0)
 
-    def spread(moduli: np.ndarray) -> float:
-        return float(np.mean(np.square(moduli - moduli.mean(axis=0)).sum(axis=(1, 2))))
+    def per_frame(square: np.ndarray) -> float:
+        return float(np.mean(square.sum(axis=(1, 2))))
 
-    noise = float(np.mean((counts / (1 + 4 * counts)).sum(axis=(1, 2))
-                          / (counts.sum(axis=(1, 2)) + 1e-12)))
-    beyond = max(spread(measured) - noise, 0.0)
-    return beyond / (noise or 1.0), spread(predicted) / beyond if beyond else 0.0
+    noise = per_frame(counts / (1 + 4 * counts) / (counts.sum(axis=(1, 2), keepdims=True)
+                                                    + 1e-12))
+    beyond = per_frame(np.square(measured)) - noise
+    if beyond <= 0:
+        return 0.0, 0.0
+    unexplained = per_frame(np.square(predicted - measured)) - noise
+    return beyond / (noise or 1.0), 1.0 - unexplained / beyond
 
 
 class DiffractionResidual:

@@ -46,7 +46,7 @@ MOSAIC_CORRELATION = 0.7
 # A beamline unlike the shipped model's, which adaptation learns (tests/test_adaptation.py)
 ADAPT_PROBE = "zoneplate-defocus"
 ADAPT_POINTS = 120
-ADAPT_EPOCHS = 15  # a fresh network learns the labyrinth's phase in about that many
+ADAPT_EPOCHS = 25  # a fresh network tells the frames apart after that many (MODELS.md)
 ADAPT_TIMEOUT = 600  # s: those epochs on one nice'd thread, on two shared cores
 
 

@@ -38,9 +38,9 @@ def test_the_true_patch_explains_its_frame_best():
 
 
 def test_variation_tells_a_weak_sample_from_one_answer_for_every_frame():
-    """A sample that scatters: frames vary far beyond their noise, and one answer for every
-    frame shows none of it, the true patches nearly all. A weak one: frames vary about as
-    much as their noise."""
+    """A sample that scatters: frames vary far beyond their noise; one answer for every
+    frame explains none of it, the true patches nearly all, answers of other frames less
+    than none. A weak one: frames vary about as much as their noise."""
     from ptychoedge.inference.quality import variation
     from ptychoedge.sim.samples import named_sample
 
@@ -53,6 +53,8 @@ def test_variation_tells_a_weak_sample_from_one_answer_for_every_frame():
     _, nearly_all = variation(probe, frames, np.abs(truth), np.angle(truth))
     assert over_noise > 10 and none < 1e-6
     assert nearly_all > 0.8
+    _, misplaced = variation(probe, frames, np.abs(truth[::-1]), np.angle(truth[::-1]))
+    assert misplaced < 0
     weak = physics.PtychographySimulator(64, seed=0, sample=named_sample(
         "labyrinth", (256, 256), 0, thickness=0.01))
     weak_frames, _ = weak.frames(positions)
