@@ -20,6 +20,8 @@ from ptychoedge.iocs.instances import Instance, Report
 from ptychoedge.pvdb.processors import CollectorStatus, InstanceStatus
 
 STATUS_TIMEOUT = 0.5  # s for a child's status channel, or the input, to answer
+PAUSE_INTERVALS = 3  # frame intervals of silence that make a pause in the input...
+PAUSE_MIN = 2.0  # s ...and never fewer seconds than this
 
 
 @dataclass
@@ -41,6 +43,43 @@ class Figures:
     instance_rates: list[float] = field(default_factory=list)
 
 
+class InputRate:
+    """The input's frame rate, from its latest `uniqueId` once a period.
+
+    A slow detector's frames do not fall in every period: a period without a new frame
+    keeps the rate until the input has been silent for PAUSE_INTERVALS of its frame
+    intervals (PAUSE_MIN at least), then it is 0, a pause. A pause read in mid-stream
+    would reset the autoscaler's calm, or scale down there and lose the frames dealt to
+    the instance that leaves."""
+
+    def __init__(self) -> None:
+        self.rate = 0.0  # Hz
+        self._last: tuple[float, int] | None = None  # (when a new frame was seen, its id)
+
+    @property
+    def last_id(self) -> int | None:
+        return self._last[1] if self._last else None
+
+    def update(self, now: float, unique_id: int | None) -> float:
+        if unique_id is None:
+            self.rate = 0.0
+            return self.rate
+        last, self._last = self._last, (now, unique_id)
+        if last is None or unique_id < last[1]:  # the first look, or the detector restarted
+            self.rate = 0.0
+        elif unique_id > last[1]:
+            self.rate = (unique_id - last[1]) / (now - last[0])
+        elif self.rate > 0 and now - last[0] < max(PAUSE_MIN, PAUSE_INTERVALS / self.rate):
+            self._last = last  # between a slow input's frames
+        else:
+            self.rate = 0.0
+        return self.rate
+
+    def restart(self) -> None:
+        """The pipeline stopped: the rate starts afresh at Run."""
+        self._last = None
+
+
 class Meter:
     """Reads the children's status channels and the input's frame count, and keeps the
     running totals across the children's restarts."""
@@ -51,7 +90,7 @@ class Meter:
         self.observation: Observation | None = None  # for the autoscaler
         self.input_missing = False
         self._last_measured = 0.0
-        self._last_input: tuple[float, int] | None = None  # (when, its uniqueId)
+        self._input = InputRate()
         self._processed = Counter()
         self._missed = Counter()
         self._late = Counter()
@@ -94,7 +133,7 @@ class Meter:
 
     def stopped(self) -> None:
         """The pipeline stopped: the input's rate starts afresh at Run."""
-        self._last_input = None
+        self._input.restart()
 
     def collector_replaced(self) -> None:
         """A new collector replaced one: the ids between the two are lost."""
@@ -109,7 +148,7 @@ class Meter:
         self._last_measured = now
         figures = self.figures
         self.input_missing = unique_id is None
-        self._input_rate(now, unique_id)
+        figures.input_rate = self._input.update(now, unique_id)
         busy, refused_now, last_taken, queued = self._instances(period, instances)
         waiting = max(0, unique_id - last_taken) if unique_id and last_taken else 0
         figures.backlog = waiting + queued
@@ -118,7 +157,7 @@ class Meter:
         # delivered when its instance reported it published or the collector received it.
         figures.frames_processed = max(self._processed.total, self._received.total)
         # a frame an instance refused is an error, not a lost frame, though it leaves a gap
-        known = self._last_input[1] if self._last_input else 1 << 62
+        known = self._input.last_id if self._input.last_id is not None else 1 << 62
         self._refused_frames.refused(now, unique_id or known, refused_now)
         overdue_now = self._refused_frames.lost(now, gaps_now, collected_to)
         if collected_to is not None:
@@ -145,17 +184,6 @@ class Meter:
         self._overdue.reset()
         self._restart_gaps = 0
         self.figures.frames_missed = self.figures.frames_processed = 0
-
-    def _input_rate(self, now: float, unique_id: int | None) -> None:
-        if unique_id is None:
-            self.figures.input_rate = 0.0
-            return
-        last = self._last_input
-        if last is not None and unique_id >= last[1]:
-            self.figures.input_rate = (unique_id - last[1]) / (now - last[0])
-        else:
-            self.figures.input_rate = 0.0
-        self._last_input = (now, unique_id)
 
     def _instances(self, period: float, instances: dict[int, Instance]
                    ) -> tuple[float, int, int, int]:

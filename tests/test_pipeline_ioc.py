@@ -264,11 +264,15 @@ def test_automatic_scaling_follows_the_detector(line):
     line.wait_processed(40)
     frame_time = line.get("InferenceTime_RBV") / 1e3
     rate = 1.5 / frame_time  # one instance cannot hold it
-    seen = []  # every instance count read: frames late while a new instance takes its share
-    # may add one more, so the peak is the most seen, not the first count that keeps up
+    seen, said = [], []  # every instance count read; what the autoscaler said, for a failure
+    # (frames late while a new instance takes its share may add one more instance, so the
+    # peak is the most seen, not the first count that keeps up)
 
     def instances() -> int:
         seen.append(line.get("InstancesPerNode_RBV"))
+        message = line.get("Message_RBV")
+        if not said or said[-1] != message:
+            said.append(message)
         return seen[-1]
     line.acquire(int(rate * 90), rate)
     line.wait(lambda: instances() >= 2, "scaling up", 60)
@@ -278,9 +282,12 @@ def test_automatic_scaling_follows_the_detector(line):
     line.ctx.put(line.d + "cam1:Acquire", 0, timeout=5)
     # a quarter of the rate for 30 s (calm needs 8 s after the drain), then a pause
     line.acquire(int(rate * 30 / 4), rate / 4)
-    line.wait(lambda: instances() and "would do" in line.get("Message_RBV"),
-              "fewer instances would do", 60)
-    line.wait(lambda: instances() < max(seen), "scaling down at the pause", 60)
+    try:
+        line.wait(lambda: instances() and "would do" in said[-1], "fewer instances would do",
+                  60)
+        line.wait(lambda: instances() < max(seen), "scaling down at the pause", 60)
+    except AssertionError as failure:
+        raise AssertionError(f"the autoscaler said {said[-15:]}\n{failure}") from None
     line.wait_running(line.get("InstancesPerNode_RBV"))
 
 

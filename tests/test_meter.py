@@ -1,0 +1,48 @@
+"""The input's frame rate as the meter reads it once a period."""
+
+import numpy as np
+
+from ptychoedge.iocs.meter import PAUSE_MIN, InputRate
+
+
+def rates_read(frame_times: np.ndarray, until: float, period: float = 1.0) -> list[float]:
+    """The rate read at each period, the input's latest id being how many frames it took."""
+    meter = InputRate()
+    return [meter.update(now, int(np.searchsorted(frame_times, now, side="right")))
+            for now in np.arange(period, until, period)]
+
+
+def test_a_steady_input_reads_its_rate():
+    rates = rates_read(np.arange(0, 20, 1 / 7), 20)
+    assert np.allclose(rates[1:], 7, atol=1.01)  # a period holds 7 or 8 frames
+
+
+def test_a_slow_input_with_late_frames_never_reads_as_a_pause():
+    # 1.75 Hz, each frame up to 0.6 s late (a loaded machine): periods with no new frame
+    rng = np.random.default_rng(0)
+    times = np.sort(np.arange(0, 60, 1 / 1.75) + rng.uniform(0, 0.6, 105))
+    rates = rates_read(times, 60)[1:]
+    assert min(rates) > 0
+    assert abs(np.mean(rates) - 1.75) < 0.3
+
+
+def test_a_pause_reads_zero_after_a_few_silent_intervals_and_the_next_stream_its_rate():
+    times = np.concatenate([np.arange(0, 10, 1 / 5), np.arange(40, 50, 1 / 5)])
+    meter, read = InputRate(), {}
+    for now in np.arange(0.5, 50, 0.5):
+        read[now] = meter.update(now, int(np.searchsorted(times, now, side="right")))
+    last_frame = 9.8
+    silent = [now for now, rate in read.items() if 10 <= now < 40 and rate == 0]
+    assert silent and min(silent) - last_frame >= PAUSE_MIN  # not at the first empty period
+    assert min(silent) - last_frame <= PAUSE_MIN + 1
+    assert all(rate == 0 for now, rate in read.items() if 13 <= now < 40)
+    assert abs(read[41.0] - 5) <= 2  # the first period of the next stream: not 5 frames / 30 s
+
+
+def test_no_input_or_a_restarted_detector_reads_zero():
+    meter = InputRate()
+    meter.update(0.0, 100)
+    assert meter.update(1.0, 110) == 10
+    assert meter.update(2.0, None) == 0
+    assert meter.update(3.0, 5) == 0  # the detector counts afresh
+    assert meter.update(4.0, 15) == 10
