@@ -75,36 +75,37 @@ class Check:
     reason: str
 
 
-def scan_figures(model: PtychoNN, manifest: Manifest, scan: Path) -> dict[str, float]:
-    """`model` on the scan, through `manifest`'s preprocessing and probe: the median
-    residuals of the model and of an empty object on the held-back frames, and how many;
-    over every frame, how much the frames vary beyond their noise and how much of that
-    the model's answers explain (whether it tells frames apart at all: how truly, on
-    frames it did not learn, is the held-back residual's to say)."""
-    frames = training_data.recorded_scan(scan, manifest.preprocessing, manifest.object_pixel_size)
-    predicted = training.predict(model, frames.inputs)
-    held_back = np.arange(len(predicted)) % training.HELD_OUT_EVERY == 0
-    counts = frames.counts[held_back]
-    empty = np.zeros_like(predicted[held_back])
+def held_back_residuals(model: PtychoNN, manifest: Manifest,
+                        frames: training_data.Part) -> dict[str, float]:
+    """Median residuals on the scan's held-back `frames` (read through `manifest`'s
+    preprocessing), through its probe: of `model` and of an empty object; and how many."""
+    held_back = frames.subset(np.arange(len(frames.inputs)) % training.HELD_OUT_EVERY == 0)
+    predicted = training.predict(model, held_back.inputs)
+    empty = np.zeros_like(predicted)
     empty[:, 0] = 1.0
 
     def median(patches: np.ndarray) -> float:
-        return training.residual_figures(manifest, counts, patches)["residual_p50"]
-    over_noise, explained = variation(manifest.probe, frames.counts, predicted[:, 0],
-                                      predicted[:, 1])
-    return {"model": median(predicted[held_back]), "empty": median(empty),
-            "frames": len(counts), "frames_over_noise": over_noise, "explained": explained}
+        return training.residual_figures(manifest, held_back.counts, patches)["residual_p50"]
+    return {"model": median(predicted), "empty": median(empty), "frames": len(predicted)}
 
 
 def check(running: tuple[PtychoNN, Manifest], new: tuple[PtychoNN, Manifest], scan: Path,
           margin: float) -> Check:
     """Whether `new` explains the held-back frames clearly better than the running model
     and than an empty object under its probe (a model near that learnt the probe, not the
-    sample), and tells them apart where they differ."""
-    before = scan_figures(*running, scan)["model"]
-    figures = scan_figures(*new, scan)
+    sample), and tells the frames apart where they differ: over every frame, since the
+    question is whether it tells them apart at all (how truly, on frames it did not learn,
+    is the held-back residual's to say)."""
+    def frames_for(manifest: Manifest) -> training_data.Part:
+        return training_data.recorded_scan(scan, manifest.preprocessing,
+                                           manifest.object_pixel_size)
+    before = held_back_residuals(*running, frames_for(running[1]))["model"]
+    frames = frames_for(new[1])
+    figures = held_back_residuals(*new, frames)
     after, empty = figures["model"], figures["empty"]
-    over_noise, explained = figures["frames_over_noise"], figures["explained"]
+    predicted = training.predict(new[0], frames.inputs)
+    over_noise, explained = variation(new[1].probe, frames.counts, predicted[:, 0],
+                                      predicted[:, 1])
     better = after < (1 - margin) * min(before, empty)
     one_answer = over_noise >= VARIES and explained < EXPLAINS
     reason = (f"residual on {figures['frames']} held-back frames {after:.3f}: "
