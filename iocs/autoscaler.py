@@ -4,8 +4,11 @@ Once a second the supervisor hands `Autoscaler.decide` what it measured, and
 gets back the instance count to run and a sentence saying why. The policy:
 
 - Up, at once, when frames were lost, or when the backlog (frames the detector
-  took that no instance has published yet) keeps growing while fewer frames
-  come out than go in: by as many instances as the shortfall needs, at least one.
+  took that no instance has published yet) rose by more than a moment's input
+  over the last few periods while fewer frames came out than went in: by as
+  many instances as the shortfall needs, at least one. The rise is read over the
+  whole window, not period by period: a status report that comes a period late
+  makes one period look flat, and must not hide a pipeline falling behind.
 - Down, by one, after the pipeline has kept up for `calm` seconds and the
   instances' busy time says one fewer would still run below `headroom` of its
   capacity. A count that lost frames at some input rate is not tried again
@@ -20,6 +23,7 @@ gets back the instance count to run and a sentence saying why. The policy:
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 
 
@@ -49,19 +53,17 @@ class Autoscaler:
     headroom: float = 0.75  # the busy fraction an instance may run at after scaling down
     calm: float = 8.0  # s of keeping up before scaling down
     hysteresis: float = 0.1  # relative rate drop before a count that lost frames is retried
-    backlog_growth: int = 5  # periods of a growing backlog that mean "falling behind"
-    backlog_seconds: float = 0.5  # a backlog smaller than this much input is in flight
+    backlog_growth: int = 5  # periods over which a rising backlog means "falling behind"
+    backlog_seconds: float = 0.5  # a backlog (or a rise) under this much input is in flight
     slack: float = 0.05  # processed below input by more than this: falling behind
     _calm_since: float | None = None
-    _growing: int = 0
-    _last_backlog: int = 0
+    _recent: deque[Observation] = field(default_factory=deque)  # the last periods, streaming
     _lost_at: dict[int, float] = field(default_factory=dict)  # count -> input rate it lost at
     _enough: int | None = None  # fewer instances that would have kept up, for the next pause
 
     def reset(self) -> None:
         self._calm_since = None
-        self._growing = 0
-        self._last_backlog = 0
+        self._recent.clear()
         self._lost_at.clear()
         self._enough = None
 
@@ -76,20 +78,12 @@ class Autoscaler:
         if seen.input_rate <= 0:
             return self._idle(n, seen)
 
-        # A backlog of more than a moment's frames that grows period after period, while
-        # fewer frames come out than go in (a busy machine also delays the status reports)
-        grew = seen.backlog > self._last_backlog
-        large = seen.backlog > seen.input_rate * self.backlog_seconds
-        slower = seen.processed_rate < (1 - self.slack) * seen.input_rate
-        self._growing = self._growing + 1 if grew and large and slower else 0
-        self._last_backlog = seen.backlog
-        behind = self._growing >= self.backlog_growth
-
+        behind = self._falling_behind(seen)
         if seen.overdue > 0 or behind:
             self._lost_at[n] = max(self._lost_at.get(n, 0.0), seen.input_rate)
             self._enough = None
             self._calm_since = None
-            self._growing = 0
+            self._recent.clear()
             per_instance = seen.processed_rate / n if n and seen.processed_rate > 0 else 0.0
             shortfall = (math.ceil(seen.input_rate / per_instance) - n) if per_instance else 1
             wanted = self._bounded(n + max(1, shortfall))
@@ -117,10 +111,24 @@ class Autoscaler:
         return Decision(n, f"{seen.input_rate:.0f} Hz keeps only {seen.busy:.2f} instances busy: "
                            f"{self._enough} would do, from the next pause in the stream")
 
+    def _falling_behind(self, seen: Observation) -> bool:
+        """Over the last `backlog_growth` periods the backlog rose by more than a moment's
+        input and is more than a moment's input now, while fewer frames came out than went
+        in (a busy machine also delays the status reports, which alone raises the backlog)."""
+        self._recent.append(seen)
+        if len(self._recent) > self.backlog_growth:
+            self._recent.popleft()
+        if len(self._recent) < self.backlog_growth:
+            return False
+        moment = seen.input_rate * self.backlog_seconds
+        rose = seen.backlog - self._recent[0].backlog > moment
+        slower = (sum(o.processed_rate for o in self._recent)
+                  < (1 - self.slack) * sum(o.input_rate for o in self._recent))
+        return rose and seen.backlog > moment and slower
+
     def _idle(self, n: int, seen: Observation) -> Decision:
         self._calm_since = None
-        self._growing = 0
-        self._last_backlog = seen.backlog
+        self._recent.clear()
         wanted, reason = n, "no frames flowing"
         if self._enough is not None and self._enough < n:
             wanted, reason = self._enough, f"stream paused: scaling down to {self._enough}"

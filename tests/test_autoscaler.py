@@ -35,6 +35,16 @@ def test_a_growing_backlog_scales_up_before_frames_are_lost():
     assert decisions[4].instances >= 2 and "backlog" in decisions[4].reason
 
 
+def test_a_status_report_a_period_late_does_not_hide_a_growing_backlog():
+    """One period's report came late: the backlog looks flat, then jumps. The pipeline is
+    still falling behind, and scales up as soon as it would have without the late report."""
+    scaler = Autoscaler()
+    backlogs = [200, 400, 400, 800, 1000]
+    decisions = [scaler.decide(t, seen(300, 1, backlog=b)) for t, b in enumerate(backlogs)]
+    assert [d.instances for d in decisions[:4]] == [1] * 4
+    assert decisions[4].instances >= 2 and "backlog" in decisions[4].reason
+
+
 def test_a_steady_small_backlog_is_not_falling_behind():
     scaler = Autoscaler()
     for t in range(20):

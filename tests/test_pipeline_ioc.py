@@ -263,7 +263,9 @@ def test_automatic_scaling_follows_the_detector(line):
     line.acquire(40, 8)
     line.wait_processed(40)
     frame_time = line.get("InferenceTime_RBV") / 1e3
-    rate = 1.5 / frame_time  # one instance cannot hold it
+    # twice what one instance holds: the other test worker may have slowed the frames that
+    # measured the frame time, and a rate just above it may be held by one instance
+    rate = 2 / frame_time
     seen, said = [], []  # every instance count read; what the autoscaler said, for a failure
     # (frames late while a new instance takes its share may add one more instance, so the
     # peak is the most seen, not the first count that keeps up)
@@ -274,20 +276,21 @@ def test_automatic_scaling_follows_the_detector(line):
         if not said or said[-1] != message:
             said.append(message)
         return seen[-1]
-    line.acquire(int(rate * 90), rate)
-    line.wait(lambda: instances() >= 2, "scaling up", 60)
-    assert "scaling up to" in line.ioc.log()  # and the message said why
-    line.wait(lambda: line.get("State_RBV") == "Running" and line.get("InputRate_RBV") > 0
-              and instances(), "the scaled pipeline running", STARTUP)
-    line.ctx.put(line.d + "cam1:Acquire", 0, timeout=5)
-    # a quarter of the rate for 30 s (calm needs 8 s after the drain), then a pause
-    line.acquire(int(rate * 30 / 4), rate / 4)
     try:
+        line.acquire(int(rate * 90), rate)
+        line.wait(lambda: instances() >= 2, "scaling up", 60)
+        assert "scaling up to" in line.ioc.log()  # and the message said why
+        line.wait(lambda: line.get("State_RBV") == "Running" and line.get("InputRate_RBV") > 0
+                  and instances(), "the scaled pipeline running", STARTUP)
+        line.ctx.put(line.d + "cam1:Acquire", 0, timeout=5)
+        # a quarter of the rate for 30 s (calm needs 8 s after the drain), then a pause
+        line.acquire(int(rate * 30 / 4), rate / 4)
         line.wait(lambda: instances() and "would do" in said[-1], "fewer instances would do",
                   60)
         line.wait(lambda: instances() < max(seen), "scaling down at the pause", 60)
     except AssertionError as failure:
-        raise AssertionError(f"the autoscaler said {said[-15:]}\n{failure}") from None
+        raise AssertionError(f"at {rate:.1f} Hz ({1e3 * frame_time:.0f} ms a frame) the "
+                             f"autoscaler said {said[:8]} ... {said[-8:]}\n{failure}") from None
     line.wait_running(line.get("InstancesPerNode_RBV"))
 
 
