@@ -58,7 +58,8 @@ from ptychoedge.inference.scores import image_pair_scores
 
 log = logging.getLogger("ptychoedge.train")
 
-TRAINING_SEEDS = (101, 102, 103, 104)
+FIRST_TRAINING_SEED = 101  # samples 101, 102, ...: never the live sample's seed 0
+MAX_TRAINING_SAMPLES = 99  # seeds 101-199: clear of validation's 201 and scoring's 301
 VALIDATION_SEED = 201
 HELD_OUT_EVERY = 10  # every tenth frame of a recorded scan validates, the rest trains
 # Residual alarm limits: MINOR at 3x the validation frames' 90th percentile (but not
@@ -85,6 +86,14 @@ def _input_size(text: str) -> int:
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
     return size
+
+
+def _sample_seeds(text: str) -> int:
+    count = _positive(int)(text)
+    if count > MAX_TRAINING_SAMPLES:
+        raise argparse.ArgumentTypeError(f"at most {MAX_TRAINING_SAMPLES} samples of each "
+                                         f"family (seeds 101-199), not {count}")
+    return count
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -151,6 +160,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     recipe.add_argument("--validation", type=_positive(int), default=400,
                         help="simulated validation frames, of a sample of its own "
                              "(default %(default)s)")
+    recipe.add_argument("--sample-seeds", type=_sample_seeds, default=4, metavar="N",
+                        help="simulated samples of each family to train on, seeds 101 to "
+                             "100+N (default %(default)s; at most 99)")
     recipe.add_argument("--sample-kinds", default=",".join(training_data.TRAINING_KINDS),
                         help="sample families to simulate, comma-separated "
                              "(default %(default)s)")
@@ -344,11 +356,12 @@ def train(args: argparse.Namespace) -> tuple[PtychoNN, Manifest]:
                      "reconstruction_sha256": _file_sha256(args.reconstruction)}
     else:
         kinds = training_data.sample_kinds(args.sample_kinds)
-        train_part = training_data.simulated(instrument, preprocessing, kinds, TRAINING_SEEDS,
+        seeds = tuple(range(FIRST_TRAINING_SEED, FIRST_TRAINING_SEED + args.sample_seeds))
+        train_part = training_data.simulated(instrument, preprocessing, kinds, seeds,
                                              args.samples, rng)
         valid_part = training_data.simulated(instrument, preprocessing, kinds,
                                              (VALIDATION_SEED,), args.validation, rng)
-        data = {"simulated": list(kinds), "sample_seeds": list(TRAINING_SEEDS),
+        data = {"simulated": list(kinds), "sample_seeds": list(seeds),
                 "validation_seed": VALIDATION_SEED, "samples": args.samples,
                 "photons": instrument.photons}
     x_all = torch.from_numpy(train_part.inputs)

@@ -46,6 +46,17 @@ def test_a_short_run_lowers_the_loss_and_writes_a_loadable_model(tmp_path):
 
 
 @pytest.mark.slow
+def test_more_samples_are_more_seeds_never_the_live_or_scoring_ones(tmp_path):
+    _, manifest = training.train(options("--name", "tiny", "--out-dir", str(tmp_path),
+                                         "--width", "4", "--samples", "64", "--validation",
+                                         "16", "--epochs", "1", "--sample-seeds", "7",
+                                         "--sample-kinds", "default"))
+    seeds = manifest.training["data"]["sample_seeds"]
+    assert seeds == list(range(101, 108))
+    assert training.VALIDATION_SEED not in seeds
+
+
+@pytest.mark.slow
 def test_a_tampered_or_misplaced_model_is_refused(tmp_path):
     model, manifest = training.train(small_run(tmp_path, epochs=1))
     save_model(model, manifest, tmp_path)
@@ -88,7 +99,8 @@ def test_the_shipped_model_reconstructs_structure_not_just_the_mean():
 
 @pytest.mark.integration
 @pytest.mark.parametrize("args", [["--width", "-1"], ["--epochs", "zero"], ["--lr", "0"],
-                                  ["--input-size", "60"], ["--input-size", "40", "--fold", "2"]])
+                                  ["--input-size", "60"], ["--input-size", "40", "--fold", "2"],
+                                  ["--sample-seeds", "100"]])
 def test_bad_arguments_are_one_line_errors(args):
     result = subprocess.run(ptychoedge("train", *args), capture_output=True, text=True,
                             timeout=60)
