@@ -64,6 +64,8 @@ class InputRate:
         if unique_id is None:
             self.rate = 0.0
             return self.rate
+        if unique_id <= 0:  # a frame never stamped: no restart, and its id says nothing
+            return self.rate
         last, self._last = self._last, (now, unique_id)
         if last is None or unique_id < last[1]:  # the first look, or the detector restarted
             self.rate = 0.0
@@ -158,7 +160,9 @@ class Meter:
         figures.frames_processed = max(self._processed.total, self._received.total)
         # a frame an instance refused is an error, not a lost frame, though it leaves a gap
         known = self._input.last_id if self._input.last_id is not None else 1 << 62
-        self._refused_frames.refused(now, unique_id or known, refused_now)
+        # (an unstamped frame's id 0 would let the refusals go before their gaps show)
+        self._refused_frames.refused(now, unique_id if unique_id and unique_id > 0 else known,
+                                     refused_now)
         overdue_now = self._refused_frames.lost(now, gaps_now, collected_to)
         if collected_to is not None:
             self._overdue.gave_up(now, overdue_now, collected_to)

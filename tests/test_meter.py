@@ -46,3 +46,14 @@ def test_no_input_or_a_restarted_detector_reads_zero():
     assert meter.update(2.0, None) == 0
     assert meter.update(3.0, 5) == 0  # the detector counts afresh
     assert meter.update(4.0, 15) == 10
+
+
+def test_a_frame_never_stamped_neither_restarts_the_detector_nor_hides_its_last_id():
+    # uniqueId 0 is a frame whose id was never set (the instances refuse it): the meter
+    # must keep the detector's last id, which the refusals of that period are tied to
+    meter = InputRate()
+    meter.update(0.0, 10)
+    assert meter.update(1.0, 30) == 20
+    assert meter.update(2.0, 0) == 20
+    assert meter.last_id == 30
+    assert meter.update(3.0, 50) == 10  # 20 frames over the 2 s since id 30
