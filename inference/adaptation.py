@@ -99,8 +99,11 @@ def check(running: tuple[PtychoNN, Manifest], new: tuple[PtychoNN, Manifest], sc
     def frames_for(manifest: Manifest) -> training_data.Part:
         return training_data.recorded_scan(scan, manifest.preprocessing,
                                            manifest.object_pixel_size)
-    before = held_back_residuals(*running, frames_for(running[1]))["model"]
     frames = frames_for(new[1])
+    read_alike = (running[1].preprocessing == new[1].preprocessing
+                  and running[1].object_pixel_size == new[1].object_pixel_size)
+    before = held_back_residuals(*running, frames if read_alike else frames_for(running[1]))
+    before = before["model"]
     figures = held_back_residuals(*new, frames)
     after, empty = figures["model"], figures["empty"]
     predicted = training.predict(new[0], frames.inputs)

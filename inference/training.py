@@ -92,7 +92,9 @@ def _sample_seeds(text: str) -> int:
     count = _positive(int)(text)
     if count > MAX_TRAINING_SAMPLES:
         raise argparse.ArgumentTypeError(f"at most {MAX_TRAINING_SAMPLES} samples of each "
-                                         f"family (seeds 101-199), not {count}")
+                                         f"family (seeds {FIRST_TRAINING_SEED}-"
+                                         f"{FIRST_TRAINING_SEED + MAX_TRAINING_SAMPLES - 1}), "
+                                         f"not {count}")
     return count
 
 

@@ -159,10 +159,10 @@ class Meter:
         # delivered when its instance reported it published or the collector received it.
         figures.frames_processed = max(self._processed.total, self._received.total)
         # a frame an instance refused is an error, not a lost frame, though it leaves a gap
+        # tied to the detector's last real id (not an unstamped frame's 0, which would let
+        # the refusals go before their gaps show)
         known = self._input.last_id if self._input.last_id is not None else 1 << 62
-        # (an unstamped frame's id 0 would let the refusals go before their gaps show)
-        self._refused_frames.refused(now, unique_id if unique_id and unique_id > 0 else known,
-                                     refused_now)
+        self._refused_frames.refused(now, known, refused_now)
         overdue_now = self._refused_frames.lost(now, gaps_now, collected_to)
         if collected_to is not None:
             self._overdue.gave_up(now, overdue_now, collected_to)
