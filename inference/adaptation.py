@@ -50,15 +50,10 @@ from ptychoedge.inference.model_shape import ModelShape
 from ptychoedge.inference.quality import variation
 from ptychoedge.inference.reconstruct import reconstruct
 from ptychoedge.inference.scan_file import load_scan
+from ptychoedge.pvdb.processors import EXPLAINS, VARIES
 
 log = logging.getLogger(__name__)
 REJECTED = "rejected"  # the model directory's folder for models that did not pass the check
-# frames that vary this many times their noise are of a sample that scatters; a model kept
-# for them explains at least EXPLAINS of that. Measured (inference/MODELS.md, "Adaptation's
-# recipe"): networks that gave one answer explained at most 2%, those that had learnt the
-# phase (correlation 0.3 and above) at least 10%
-VARIES = 10.0
-EXPLAINS = 0.05
 BATCH, LEARNING_RATE = 16, 2e-3  # the self-supervised recipe benchmarks/fidelity.py measures
 
 

@@ -16,18 +16,24 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from functools import reduce
+from operator import add
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from ptychoedge.inference.backends import Backend
 from ptychoedge.inference.manifest import Manifest
 from ptychoedge.inference.preprocess import FrameError
-from ptychoedge.inference.quality import DiffractionResidual
+from ptychoedge.inference.quality import Fit, Spread
 
 log = logging.getLogger(__name__)
 
 LATENCY_WINDOW = 2000  # latest frames the percentiles are taken over
+# The share of the frames' variation the answers explain is taken over the latest
+# SPREAD_WINDOW frames (kept as sums of SPREAD_BLOCK frames: two images each), and said
+# only from SPREAD_BLOCK frames on: over fewer, noise decides it
+SPREAD_WINDOW, SPREAD_BLOCK = 256, 32
 
 
 @dataclass
@@ -49,6 +55,12 @@ class Result:
     latency: float  # s from receipt to result
 
 
+class BatchResult(NamedTuple):
+    patches: np.ndarray  # (n, 2, s, s) amplitude and phase
+    residuals: np.ndarray  # (n,) see quality.py
+    spread: Spread  # of these frames, and how much of it the patches explain
+
+
 class Reconstructor:
     """A loaded model on a backend, with its preprocessing and quality check."""
 
@@ -56,12 +68,12 @@ class Reconstructor:
         self.backend = backend
         self.manifest = manifest
         self.preprocessing = manifest.preprocessing
-        self.residual = DiffractionResidual(manifest)
+        self.fit = Fit(manifest.probe)
 
-    def __call__(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(self, images: list[np.ndarray]) -> BatchResult:
         binned = np.concatenate([self.preprocessing.binned(image) for image in images])
         output = self.backend.infer(self.preprocessing.normalise(binned))
-        return output, self.residual(binned, output[:, 0], output[:, 1])
+        return BatchResult(output, *self.fit(binned, output[:, 0], output[:, 1]))
 
 
 class Batcher:
@@ -92,6 +104,7 @@ class Batcher:
     def swap(self, reconstructor: Reconstructor) -> None:
         with self._lock:  # the old model's residuals say nothing of the new one's fit
             self.residuals.clear()
+            self.spreads.clear()
         self.reconstructor = reconstructor  # read once per batch by the worker
 
     @property
@@ -121,6 +134,7 @@ class Batcher:
             self.errors: Counter[str] = Counter()
             self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
             self.residuals: deque[float] = deque(maxlen=LATENCY_WINDOW)
+            self.spreads: deque[Spread] = deque()  # of the latest SPREAD_WINDOW frames
 
     def stats(self) -> dict[str, float | int]:
         with self._lock:
@@ -136,11 +150,26 @@ class Batcher:
                 "inferenceTime": (self.inference_seconds / self.batched_frames
                                   if self.batched_frames else 0.0),
                 "residualMean": float(np.mean(self.residuals)) if self.residuals else 0.0,
+                **self._spread_figures(),
                 "queued": self.queued,
                 "oldestWaiting": self.oldest_waiting,
                 "errors": sum(self.errors.values()),
                 **{f"errors_{kind}": count for kind, count in self.errors.items()},
             }
+
+    def _spread_figures(self) -> dict[str, float]:
+        frames_over_noise, explained = 0.0, 0.0
+        if sum(spread.frames for spread in self.spreads) >= SPREAD_BLOCK:
+            frames_over_noise, explained = reduce(add, self.spreads).figures()
+        return {"framesOverNoise": frames_over_noise, "explained": explained}
+
+    def _keep_spread(self, spread: Spread) -> None:
+        if self.spreads and self.spreads[-1].frames < SPREAD_BLOCK:
+            self.spreads[-1] += spread
+        else:
+            self.spreads.append(spread)
+        while sum(s.frames for s in self.spreads) - self.spreads[0].frames >= SPREAD_WINDOW:
+            self.spreads.popleft()
 
     # -- the worker -------------------------------------------------------------
 
@@ -178,7 +207,7 @@ class Batcher:
         reconstructor = self.reconstructor
         started = time.monotonic()
         try:
-            output, residuals = reconstructor([frame.image for frame in batch])
+            result = reconstructor([frame.image for frame in batch])
         except FrameError:  # one bad frame must not take the batch with it
             for frame in batch:
                 self._process_alone(frame, reconstructor)
@@ -188,21 +217,23 @@ class Batcher:
             with self._lock:
                 self.errors["inference"] += len(batch)
             return
-        self._finish(batch, output, residuals, time.monotonic() - started)
+        self._finish(batch, result, time.monotonic() - started)
 
     def _process_alone(self, frame: Frame, reconstructor: Reconstructor) -> None:
         started = time.monotonic()
         try:
-            output, residuals = reconstructor([frame.image])
+            result = reconstructor([frame.image])
         except FrameError as error:
             log.warning("frame %d refused: %s", frame.unique_id, error)
             self.reject(error.kind)
             return
-        self._finish([frame], output, residuals, time.monotonic() - started)
+        self._finish([frame], result, time.monotonic() - started)
 
-    def _finish(self, batch: list[Frame], output: np.ndarray, residuals: np.ndarray,
-                seconds: float) -> None:
-        for frame, patch, residual in zip(batch, output, residuals, strict=True):
+    def _finish(self, batch: list[Frame], output: BatchResult, seconds: float) -> None:
+        # kept before the frames count as published: a status that counts them has their spread
+        with self._lock:
+            self._keep_spread(output.spread)
+        for frame, patch, residual in zip(batch, output.patches, output.residuals, strict=True):
             result = Result(frame, patch[0], patch[1], float(residual),
                             time.monotonic() - frame.received)
             try:

@@ -11,6 +11,8 @@ the frames it was validated on.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ptychoedge.inference import forward
@@ -25,47 +27,81 @@ def _unit(moduli: np.ndarray) -> np.ndarray:
 
 def variation(probe: np.ndarray, binned: np.ndarray, amplitude: np.ndarray,
               phase: np.ndarray) -> tuple[float, float]:
-    """Whether answers tell the frames (n, s, s) apart: how much the frames vary from frame
-    to frame beyond their counting noise, over that noise; and the share of that variation
-    the diffraction the answers predict explains (0: one answer for every frame, or answers
-    no truer than that; 1: all of it). 0 for both where the frames vary no more than noise.
+    """Whether answers tell the frames (n, s, s) apart: `Spread.figures` of these frames."""
+    return Fit(probe)(binned, amplitude, phase)[1].figures()
+
+
+@dataclass
+class Spread:
+    """Sums over frames from which follow how much they vary from frame to frame beyond
+    their counting noise, and how much of that the diffraction their answers predict
+    explains. Sums add, so a running window of frames is a sum of batches.
 
     The residual is the misfit of the mean frame plus the misfit of each frame's departure
-    from it; the second, less the noise, over the frames' departures less the noise, is
-    the share not explained. Amplitudes are scaled as the residual scales them; the noise
-    of the square root of a count c is taken as c / (1 + 4c) (1/4 for large counts, c for
+    from it; the second, less the noise, over the frames' departures less the noise, is the
+    share not explained. Amplitudes are scaled as the residual scales them; the noise of
+    the square root of a count c is taken as c / (1 + 4c) (1/4 for large counts, c for
     small)."""
-    counts = np.clip(np.asarray(binned, dtype=np.float64), 0, None)
-    measured = _unit(np.sqrt(counts))
-    measured -= measured.mean(axis=0)
-    patches = (np.asarray(amplitude) * np.exp(1j * np.asarray(phase))).astype(np.complex64)
-    predicted = _unit(np.sqrt(forward.far_field(probe, patches)).astype(np.float64))
-    predicted -= predicted.mean(axis=0)
 
-    def per_frame(square: np.ndarray) -> float:
-        return float(np.mean(square.sum(axis=(1, 2))))
+    frames: int
+    measured: np.ndarray  # (s, s) sum of the frames' scaled amplitudes
+    misfit: np.ndarray  # (s, s) sum of predicted less measured scaled amplitudes
+    power: float  # sum of each frame's squared scaled amplitudes (1 unless a frame is empty)
+    residual: float  # sum of the residuals: each frame's squared misfit
+    noise: float  # sum of each frame's noise in the squared scaled amplitudes
 
-    noise = per_frame(counts / (1 + 4 * counts) / (counts.sum(axis=(1, 2), keepdims=True)
-                                                    + 1e-12))
-    beyond = per_frame(np.square(measured)) - noise
-    if beyond <= 0:
-        return 0.0, 0.0
-    unexplained = per_frame(np.square(predicted - measured)) - noise
-    return beyond / (noise or 1.0), 1.0 - unexplained / beyond
+    def __add__(self, other: Spread) -> Spread:
+        return Spread(self.frames + other.frames, self.measured + other.measured,
+                      self.misfit + other.misfit, self.power + other.power,
+                      self.residual + other.residual, self.noise + other.noise)
+
+    def figures(self) -> tuple[float, float]:
+        """How much the frames vary beyond their noise, over that noise; and the share of
+        that variation the answers explain (0: one answer for every frame, or answers no
+        truer than that; 1: all of it). 0 for both where the frames vary no more than noise.
+        """
+        n = max(self.frames, 1)
+        noise = self.noise / n
+        beyond = self.power / n - float(np.square(self.measured / n).sum()) - noise
+        if beyond <= 0:
+            return 0.0, 0.0
+        unexplained = self.residual / n - float(np.square(self.misfit / n).sum()) - noise
+        return beyond / (noise or 1.0), 1.0 - unexplained / beyond
 
 
-class DiffractionResidual:
-    def __init__(self, manifest: Manifest):
-        self.probe = manifest.probe
+class Fit:
+    """How far answers (amplitude, phase) explain their frames through `probe`."""
+
+    def __init__(self, probe: np.ndarray):
+        self.probe = probe
 
     def __call__(self, binned: np.ndarray, amplitude: np.ndarray,
-                 phase: np.ndarray) -> np.ndarray:
-        """(n,) residuals of binned counts (n, s, s) against amplitude and phase (n, s, s)."""
+                 phase: np.ndarray) -> tuple[np.ndarray, Spread]:
+        """(n,) residuals of binned counts (n, s, s) against amplitude and phase (n, s, s),
+        and their frames' spread."""
         amplitude = np.asarray(amplitude, dtype=np.float32)
         phase = np.asarray(phase, dtype=np.float32)
         patches = np.empty(amplitude.shape, np.complex64)  # 6x faster than amplitude x exp(i phase)
         patches.real = amplitude * np.cos(phase)
         patches.imag = amplitude * np.sin(phase)
-        predicted = _unit(np.sqrt(forward.far_field(self.probe, patches)))
-        measured = _unit(np.sqrt(np.clip(np.asarray(binned, dtype=np.float32), 0, None)))
-        return np.square(predicted - measured).sum(axis=(1, 2))
+        counts = np.clip(np.asarray(binned, dtype=np.float32), 0, None)
+        measured = _unit(np.sqrt(counts))
+        misfit = _unit(np.sqrt(forward.far_field(self.probe, patches))) - measured
+        residuals = np.square(misfit).sum(axis=(1, 2))
+        totals = counts.sum(axis=(1, 2), dtype=np.float64)
+        noise = (counts / (1 + 4 * counts)).sum(axis=(1, 2), dtype=np.float64) / (totals + 1e-12)
+        spread = Spread(len(counts), measured.sum(axis=0, dtype=np.float64),
+                        misfit.sum(axis=0, dtype=np.float64),
+                        float(np.square(measured).sum(dtype=np.float64)),
+                        float(residuals.sum(dtype=np.float64)), float(noise.sum()))
+        return residuals, spread
+
+
+class DiffractionResidual:
+    def __init__(self, manifest: Manifest):
+        self.fit = Fit(manifest.probe)
+
+    def __call__(self, binned: np.ndarray, amplitude: np.ndarray,
+                 phase: np.ndarray) -> np.ndarray:
+        """(n,) residuals of binned counts (n, s, s) against amplitude and phase (n, s, s)."""
+        return self.fit(binned, amplitude, phase)[0]

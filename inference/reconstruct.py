@@ -67,17 +67,17 @@ def reconstruct(frames: np.ndarray, positions: np.ndarray, reconstructor: Recons
     for start in range(0, len(frames), BATCH):
         chosen = range(start, min(start + BATCH, len(frames)))
         try:
-            batches = [(list(chosen), *reconstructor([frames[i] for i in chosen]))]
+            batches = [(list(chosen), reconstructor([frames[i] for i in chosen]))]
         except FrameError:  # one bad frame must not take the batch with it
             batches = []
             for i in chosen:
                 try:
-                    batches.append(([i], *reconstructor([frames[i]])))
+                    batches.append(([i], reconstructor([frames[i]])))
                 except FrameError as error:
                     result.refused[error.kind] += 1
                     log.warning("frame %d refused: %s", i, error)
-        for indices, output, residuals in batches:
-            for i, patch, residual in zip(indices, output, residuals, strict=True):
+        for indices, batch in batches:
+            for i, patch, residual in zip(indices, batch.patches, batch.residuals, strict=True):
                 result.mosaic.add(patch[0], patch[1], *positions[i])
                 result.residuals[i] = residual
         if progress:

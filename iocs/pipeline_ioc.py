@@ -136,6 +136,7 @@ class PipelineIOC:
             "Backlog_RBV": status.backlog, "FrameErrors_RBV": status.frame_errors,
             "LatencyP50_RBV": status.latency_p50, "LatencyP99_RBV": status.latency_p99,
             "InferenceTime_RBV": status.inference_time, "Residual_RBV": status.residual,
+            "Explained_RBV": 100 * status.explained,
             "Instances_RBV": status.instances, "NodesUp_RBV": status.nodes_up,
             "Restarts_RBV": status.restarts,
             "State_RBV": pipeline.STATES.index(status.state),
@@ -162,6 +163,7 @@ class PipelineIOC:
             alarm.NO_ALARM,
             "Residual_RBV": (alarm.NO_ALARM, alarm.MINOR_ALARM,
                              alarm.MAJOR_ALARM)[status.residual_severity],
+            "Explained_RBV": alarm.MINOR_ALARM if status.one_answer else alarm.NO_ALARM,
         }
         for name, value in values.items():
             self._set(self.status[name], value, severities.get(name, alarm.NO_ALARM))

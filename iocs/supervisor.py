@@ -13,7 +13,7 @@ It composes parts with one job each, all driven from its one thread:
   share frames out, the image relay;
 - `Meter` (meter.py): rates, counts, backlog and losses from the status channels;
 - `Rollout` (rollout.py): the knobs' configuration to the running instances;
-- `Autoscaler` (autoscaler.py) and `ResidualGuard` (residual_guard.py): policy;
+- `Autoscaler` (autoscaler.py) and `FitGuard` (fit_guard.py): policy;
 - `Adaptation` (adaptation.py): the frame ring's scan, the trainer child, the swap;
 - `Refinement` (refinement.py): the frame ring's scan, refined by the refiner child;
 - `News` (news.py): the message, restarts and faults the parts report.
@@ -34,12 +34,12 @@ import ptychoedge.inference as inference_package
 from ptychoedge.iocs.adaptation import Adaptation, AdaptStatus
 from ptychoedge.iocs.autoscaler import Autoscaler
 from ptychoedge.iocs.children import Children
+from ptychoedge.iocs.fit_guard import FitGuard, model_limits
 from ptychoedge.iocs.fleet import Fleet
 from ptychoedge.iocs.instances import FIRST_DELAY, STOP_TIMEOUT
 from ptychoedge.iocs.meter import Figures, Meter
 from ptychoedge.iocs.news import News
 from ptychoedge.iocs.refinement import Refinement, RefineStatus
-from ptychoedge.iocs.residual_guard import ResidualGuard, model_limits
 from ptychoedge.iocs.ring_client import RingClient
 from ptychoedge.iocs.rollout import Rollout, collector_model
 from ptychoedge.iocs.settings import Settings
@@ -59,7 +59,8 @@ class Status(Figures):
 
     state: str = "Idle"
     message: str = ""
-    residual_severity: int = 0  # the residual guard's alarm: 0 none, 1 MINOR, 2 MAJOR
+    residual_severity: int = 0  # the fit guard's alarm on the residual: 0 none, 1 MINOR, 2 MAJOR
+    one_answer: bool = False  # the fit guard's: the answers explain too little (MINOR)
     nodes_up: int = 0
     restarts: int = 0
     wanted_instances: int = 0
@@ -107,7 +108,7 @@ class Supervisor:
         ring = RingClient(self._ctx, pipeline.ring_channel(prefix))
         self.adaptation = Adaptation(ring, log_dir / "adapt", model_dir, self.news)
         self.refinement = Refinement(prefix, ring, log_dir / "refine", model_dir, self.news)
-        self._residual_guard = ResidualGuard()
+        self._fit_guard = FitGuard()
         self._model_limits: dict[str, tuple] = {}  # model -> its residual limits, typical
         self._wanted = 1  # instances to run, over all nodes
         self._settle_until = 0.0
@@ -227,7 +228,7 @@ class Supervisor:
         if settings.auto_scale:
             self._autoscale()
         self.status.state = self._state(settings)
-        self._guard_residual()
+        self._guard_fit()
         self.adaptation.step(settings, rollout.in_force.model,
                              collector_model(children.collector) or "",
                              self.status.state == "Misfit", self.status.input_rate,
@@ -304,14 +305,15 @@ class Supervisor:
         elif self._state(self.settings) == "Running":
             self.news.say(decision.reason)
 
-    def _guard_residual(self) -> None:
+    def _guard_fit(self) -> None:
         model = self.rollout.in_force.model
         if model not in self._model_limits:
             self._model_limits[model] = model_limits(self.model_dir or SHIPPED_MODELS, model)
         limits, typical = self._model_limits[model]
-        verdict = self._residual_guard.judge(self.status.residual, limits, typical, model,
-                                             time.monotonic())
+        verdict = self._fit_guard.judge(self.status.residual, self.status.explained, limits,
+                                        typical, model, time.monotonic())
         self.status.residual_severity = verdict.severity
+        self.status.one_answer = verdict.one_answer
         if verdict.misfit and self.status.state == "Running":
             self.status.state = "Misfit"
             self.news.say(verdict.message)

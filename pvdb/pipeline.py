@@ -97,6 +97,9 @@ STATUS_PVS = (
     PvSpec("Residual_RBV", Kind.FLOAT,
            "Mean diffraction residual (0 = perfect; alarm above the model's limits)",
            precision=3, writable=False),
+    PvSpec("Explained_RBV", Kind.FLOAT,
+           "Share of how the frames differ that the images explain (NaN: frames alike; "
+           "alarm under 5%: one image for all)", units="%", precision=0, writable=False),
     PvSpec("Instances_RBV", Kind.INT, "Inference instances running", writable=False),
     PvSpec("NodesUp_RBV", Kind.INT, "Inference nodes answering", writable=False),
     PvSpec("InstanceRates_RBV", Kind.FLOAT_ARRAY, "Published rate of each instance",

@@ -31,6 +31,12 @@ COLLECTOR_PROCESSOR = "ptychoedge.inference.mosaic_processor.MosaicProcessor"
 # Alarm limits (MINOR, MAJOR) of the instances' diffraction residual for a model whose
 # manifest sets none: the residual runs from 0 (a perfect fit) to 2.
 FALLBACK_RESIDUAL_LIMITS = (0.5, 1.0)
+# Frames that vary VARIES times their counting noise are of a sample that scatters; answers
+# that explain under EXPLAINS of that variation are nearly one answer for every frame (the
+# sample's mean, not its structure). Measured in inference/MODELS.md ("Adaptation's recipe",
+# "The guard"): such answers explained at most 2%, networks that had learnt the sample's
+# phase (correlation 0.3 and above) 10% and more.
+VARIES, EXPLAINS = 10.0, 0.05
 
 # Kinds of malformed frame an instance refuses and counts apart (`errors_<kind>`).
 ERROR_KINDS = ("rank", "empty", "pixel_type", "too_small", "too_large", "decode", "unique_id",
@@ -175,6 +181,10 @@ class InstanceCounts:
     latency_p99: float = 0.0  # s
     inference_time: float = 0.0  # s of inference per frame
     residual_mean: float = 0.0  # the diffraction residual's mean
+    # over the latest frames (0 for both until enough): how much they vary from frame to
+    # frame beyond their counting noise, over it; and the share of that the answers explain
+    frames_over_noise: float = 0.0
+    explained: float = 0.0
     queued: int = 0  # frames received, not yet reconstructed
     oldest_waiting: int = 0  # uniqueId of the oldest of those (in a batch or queued); 0: none
     errors: int = 0  # malformed frames refused, of every kind

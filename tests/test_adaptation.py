@@ -19,7 +19,7 @@ from conftest import (
 )
 
 from ptychoedge.apps.beamline import plain
-from ptychoedge.inference.adaptation import EXPLAINS, REJECTED, VARIES, check
+from ptychoedge.inference.adaptation import REJECTED, check
 from ptychoedge.inference.instrument import Instrument, Orientation, read_cxi, write_cxi
 from ptychoedge.inference.manifest import (
     Manifest,
@@ -33,6 +33,7 @@ from ptychoedge.inference.physics_loss import diffraction_loss
 from ptychoedge.inference.preprocess import Preprocessing
 from ptychoedge.inference.training_data import recorded_scan
 from ptychoedge.pvdb.pipeline import collector_channels
+from ptychoedge.pvdb.processors import EXPLAINS, VARIES
 from ptychoedge.sim import physics
 
 pytestmark = pytest.mark.integration
@@ -292,6 +293,10 @@ def test_frames_unlike_the_model_are_learnt_and_the_better_model_swapped_in(adap
     pipeline.wait(lambda: pipeline.get("State_RBV") == "Running"
                   and pipeline.severity("Residual_RBV") == 0, 60, "the alarm cleared")
     assert pipeline.get("Residual_RBV") < 0.5 * before
+    # its images tell the frames apart (the shipped network's explained nearly none)
+    pipeline.wait(lambda: pipeline.get("Explained_RBV") >= 100 * EXPLAINS, 30,
+                  "the new images' share said")
+    assert pipeline.severity("Explained_RBV") == 0
     pipeline.acquire(False)
     pipeline.wait(lambda: pipeline.get("Backlog_RBV") == 0, 60, "every frame published")
     assert pipeline.get("FramesMissed_RBV") == 0 and pipeline.get("FramesProcessed_RBV") > 0

@@ -1,11 +1,15 @@
 """The batcher says which frame it has held longest, so a gap at the collector is known
-to be lost only once no instance holds a frame from it."""
+to be lost only once no instance holds a frame from it; and how much of its latest frames'
+variation the answers explain."""
 
 import threading
 
 import numpy as np
 
-from ptychoedge.inference.batcher import Batcher, Frame
+from ptychoedge.inference.batcher import SPREAD_BLOCK, SPREAD_WINDOW, Batcher, BatchResult, Frame
+from ptychoedge.inference.quality import Fit
+from ptychoedge.sim import physics
+from ptychoedge.sim.samples import named_sample
 
 
 class HeldReconstructor:
@@ -17,7 +21,9 @@ class HeldReconstructor:
     def __call__(self, images):
         self.go.wait(10)
         stacked = np.stack(images)[:, None]
-        return np.concatenate([stacked, stacked], axis=1), np.zeros(len(images))
+        patches = np.concatenate([stacked, stacked], axis=1)
+        return BatchResult(patches, *Fit(np.ones((1, 4, 4), np.complex64))(
+            np.stack(images), patches[:, 0], patches[:, 1]))
 
 
 def test_the_oldest_frame_waiting_is_the_first_of_the_batch_at_work():
@@ -33,3 +39,47 @@ def test_the_oldest_frame_waiting_is_the_first_of_the_batch_at_work():
     assert [result.frame.unique_id for result in published] == [7, 8, 9]
     assert batcher.oldest_waiting == 0
     assert batcher.stats()["oldestWaiting"] == 0
+
+
+class KnownAnswers:
+    """Answers frames by their index in a scan: the true patch, or one patch for all."""
+
+    def __init__(self, probe, truth, one_answer: bool):
+        self.fit, self.truth, self.one_answer = Fit(probe), truth, one_answer
+
+    def __call__(self, images):
+        index = [int(image[0, 0]) for image in images]  # the test writes it there
+        frames = np.stack([image[1:] for image in images])
+        patches = self.truth[[0] * len(index) if self.one_answer else index]
+        answers = np.stack([np.abs(patches), np.angle(patches)], axis=1)
+        return BatchResult(answers, *self.fit(frames, answers[:, 0], answers[:, 1]))
+
+
+def test_the_share_of_the_frames_variation_explained_is_said_over_the_latest_frames():
+    simulator = physics.PtychographySimulator(32, seed=0, sample=named_sample(
+        "labyrinth", (256, 256), 0))
+    frames, truth = simulator.frames(physics.fermat_spiral_positions(SPREAD_WINDOW + 64,
+                                                                     0.25e-6))
+    probe = simulator.instrument().probe
+    tagged = np.zeros((len(frames), 33, 32), np.float32)  # row 0 carries the frame's index
+    tagged[:, 0, 0], tagged[:, 1:] = np.arange(len(frames)), frames
+
+    def run(one_answer: bool, count: int) -> Batcher:
+        batcher = Batcher(KnownAnswers(probe, truth, one_answer), lambda result: None,
+                          batch_size=5, max_wait=0.0)
+        for index in range(count):
+            batcher.submit(Frame(tagged[index], index + 1))
+        batcher.stop()
+        return batcher
+
+    true, one = run(False, len(frames)), run(True, len(frames))
+    assert true.stats()["framesOverNoise"] > 10 and one.stats()["framesOverNoise"] > 10
+    assert true.stats()["explained"] > 0.8 and abs(one.stats()["explained"]) < 0.01
+    # over the latest window only, however long the scan
+    kept = sum(spread.frames for spread in true.spreads)
+    assert SPREAD_WINDOW <= kept < SPREAD_WINDOW + SPREAD_BLOCK
+    # said from a block of frames on; a new model's share starts again
+    assert run(False, SPREAD_BLOCK - 1).stats()["explained"] == 0.0
+    assert run(False, SPREAD_BLOCK + 5).stats()["explained"] > 0.8
+    true.swap(KnownAnswers(probe, truth, True))
+    assert true.stats()["explained"] == 0.0 and true.stats()["framesOverNoise"] == 0.0

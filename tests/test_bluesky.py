@@ -27,6 +27,7 @@ from ptychoedge.inference.instrument import write_cxi
 from ptychoedge.inference.manifest import DEFAULT_MODEL, load_manifest
 from ptychoedge.inference.metrics import ssim
 from ptychoedge.inference.mosaic import Mosaic
+from ptychoedge.pvdb.processors import EXPLAINS
 from ptychoedge.sim import physics, scene
 
 # ophyd-async's imports ask pyepics for epicscorelibs' libca; a pyepics already imported
@@ -186,8 +187,10 @@ def test_ptycho_scan_is_reconstructed_live_with_no_frame_lost(devices):
     assert data["pipeline-frames_missed"] == start["frames_missed_before"] == 0
     assert data["pipeline-frames_processed"] - start["frames_processed_before"] == SIDE * SIDE
     assert data["pipeline-state"] == "Running"
-    # the residual guard's figure is in the run, beside the images it vouches for
+    # the fit guard's figures are in the run, beside the images they vouch for: the frames
+    # fit the model, and its images tell them apart (a flat image would explain none)
     assert 0 <= data["pipeline-residual"] < 0.5
+    assert data["pipeline-explained"] >= 100 * EXPLAINS, data["pipeline-explained"]
 
     # The final mosaic against the truth, stitched the same way at the stage's readbacks
     positions = np.array([[event["data"]["x"], event["data"]["y"]] for event in primary])

@@ -13,10 +13,16 @@ from pathlib import Path
 
 import epics
 import pytest
+import torch
 from conftest import pva_ready, start_ioc, start_sim, wait_until
 
 from ptychoedge.apps.beamline import plain
-from ptychoedge.inference.manifest import DEFAULT_MODEL, load_manifest, model_paths, save_model
+from ptychoedge.inference.manifest import (
+    DEFAULT_MODEL,
+    load_model,
+    model_paths,
+    save_model,
+)
 from ptychoedge.inference.model import PtychoNN
 from ptychoedge.pvdb import pipeline
 
@@ -24,16 +30,35 @@ P4P_FRAMES_SERVER = Path(__file__).with_name("p4p_frames_server.py")
 STARTUP = 90  # s: instances load torch and onnxruntime, on two shared cores
 
 
+def widened(model: PtychoNN, width: int) -> PtychoNN:
+    """`model` in a network `width` channels wide that answers as it does: its weights in
+    the first channels, zeros elsewhere (a channel that starts at zero stays zero through
+    every ReLU), so it costs what the wide network costs and its images are the shipped
+    ones, which the fit guard passes (an untrained network's, one for every frame, it
+    would not)."""
+    wide = PtychoNN(replace(model.shape, width=width))
+    with torch.no_grad():
+        for small, large in zip(model.modules(), wide.modules(), strict=True):
+            if isinstance(small, torch.nn.Conv2d):
+                large.weight.zero_()
+                large.bias.zero_()
+                out, into = small.weight.shape[:2]
+                large.weight[:out, :into] = small.weight
+                large.bias[:out] = small.bias
+    return wide.eval()
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    """The shipped model, a copy of it under another name, and a slow (wide) untrained one."""
+    """The shipped model, a copy of it under another name, and a slow one (wide) that
+    answers as the shipped one does."""
     directory = tmp_path_factory.mktemp("models")
     for name in (DEFAULT_MODEL, "other"):
         for kind, path in model_paths(DEFAULT_MODEL).items():
             shutil.copy(path, model_paths(name, directory)[kind])
-    shipped = load_manifest(DEFAULT_MODEL)
-    wide = replace(shipped.shape, width=96)
-    save_model(PtychoNN(wide), replace(shipped, name="slow", shape=wide), directory)
+    model, shipped = load_model(DEFAULT_MODEL)
+    slow = widened(model, 96)
+    save_model(slow, replace(shipped, name="slow", shape=slow.shape), directory)
     return directory
 
 

@@ -1,0 +1,78 @@
+"""The fit guard: says loudly when the frames do not fit the running model.
+
+Two signs, both from the instances (inference/quality.py), neither needing the truth:
+
+- the diffraction residual: frames like the model's validation frames stay near their
+  typical value; frames of another probe, geometry or detector score far above it. The
+  model's manifest sets the alarm limits (MINOR, MAJOR) from its validation data.
+- the share of the frames' variation the answers explain: a network shown a sample it
+  cannot read gives nearly one answer for every frame (the mean it learnt, a flat image),
+  whose residual can stay low. Where the frames vary VARIES times their noise and more,
+  answers that explain under EXPLAINS of it are MINOR.
+
+Either held for `HOLD` seconds turns the pipeline's state to Misfit with a message that
+says what it means and what to do; it clears as soon as both are back within bounds.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ptychoedge.pvdb.processors import EXPLAINS, FALLBACK_RESIDUAL_LIMITS
+
+HOLD = 3.0  # s out of bounds before the state changes: one odd second is not a misfit
+
+
+@dataclass(frozen=True)
+class Verdict:
+    severity: int  # 0 none, 1 MINOR, 2 MAJOR: the alarm on the residual itself
+    one_answer: bool  # the answers explain too little of the frames' variation: MINOR
+    misfit: bool  # held out of bounds long enough to say so
+    message: str  # what to tell the operator while misfit, else ""
+
+
+def model_limits(model_dir: Path, model: str) -> tuple[tuple[float, float] | None, float | None]:
+    """(MINOR, MAJOR) alarm limits and the typical residual from a model's manifest (read as
+    plain JSON: the IOC loads no model), or (None, None) where it has none."""
+    try:
+        validation = json.loads((model_dir / f"{model}.json").read_text())["validation"]
+        limits = validation.get("residual_alarm")
+        typical = validation.get("residual_p50")
+        return ((float(limits[0]), float(limits[1])) if limits else None,
+                float(typical) if typical is not None else None)
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None, None
+
+
+class FitGuard:
+    def __init__(self, hold: float = HOLD):
+        self.hold = hold
+        self._out_since: float | None = None
+
+    def judge(self, residual: float, explained: float, limits: tuple[float, float] | None,
+              typical: float | None, model: str, now: float) -> Verdict:
+        """`explained` is NaN where the frames vary too little to say (or none came yet);
+        a NaN residual (no frames yet) is no alarm either."""
+        minor, major = limits or FALLBACK_RESIDUAL_LIMITS
+        above = residual > minor
+        one_answer = explained < EXPLAINS  # False for NaN
+        if not (above or one_answer):
+            self._out_since = None
+            return Verdict(0, False, False, "")
+        if self._out_since is None:
+            self._out_since = now
+        severity = (2 if residual > major else 1) if above else 0
+        if now - self._out_since < self.hold:
+            return Verdict(severity, one_answer, False, "")
+        if above:
+            usual = f"{typical:.3f}" if typical is not None else f"below {minor:.2f}"
+            message = (f"frames unlike {model}'s training: residual {residual:.2f} (usual "
+                       f"{usual}); train for this instrument (ptychoedge train --scan)")
+        else:
+            message = (f"{model}'s answers explain {max(explained, 0.0):.0%} of how the frames "
+                       "differ: nearly one image for every frame, not this sample; Refine the "
+                       "image, or Adapt (ptychoedge train --scan)")
+        return Verdict(severity, one_answer, True, message)
+
