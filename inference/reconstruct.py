@@ -36,6 +36,7 @@ from ptychoedge.inference.instrument import Instrument, put_instrument
 from ptychoedge.inference.manifest import DEFAULT_MODEL, MODEL_DIR, ModelError
 from ptychoedge.inference.mosaic import Mosaic
 from ptychoedge.inference.preprocess import FrameError
+from ptychoedge.inference.quality import Spread
 from ptychoedge.inference.refine import (
     PROBE_FROM,
     network_start,
@@ -43,6 +44,7 @@ from ptychoedge.inference.refine import (
     refine,
     scan_instrument,
 )
+from ptychoedge.pvdb.processors import EXPLAINS, VARIES
 
 log = logging.getLogger("ptychoedge.reconstruct")
 
@@ -55,6 +57,7 @@ class Reconstruction:
     residuals: np.ndarray  # per frame; NaN for a refused one
     refused: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
+    spread: Spread | None = None  # of the frames taken (None: none was)
 
 
 def reconstruct(frames: np.ndarray, positions: np.ndarray, reconstructor: Reconstructor,
@@ -80,6 +83,7 @@ def reconstruct(frames: np.ndarray, positions: np.ndarray, reconstructor: Recons
             for i, patch, residual in zip(indices, batch.patches, batch.residuals, strict=True):
                 result.mosaic.add(patch[0], patch[1], *positions[i])
                 result.residuals[i] = residual
+            result.spread = batch.spread if result.spread is None else result.spread + batch.spread
         if progress:
             sys.stderr.write(f"\rframes {chosen.stop}/{len(frames)}")
             sys.stderr.flush()
@@ -173,10 +177,12 @@ def run(args: argparse.Namespace) -> int:
     limits = manifest.residual_limits()
     residual = float(np.nanmedian(result.residuals)) if np.isfinite(result.residuals).any() \
         else float("nan")
+    over_noise, explained = result.spread.figures() if result.spread else (0.0, 0.0)
     report = {"scan": str(args.scan), "model": args.model, "frames": len(frames),
               "reconstructed": int(np.isfinite(result.residuals).sum()),
               "refused": dict(result.refused), "residual_median": residual,
-              "residual_alarm": limits, "object_pixel_size": manifest.object_pixel_size,
+              "residual_alarm": limits, "frames_over_noise": over_noise,
+              "explained": explained, "object_pixel_size": manifest.object_pixel_size,
               "seconds": result.seconds}
     pictures = {"reconstruction": (amplitude, phase)}
     written = ["reconstruction.png", "reconstruction.cxi", "residuals.npy", "report.json"]
@@ -210,7 +216,8 @@ def run(args: argparse.Namespace) -> int:
                   pictures)
     print(f"{report['reconstructed']} of {len(frames)} frames reconstructed "
           f"({sum(result.refused.values())} refused) in {result.seconds:.1f} s; residual "
-          f"median {residual:.3f}")
+          f"median {residual:.3f}; the images explain {explained:.1%} of how the frames "
+          f"differ (they differ {over_noise:.1f}x their noise)")
     if "refined" in report:
         first, last = report["refined"]["fourier_error"]
         print(f"refined from {report['refined']['started_from']} "
@@ -225,6 +232,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: the residual is above the model's alarm limit {limits[0]:.3f}: these "
               "frames are unlike what the model was trained for (another probe, geometry or "
               "sample); train for this instrument (ptychoedge train --scan)")
+    if over_noise >= VARIES and explained < EXPLAINS:
+        print(f"warning: the images explain under {EXPLAINS:.0%} of how the frames differ: "
+              "nearly one image for every frame, not this sample; refine it (--refine) or "
+              "train on the scan (ptychoedge train --scan)")
     print(f"wrote {args.out}/{', '.join(written)}")
     return 0
 

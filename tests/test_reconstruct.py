@@ -15,7 +15,9 @@ from ptychoedge.inference.evaluate import evaluate_scan
 from ptychoedge.inference.instrument import read_cxi, write_cxi
 from ptychoedge.inference.manifest import load_manifest
 from ptychoedge.inference.refine import PROBE_FROM, probe_overlap
+from ptychoedge.pvdb.processors import EXPLAINS, VARIES
 from ptychoedge.sim import physics
+from ptychoedge.sim.samples import named_sample
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +55,26 @@ def test_reconstruct_writes_the_stitched_object_and_the_residuals(scan, tmp_path
     # the object's centre of mass of illumination sits around scan position 0
     assert 0 < origin[0] < image.shape[1] and 0 < origin[1] < image.shape[0]
     assert (tmp_path / "reconstruction.png").stat().st_size > 10_000
+    # the images tell these frames apart (the fit guard's second figure)
+    assert report["frames_over_noise"] > VARIES and report["explained"] > EXPLAINS
+    assert "the images explain" in result.stdout and "warning" not in result.stdout
+
+
+@pytest.mark.integration
+def test_reconstruct_warns_when_the_images_do_not_tell_the_frames_apart(tmp_path):
+    """A labyrinth, which the shipped network never learnt: the residual stays low, but
+    the network answers nearly one image for every frame."""
+    instrument = load_manifest("ptychonn-default").instrument
+    simulator = physics.simulator_for(instrument, seed=3, sample=named_sample(
+        "labyrinth", (384, 384), 3))
+    positions = physics.fermat_spiral_positions(40, 0.25e-6)
+    write_cxi(tmp_path / "scan.cxi", instrument, simulator.frames(positions)[0], positions)
+    result = run("reconstruct", str(tmp_path / "scan.cxi"), "--out", str(tmp_path / "out"),
+                 "--backend", "torch")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["frames_over_noise"] > VARIES and report["explained"] < EXPLAINS
+    assert f"warning: the images explain under {EXPLAINS:.0%}" in result.stdout
 
 
 @pytest.mark.integration
