@@ -59,3 +59,31 @@ def test_variation_tells_a_weak_sample_from_one_answer_for_every_frame():
         "labyrinth", (256, 256), 0, thickness=0.01))
     weak_frames, _ = weak.frames(positions)
     assert variation(probe, weak_frames, np.abs(truth), np.angle(truth))[0] < 3
+
+
+def test_each_shipped_model_tells_apart_the_frames_of_the_samples_it_learnt():
+    """Particles: the folded network learnt them, the default one did not; both their
+    images tell the default kind's frames apart. The fit guard reads this share live."""
+    from functools import reduce
+    from operator import add
+
+    from ptychoedge.inference.backends import open_model
+    from ptychoedge.inference.batcher import Reconstructor
+    from ptychoedge.pvdb.processors import EXPLAINS
+    from ptychoedge.sim.samples import named_sample
+
+    positions = physics.fermat_spiral_positions(96, 0.25e-6)
+
+    def explained(model: str, kind: str) -> float:
+        backend, manifest = open_model("onnxruntime", "fp32", model, threads=1)
+        simulator = physics.simulator_for(manifest.instrument, seed=301, sample=named_sample(
+            kind, (512, 512), 301))
+        frames = simulator.frames(positions)[0]
+        reconstructor = Reconstructor(backend, manifest)
+        spreads = [reconstructor(list(frames[i:i + 32])).spread for i in range(0, 96, 32)]
+        return reduce(add, spreads).figures()[1]
+
+    assert explained("ptychonn-folded", "particles") > 4 * EXPLAINS
+    assert explained("ptychonn-default", "particles") < EXPLAINS
+    for model in ("ptychonn-default", "ptychonn-folded"):
+        assert explained(model, "default") > 4 * EXPLAINS
