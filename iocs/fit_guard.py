@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ptychoedge.pvdb.processors import EXPLAINS, FALLBACK_RESIDUAL_LIMITS
+from ptychoedge.pvdb.processors import EXPLAINS, FALLBACK_RESIDUAL_LIMITS, VARIES
 
 HOLD = 3.0  # s out of bounds before the state changes: one odd second is not a misfit
 
@@ -51,13 +51,14 @@ class FitGuard:
         self.hold = hold
         self._out_since: float | None = None
 
-    def judge(self, residual: float, explained: float, limits: tuple[float, float] | None,
-              typical: float | None, model: str, now: float) -> Verdict:
-        """`explained` is NaN where the frames vary too little to say (or none came yet);
-        a NaN residual (no frames yet) is no alarm either."""
+    def judge(self, residual: float, explained: float, frames_over_noise: float,
+              limits: tuple[float, float] | None, typical: float | None, model: str,
+              now: float) -> Verdict:
+        """The share `explained` is judged only where the frames differ VARIES times their
+        noise and more; a NaN residual (no frames yet) is no alarm."""
         minor, major = limits or FALLBACK_RESIDUAL_LIMITS
         above = residual > minor
-        one_answer = explained < EXPLAINS  # False for NaN
+        one_answer = frames_over_noise >= VARIES and explained < EXPLAINS
         if not (above or one_answer):
             self._out_since = None
             return Verdict(0, False, False, "")

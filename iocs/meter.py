@@ -17,7 +17,7 @@ from typing import Any
 from ptychoedge.iocs.accounting import Counter, OverdueFrames, RefusedFrames
 from ptychoedge.iocs.autoscaler import Observation
 from ptychoedge.iocs.instances import Instance, Report
-from ptychoedge.pvdb.processors import VARIES, CollectorStatus, InstanceStatus
+from ptychoedge.pvdb.processors import CollectorStatus, InstanceStatus
 
 STATUS_TIMEOUT = 0.5  # s for a child's status channel, or the input, to answer
 PAUSE_INTERVALS = 3  # frame intervals of silence that make a pause in the input...
@@ -39,9 +39,10 @@ class Figures:
     latency_p99: float = 0.0  # ms
     inference_time: float = 0.0  # ms per frame
     residual: float = 0.0
-    # the share of their latest frames' variation the instances' answers explain, where
-    # those frames vary VARIES times their noise and more (NaN elsewhere: noise, not a share)
-    explained: float = math.nan
+    # how much the instances' latest frames differ from one another beyond their counting
+    # noise, over it, and the share of that their answers explain (0, 0: too few frames yet)
+    frames_over_noise: float = 0.0
+    explained: float = 0.0
     instances: int = 0  # reporting
     instance_rates: list[float] = field(default_factory=list)
 
@@ -228,8 +229,10 @@ class Meter:
             figures.latency_p99 = 1e3 * max(c.latency_p99 for c in counts)
             figures.inference_time = 1e3 * sum(c.inference_time for c in counts) / len(counts)
             figures.residual = sum(c.residual_mean for c in counts) / len(counts)
-            judged = [c.explained for c in counts if c.frames_over_noise >= VARIES]
-            figures.explained = sum(judged) / len(judged) if judged else math.nan
+            spread = [c for c in counts if c.frames_over_noise > 0]  # those with frames enough
+            figures.frames_over_noise = (sum(c.frames_over_noise for c in spread) / len(spread)
+                                         if spread else 0.0)
+            figures.explained = sum(c.explained for c in spread) / len(spread) if spread else 0.0
         return busy, refused_now, last_taken, queued
 
     @staticmethod

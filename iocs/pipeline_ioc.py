@@ -136,7 +136,7 @@ class PipelineIOC:
             "Backlog_RBV": status.backlog, "FrameErrors_RBV": status.frame_errors,
             "LatencyP50_RBV": status.latency_p50, "LatencyP99_RBV": status.latency_p99,
             "InferenceTime_RBV": status.inference_time, "Residual_RBV": status.residual,
-            "Explained_RBV": 100 * status.explained,
+            "Variation_RBV": status.frames_over_noise, "Explained_RBV": 100 * status.explained,
             "Instances_RBV": status.instances, "NodesUp_RBV": status.nodes_up,
             "Restarts_RBV": status.restarts,
             "State_RBV": pipeline.STATES.index(status.state),

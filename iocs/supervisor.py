@@ -310,8 +310,9 @@ class Supervisor:
         if model not in self._model_limits:
             self._model_limits[model] = model_limits(self.model_dir or SHIPPED_MODELS, model)
         limits, typical = self._model_limits[model]
-        verdict = self._fit_guard.judge(self.status.residual, self.status.explained, limits,
-                                        typical, model, time.monotonic())
+        verdict = self._fit_guard.judge(self.status.residual, self.status.explained,
+                                        self.status.frames_over_noise, limits, typical, model,
+                                        time.monotonic())
         self.status.residual_severity = verdict.severity
         self.status.one_answer = verdict.one_answer
         if verdict.misfit and self.status.state == "Running":

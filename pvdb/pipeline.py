@@ -97,9 +97,13 @@ STATUS_PVS = (
     PvSpec("Residual_RBV", Kind.FLOAT,
            "Mean diffraction residual (0 = perfect; alarm above the model's limits)",
            precision=3, writable=False),
+    PvSpec("Variation_RBV", Kind.FLOAT,
+           "How much the latest frames differ from one another, over their counting noise",
+           units="x", precision=1, writable=False),
     PvSpec("Explained_RBV", Kind.FLOAT,
-           "Share of how the frames differ that the images explain (NaN: frames alike; "
-           "alarm under 5%: one image for all)", units="%", precision=0, writable=False),
+           "Share of how the frames differ that the images explain (alarm under 5% where "
+           "they differ 10x their noise: one image for all)", units="%", precision=0,
+           writable=False),
     PvSpec("Instances_RBV", Kind.INT, "Inference instances running", writable=False),
     PvSpec("NodesUp_RBV", Kind.INT, "Inference nodes answering", writable=False),
     PvSpec("InstanceRates_RBV", Kind.FLOAT_ARRAY, "Published rate of each instance",

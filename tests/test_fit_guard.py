@@ -1,53 +1,65 @@
 """The fit guard's rule: the residual's alarm follows the limits at once, the misfit state
 and its message only after the residual held above MINOR, and both clear below it; answers
-that explain too little of how the frames differ are a misfit of their own."""
+that explain too little of how the frames differ are a misfit of their own, where the
+frames differ enough to say."""
 
 import math
 
 from ptychoedge.iocs.fit_guard import HOLD, FitGuard, Verdict
-from ptychoedge.pvdb.processors import EXPLAINS, FALLBACK_RESIDUAL_LIMITS
+from ptychoedge.pvdb.processors import EXPLAINS, FALLBACK_RESIDUAL_LIMITS, VARIES
 
-NOT_SAID = math.nan  # the frames vary too little for the share explained to say anything
+ALIKE = (0.0, 0.0)  # (explained, frames over noise): too few frames, or frames that barely differ
+LIMITS, TYPICAL = (0.2, 0.6), 0.05
 
 
 def test_misfit_is_said_only_after_the_residual_held_above_the_limit():
     guard = FitGuard()
-    limits, typical = (0.2, 0.6), 0.05
-    assert guard.judge(0.06, NOT_SAID, limits, typical, "m", 0.0).severity == 0
-    first = guard.judge(0.3, NOT_SAID, limits, typical, "m", 1.0)
+    assert guard.judge(0.06, *ALIKE, LIMITS, TYPICAL, "m", 0.0).severity == 0
+    first = guard.judge(0.3, *ALIKE, LIMITS, TYPICAL, "m", 1.0)
     assert first.severity == 1 and not first.misfit and first.message == ""
-    held = guard.judge(0.3, NOT_SAID, limits, typical, "m", 1.0 + HOLD)
+    held = guard.judge(0.3, *ALIKE, LIMITS, TYPICAL, "m", 1.0 + HOLD)
     assert held.misfit and "residual 0.30" in held.message and "usual 0.050" in held.message
-    assert guard.judge(0.9, NOT_SAID, limits, typical, "m", 2.0 + HOLD).severity == 2
-    cleared = guard.judge(0.1, NOT_SAID, limits, typical, "m", 3.0 + HOLD)
+    assert guard.judge(0.9, *ALIKE, LIMITS, TYPICAL, "m", 2.0 + HOLD).severity == 2
+    cleared = guard.judge(0.1, *ALIKE, LIMITS, TYPICAL, "m", 3.0 + HOLD)
     assert cleared == Verdict(0, False, False, "")
     # the hold starts again after a clear
-    assert not guard.judge(0.3, NOT_SAID, limits, typical, "m", 4.0 + HOLD).misfit
+    assert not guard.judge(0.3, *ALIKE, LIMITS, TYPICAL, "m", 4.0 + HOLD).misfit
 
 
 def test_a_model_without_limits_is_guarded_by_the_fallback():
     guard = FitGuard(hold=0.0)
-    assert guard.judge(FALLBACK_RESIDUAL_LIMITS[0] * 0.9, NOT_SAID, None, None, "m",
+    assert guard.judge(FALLBACK_RESIDUAL_LIMITS[0] * 0.9, *ALIKE, None, None, "m",
                        0.0).severity == 0
-    verdict = guard.judge(FALLBACK_RESIDUAL_LIMITS[1] * 1.1, NOT_SAID, None, None, "m", 0.0)
+    verdict = guard.judge(FALLBACK_RESIDUAL_LIMITS[1] * 1.1, *ALIKE, None, None, "m", 0.0)
     assert verdict.severity == 2 and verdict.misfit
-    assert guard.judge(math.nan, NOT_SAID, None, None, "m", 1.0).severity == 0
+    assert guard.judge(math.nan, *ALIKE, None, None, "m", 1.0).severity == 0
 
 
 def test_one_answer_for_every_frame_is_a_misfit_though_the_residual_is_low():
     guard = FitGuard()
-    limits, typical = (0.2, 0.6), 0.05
-    assert guard.judge(0.06, 0.25, limits, typical, "m", 0.0) == Verdict(0, False, False, "")
-    first = guard.judge(0.06, 0.004, limits, typical, "m", 1.0)
+    differ = 2 * VARIES
+    assert guard.judge(0.06, 0.25, differ, LIMITS, TYPICAL, "m", 0.0) == Verdict(
+        0, False, False, "")
+    first = guard.judge(0.06, 0.004, differ, LIMITS, TYPICAL, "m", 1.0)
     assert first.one_answer and first.severity == 0 and not first.misfit
-    held = guard.judge(0.06, 0.004, limits, typical, "m", 1.0 + HOLD)
+    held = guard.judge(0.06, 0.004, differ, LIMITS, TYPICAL, "m", 1.0 + HOLD)
     assert held.misfit and held.one_answer and held.severity == 0
     assert "m's answers explain 0% of how the frames differ" in held.message
     assert "Refine" in held.message and "Adapt" in held.message
     # a share below zero (answers of the wrong frames) is said as none
-    assert "explain 0%" in guard.judge(0.06, -0.2, limits, typical, "m", 2.0 + HOLD).message
+    assert "explain 0%" in guard.judge(0.06, -0.2, differ, LIMITS, TYPICAL, "m",
+                                       2.0 + HOLD).message
     # where both are out, the residual's reason is said: the instrument comes first
-    both = guard.judge(0.3, 0.0, limits, typical, "m", 3.0 + HOLD)
+    both = guard.judge(0.3, 0.0, differ, LIMITS, TYPICAL, "m", 3.0 + HOLD)
     assert both.severity == 1 and both.one_answer and "residual 0.30" in both.message
-    assert guard.judge(0.06, EXPLAINS * 1.5, limits, typical, "m", 4.0 + HOLD) == Verdict(
+    assert guard.judge(0.06, EXPLAINS * 1.5, differ, LIMITS, TYPICAL, "m",
+                       4.0 + HOLD) == Verdict(0, False, False, "")
+
+
+def test_the_share_is_not_judged_where_the_frames_barely_differ():
+    """A stage at rest, or a weak sample: the frames differ about as much as their noise,
+    and what share of that any image explains is noise itself."""
+    guard = FitGuard(hold=0.0)
+    assert guard.judge(0.06, 0.0, 0.9 * VARIES, LIMITS, TYPICAL, "m", 0.0) == Verdict(
         0, False, False, "")
+    assert guard.judge(0.06, 0.0, VARIES, LIMITS, TYPICAL, "m", 1.0).one_answer
