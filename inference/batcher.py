@@ -105,7 +105,7 @@ class Batcher:
         with self._lock:  # the old model's residuals say nothing of the new one's fit
             self.residuals.clear()
             self.spreads.clear()
-        self.reconstructor = reconstructor  # read once per batch by the worker
+            self.reconstructor = reconstructor  # read once per batch by the worker
 
     @property
     def queued(self) -> int:
@@ -217,7 +217,7 @@ class Batcher:
             with self._lock:
                 self.errors["inference"] += len(batch)
             return
-        self._finish(batch, result, time.monotonic() - started)
+        self._finish(batch, result, time.monotonic() - started, reconstructor)
 
     def _process_alone(self, frame: Frame, reconstructor: Reconstructor) -> None:
         started = time.monotonic()
@@ -227,12 +227,17 @@ class Batcher:
             log.warning("frame %d refused: %s", frame.unique_id, error)
             self.reject(error.kind)
             return
-        self._finish([frame], result, time.monotonic() - started)
+        self._finish([frame], result, time.monotonic() - started, reconstructor)
 
-    def _finish(self, batch: list[Frame], output: BatchResult, seconds: float) -> None:
-        # kept before the frames count as published: a status that counts them has their spread
+    def _finish(self, batch: list[Frame], output: BatchResult, seconds: float,
+                made_by: Reconstructor) -> None:
+        # A batch the old model finished after a swap says nothing of the new one's fit (its
+        # patches may not even be the new one's size). The spread is kept before the frames
+        # count as published: a status that counts them has their spread.
         with self._lock:
-            self._keep_spread(output.spread)
+            current = made_by is self.reconstructor
+            if current:
+                self._keep_spread(output.spread)
         for frame, patch, residual in zip(batch, output.patches, output.residuals, strict=True):
             result = Result(frame, patch[0], patch[1], float(residual),
                             time.monotonic() - frame.received)
@@ -245,7 +250,8 @@ class Batcher:
             with self._lock:
                 self.published += 1
                 self.latencies.append(result.latency)
-                self.residuals.append(result.residual)
+                if current:
+                    self.residuals.append(result.residual)
         with self._lock:
             self.batches += 1
             self.batched_frames += len(batch)

@@ -17,12 +17,15 @@ class HeldReconstructor:
 
     def __init__(self):
         self.go = threading.Event()
+        self.working = threading.Event()  # set once it holds a batch
 
     def __call__(self, images):
+        self.working.set()
         self.go.wait(10)
         stacked = np.stack(images)[:, None]
         patches = np.concatenate([stacked, stacked], axis=1)
-        return BatchResult(patches, *Fit(np.ones((1, 4, 4), np.complex64))(
+        side = stacked.shape[-1]
+        return BatchResult(patches, *Fit(np.ones((1, side, side), np.complex64))(
             np.stack(images), patches[:, 0], patches[:, 1]))
 
 
@@ -83,3 +86,24 @@ def test_the_share_of_the_frames_variation_explained_is_said_over_the_latest_fra
     assert run(False, SPREAD_BLOCK + 5).stats()["explained"] > 0.8
     true.swap(KnownAnswers(probe, truth, True))
     assert true.stats()["explained"] == 0.0 and true.stats()["framesOverNoise"] == 0.0
+
+
+def test_a_batch_the_old_model_finishes_after_a_swap_is_published_and_kept_out_of_the_fit():
+    """A model of another patch size swapped in while the old one works on a batch: that
+    batch is published, the batcher goes on with the new model, and what it says of the fit
+    is the new model's alone (the old batch's sums, another size, would not even add)."""
+    old, published = HeldReconstructor(), []
+    batcher = Batcher(old, published.append, batch_size=4, max_wait=0.0)
+    for unique_id in range(1, 5):
+        batcher.submit(Frame(np.ones((4, 4), np.float32), unique_id))
+    assert old.working.wait(10)
+    new = HeldReconstructor()
+    new.go.set()
+    batcher.swap(new)  # the old model holds its batch of 4x4 frames meanwhile
+    old.go.set()
+    for unique_id in range(5, 5 + SPREAD_BLOCK + 4):
+        batcher.submit(Frame(np.full((8, 8), unique_id, np.float32), unique_id))
+    batcher.stop()
+    assert [result.frame.unique_id for result in published] == list(range(1, 9 + SPREAD_BLOCK))
+    assert {spread.measured.shape for spread in batcher.spreads} == {(8, 8)}
+    assert sum(spread.frames for spread in batcher.spreads) == SPREAD_BLOCK + 4
