@@ -200,7 +200,12 @@ class Batcher:
             batch, done = self._next_batch(first)
             first = None
             if batch:
-                self._process(batch)
+                try:
+                    self._process(batch)
+                except Exception:  # a fault of ours must not stop every later frame
+                    log.exception("a batch of %d failed after inference", len(batch))
+                    with self._lock:
+                        self.errors["inference"] += len(batch)
             self._in_flight = 0
 
     def _process(self, batch: list[Frame]) -> None:

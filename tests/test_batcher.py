@@ -107,3 +107,30 @@ def test_a_batch_the_old_model_finishes_after_a_swap_is_published_and_kept_out_o
     assert [result.frame.unique_id for result in published] == list(range(1, 9 + SPREAD_BLOCK))
     assert {spread.measured.shape for spread in batcher.spreads} == {(8, 8)}
     assert sum(spread.frames for spread in batcher.spreads) == SPREAD_BLOCK + 4
+
+
+def test_a_fault_after_inference_costs_its_batch_not_the_frames_after_it():
+    """A fault of ours in one batch (here, one residual too few) costs that batch, counted
+    as errors; the batcher goes on with the next (the swap fault above once killed its
+    thread, and every later frame was lost)."""
+    calls = []
+
+    def faulty_once(images):
+        calls.append(len(images))
+        stacked = np.stack(images)[:, None]
+        patches = np.concatenate([stacked, stacked], axis=1)
+        residuals, spread = Fit(np.ones((1, 4, 4), np.complex64))(
+            np.stack(images), patches[:, 0], patches[:, 1])
+        return BatchResult(patches, residuals[:-1] if len(calls) == 1 else residuals, spread)
+
+    published = []
+    batcher = Batcher(faulty_once, published.append, batch_size=2, max_wait=0.0)
+    batcher.submit(Frame(np.ones((4, 4), np.float32), 1))
+    batcher.submit(Frame(np.ones((4, 4), np.float32), 2))
+    while not calls:  # the faulty batch taken before the next frames arrive
+        threading.Event().wait(0.01)
+    for unique_id in range(3, 7):
+        batcher.submit(Frame(np.ones((4, 4), np.float32), unique_id))
+    batcher.stop()
+    assert [result.frame.unique_id for result in published][-4:] == [3, 4, 5, 6]
+    assert batcher.stats()["errors_inference"] == calls[0]
