@@ -34,7 +34,7 @@ FALLBACK_RESIDUAL_LIMITS = (0.5, 1.0)
 # Frames that vary VARIES times their counting noise are of a sample that scatters; answers
 # that explain under EXPLAINS of that variation are nearly one answer for every frame (the
 # sample's mean, not its structure). Measured in inference/MODELS.md ("Adaptation's recipe",
-# "The guard"): such answers explained at most 2%, networks that had learnt the sample's
+# "The fit guard"): such answers explained at most 3.2%, networks that had learnt the sample's
 # phase (correlation 0.3 and above) 10% and more.
 VARIES, EXPLAINS = 10.0, 0.05
 
