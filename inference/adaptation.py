@@ -50,7 +50,7 @@ from ptychoedge.inference.model_shape import ModelShape
 from ptychoedge.inference.quality import variation
 from ptychoedge.inference.reconstruct import reconstruct
 from ptychoedge.inference.scan_file import load_scan
-from ptychoedge.pvdb.processors import EXPLAINS, VARIES
+from ptychoedge.pvdb.processors import EXPLAINS, one_answer
 
 log = logging.getLogger(__name__)
 REJECTED = "rejected"  # the model directory's folder for models that did not pass the check
@@ -105,16 +105,16 @@ def check(running: tuple[PtychoNN, Manifest], new: tuple[PtychoNN, Manifest], sc
     over_noise, explained = variation(new[1].probe, frames.counts, predicted[:, 0],
                                       predicted[:, 1])
     better = after < (1 - margin) * min(before, empty)
-    one_answer = over_noise >= VARIES and explained < EXPLAINS
+    one = one_answer(over_noise, explained)
     reason = (f"residual on {figures['frames']} held-back frames {after:.3f}: "
               f"{'passed' if better else 'failed'} {1 - margin:.0%} of {before:.3f} for "
               f"{running[1].name} and of {empty:.3f} for an empty object; the scan's frames vary "
               f"{over_noise:.1f}x their noise and its answers explain {explained:.1%} of that")
-    if one_answer:
+    if one:
         reason += (f", under the {EXPLAINS:.0%} needed: nearly one answer for every frame "
                    f"(the sample's mean, not its structure)")
     return Check(figures["frames"], before, after, empty, over_noise, explained, margin,
-                 better and not one_answer, reason)
+                 better and not one, reason)
 
 
 def adapt(args: argparse.Namespace) -> tuple[Check, Path]:

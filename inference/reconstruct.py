@@ -44,7 +44,7 @@ from ptychoedge.inference.refine import (
     refine,
     scan_instrument,
 )
-from ptychoedge.pvdb.processors import EXPLAINS, VARIES
+from ptychoedge.pvdb.processors import EXPLAINS, one_answer
 
 log = logging.getLogger("ptychoedge.reconstruct")
 
@@ -232,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: the residual is above the model's alarm limit {limits[0]:.3f}: these "
               "frames are unlike what the model was trained for (another probe, geometry or "
               "sample); train for this instrument (ptychoedge train --scan)")
-    if over_noise >= VARIES and explained < EXPLAINS:
+    if one_answer(over_noise, explained):
         print(f"warning: the images explain under {EXPLAINS:.0%} of how the frames differ: "
               "nearly one image for every frame, not this sample; refine it (--refine) or "
               "train on the scan (ptychoedge train --scan)")

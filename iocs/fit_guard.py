@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ptychoedge.pvdb.processors import EXPLAINS, FALLBACK_RESIDUAL_LIMITS, VARIES
+from ptychoedge.pvdb.processors import FALLBACK_RESIDUAL_LIMITS, one_answer
 
 HOLD = 3.0  # s out of bounds before the state changes: one odd second is not a misfit
 
@@ -58,15 +58,15 @@ class FitGuard:
         noise and more; a NaN residual (no frames yet) is no alarm."""
         minor, major = limits or FALLBACK_RESIDUAL_LIMITS
         above = residual > minor
-        one_answer = frames_over_noise >= VARIES and explained < EXPLAINS
-        if not (above or one_answer):
+        one = one_answer(frames_over_noise, explained)
+        if not (above or one):
             self._out_since = None
             return Verdict(0, False, False, "")
         if self._out_since is None:
             self._out_since = now
         severity = (2 if residual > major else 1) if above else 0
         if now - self._out_since < self.hold:
-            return Verdict(severity, one_answer, False, "")
+            return Verdict(severity, one, False, "")
         if above:
             usual = f"{typical:.3f}" if typical is not None else f"below {minor:.2f}"
             message = (f"frames unlike {model}'s training: residual {residual:.2f} (usual "
@@ -75,5 +75,5 @@ class FitGuard:
             message = (f"{model}'s answers explain {max(explained, 0.0):.0%} of how the frames "
                        "differ: nearly one image for every frame, not this sample; Refine the "
                        "image, or Adapt (ptychoedge train --scan)")
-        return Verdict(severity, one_answer, True, message)
+        return Verdict(severity, one, True, message)
 

@@ -38,6 +38,11 @@ FALLBACK_RESIDUAL_LIMITS = (0.5, 1.0)
 # phase (correlation 0.3 and above) 10% and more.
 VARIES, EXPLAINS = 10.0, 0.05
 
+
+def one_answer(frames_over_noise: float, explained: float) -> bool:
+    """Whether answers are nearly one for every frame (frames that differ enough to say)."""
+    return frames_over_noise >= VARIES and explained < EXPLAINS
+
 # Kinds of malformed frame an instance refuses and counts apart (`errors_<kind>`).
 ERROR_KINDS = ("rank", "empty", "pixel_type", "too_small", "too_large", "decode", "unique_id",
                "inference", "publish")
