@@ -87,3 +87,23 @@ def test_each_shipped_model_tells_apart_the_frames_of_the_samples_it_learnt():
     assert explained("ptychonn-default", "particles") < EXPLAINS
     for model in ("ptychonn-default", "ptychonn-folded"):
         assert explained(model, "default") > 4 * EXPLAINS
+
+
+def test_each_shipped_model_carries_residual_limits_its_own_frames_stay_under():
+    """The IOC's alarm limits come from the manifest: frames of a sample the model never saw
+    but of its own kind and instrument stay under MINOR, another probe's pass MAJOR."""
+    from ptychoedge.inference.backends import open_model
+    from ptychoedge.inference.batcher import Reconstructor
+
+    positions = physics.fermat_spiral_positions(64, 0.25e-6)
+    for model in ("ptychonn-default", "ptychonn-folded"):
+        backend, manifest = open_model("onnxruntime", "fp32", model, threads=1)
+        minor, major = manifest.residual_limits()
+        reconstructor = Reconstructor(backend, manifest)
+        own = physics.simulator_for(manifest.instrument, seed=301)
+        residuals = reconstructor(list(own.frames(positions)[0])).residuals
+        assert np.median(residuals) < minor / 2, model
+        other = physics.PtychographySimulator(128, seed=301,
+                                              probe=physics.make_probe(128, 40, 0.5))
+        residuals = reconstructor(list(other.frames(positions)[0])).residuals
+        assert np.median(residuals) > major, model
