@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 from p4p.client.thread import Context
 
 from ptychoedge.inference.instrument import PROBE_PATH
@@ -62,6 +63,18 @@ def _probe(text: str) -> str:
     return str(Path(text).resolve())
 
 
+def _mask(text: str) -> str:
+    """A detector mask file (checked now) as an absolute path."""
+    try:
+        mask = np.load(text, allow_pickle=False)
+    except (OSError, ValueError) as error:
+        raise argparse.ArgumentTypeError(f"{text}: not a readable .npy mask ({error})") from None
+    if mask.ndim != 2 or not (mask.dtype == bool or np.issubdtype(mask.dtype, np.integer)):
+        raise argparse.ArgumentTypeError(f"{text}: a mask is a 2-D array of integers or "
+                                         f"booleans, got {mask.dtype} {mask.shape}")
+    return str(Path(text).resolve())
+
+
 def _limits(spec: PvSpec) -> tuple[float, float]:
     """The low and high limits of a numeric setting that has both."""
     if spec.low is None or spec.high is None:
@@ -106,6 +119,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sample-thickness", type=_bounded(float, 0.01, 100), default=1.0,
                         metavar="S", help="S times the family's usual thickness: phase and "
                                           "absorption (default 1)")
+    parser.add_argument("--mask", type=_mask, default="", metavar="FILE.npy",
+                        help="a detector mask, (ny, nx) of the frames, nonzero where a pixel "
+                             "measures nothing (module gaps, dead pixels): those pixels read "
+                             "the pixel type's maximum, as a real detector marks them")
     parser.add_argument("--photons", type=_bounded(float, *_PHOTON_LIMITS),
                         default=None, metavar="N",
                         help="photons per frame with no sample (cam1:Photons)")
@@ -147,7 +164,7 @@ class Beamline:
             programs["stage-ioc"] = "ptychoedge.sim.stage_ioc"
         scene = ["--probe", self.args.probe, "--probe-modes", str(self.args.probe_modes),
                  "--sample", self.args.sample, "--sample-thickness",
-                 str(self.args.sample_thickness)]
+                 str(self.args.sample_thickness), "--mask", self.args.mask]
         for name, module in programs.items():
             extra = scene if name == "image-server" else []
             self.children.append(Child(name, python_module(module, "--prefix", self.prefix,

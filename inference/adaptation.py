@@ -103,7 +103,7 @@ def check(running: tuple[PtychoNN, Manifest], new: tuple[PtychoNN, Manifest], sc
     after, empty = figures["model"], figures["empty"]
     predicted = training.predict(new[0], frames.inputs)
     over_noise, explained = variation(new[1].probe, frames.counts, predicted[:, 0],
-                                      predicted[:, 1])
+                                      predicted[:, 1], new[1].preprocessing.measured())
     better = after < (1 - margin) * min(before, empty)
     one = one_answer(over_noise, explained)
     reason = (f"residual on {figures['frames']} held-back frames {after:.3f}: "

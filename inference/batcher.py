@@ -68,7 +68,7 @@ class Reconstructor:
         self.backend = backend
         self.manifest = manifest
         self.preprocessing = manifest.preprocessing
-        self.fit = Fit(manifest.probe)
+        self.fit = Fit.of(manifest)
 
     def __call__(self, images: list[np.ndarray]) -> BatchResult:
         binned = np.concatenate([self.preprocessing.binned(image) for image in images])

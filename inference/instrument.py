@@ -3,7 +3,9 @@
 Read from a CXI file at the paths the field uses (energy in J at
 `entry_1/instrument_1/source_1/energy`, `entry_1/instrument_1/detector_1/distance`,
 `x_pixel_size` and `y_pixel_size` in m, the probe at
-`entry_1/instrument_1/source_1/illumination`), or built from numbers and a `.npy` probe.
+`entry_1/instrument_1/source_1/illumination`, and where the file has one the detector's
+mask at `entry_1/instrument_1/detector_1/mask`, nonzero for a pixel that measures
+nothing: a module gap, a dead or hot pixel), or built from numbers and `.npy` files.
 
 The probe is complex, (n, n) or (modes, n, n), sampled at the object pixel size of an
 n-pixel detector window: wavelength x distance / (n x detector pixel). It is kept with
@@ -31,6 +33,7 @@ PROBE_PATH = f"{SOURCE}/illumination"
 ENERGY_PATH = f"{SOURCE}/energy"
 DISTANCE_PATH = f"{DETECTOR}/distance"
 PIXEL_PATHS = (f"{DETECTOR}/x_pixel_size", f"{DETECTOR}/y_pixel_size")
+MASK_PATH = f"{DETECTOR}/mask"
 FRAME_PATHS = ("entry_1/data_1/data", f"{DETECTOR}/data")
 # What a real instrument can have: anything outside is a unit mistake.
 ENERGY_RANGE_EV = (100.0, 100e3)
@@ -128,6 +131,23 @@ def checked_probe(probe: np.ndarray, source: str = "probe") -> np.ndarray:
     return (probe / np.sqrt(power)).astype(np.complex64)
 
 
+def checked_mask(mask: np.ndarray, frame_shape: tuple[int, int], source: str = "mask"
+                 ) -> np.ndarray:
+    """(ny, nx) bool, True where a pixel measures nothing, or InstrumentError with the
+    reason: integers or booleans (nonzero: bad, as CXI has it) of the frames' shape."""
+    mask = np.asarray(mask)
+    if mask.dtype != bool and not np.issubdtype(mask.dtype, np.integer):
+        raise InstrumentError(f"{source}: a detector mask holds integers or booleans (nonzero: "
+                              f"a pixel that measures nothing), got {mask.dtype}")
+    if mask.shape != tuple(frame_shape):
+        raise InstrumentError(f"{source}: a mask of shape {mask.shape} for frames of "
+                              f"{tuple(frame_shape)}")
+    mask = mask != 0
+    if mask.all():
+        raise InstrumentError(f"{source}: the mask leaves no pixel")
+    return mask
+
+
 def fourier_crop(probe: np.ndarray, size: int) -> np.ndarray:
     """The probe seen through the central `size` detector pixels, at their object pixel.
 
@@ -146,15 +166,19 @@ def fourier_crop(probe: np.ndarray, size: int) -> np.ndarray:
 
 @dataclass
 class Instrument:
-    """Geometry, probe (modes, n, n) at the n-pixel window's object pixel, flux, orientation."""
+    """Geometry, probe (modes, n, n) at the n-pixel window's object pixel, flux, orientation,
+    and the detector's mask (frames as they arrive, True: a pixel that measures nothing)."""
 
     geometry: Geometry
     probe: np.ndarray
     photons: float
     orientation: Orientation = field(default_factory=Orientation)
+    mask: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.probe = checked_probe(self.probe)
+        if self.mask is not None:
+            self.mask = checked_mask(self.mask, self.geometry.frame_shape)
         if not (np.isfinite(self.photons) and self.photons > 0):
             raise InstrumentError(f"photons per frame must be positive, got {self.photons}")
         self.photons = float(self.photons)
@@ -217,14 +241,16 @@ def _scalar(f: h5py.File, path: str, source: Path) -> float:
 
 
 def read_cxi(path: str | Path, *, photons: float | None = None,
-             orientation: Orientation = Orientation()) -> Instrument:
+             orientation: Orientation = Orientation(),
+             mask: np.ndarray | None = None) -> Instrument:
     """The instrument of a CXI file (a scan, or an instrument alone: no frames).
 
     `photons` (counts per frame with no sample) defaults to the probe's own total
     intensity (CXI writers scale it to the counts) where that is within a factor of two
     of the brightest frames' total over the probe's window (99th percentile), and to the
     latter otherwise (a probe in other units).
-    Without frames, the frames are taken to be the probe's window.
+    Without frames, the frames are taken to be the probe's window. `mask`, where given,
+    replaces the file's.
     """
     path = Path(path)
     if not path.is_file():
@@ -242,10 +268,12 @@ def read_cxi(path: str | Path, *, photons: float | None = None,
                 raise InstrumentError(f"{path}: frames must be (N, ny, nx), got {frames.shape}")
             else:
                 frame_shape = frames.shape[1:]
+            if mask is None and MASK_PATH in f:
+                mask = checked_mask(f[MASK_PATH][()], frame_shape, f"{path}: {MASK_PATH}")
             if photons is None:
                 stored = _stored_power(f, path)
                 if frames is not None:
-                    brightest = _brightest_frames(frames, probe.shape[-1], orientation)
+                    brightest = _brightest_frames(frames, probe.shape[-1], orientation, mask)
                     # a probe scaled to the counts (as CXI writers do) is exact; the
                     # brightest frames fall short behind a sample that absorbs everywhere
                     if not 0.5 * brightest <= stored <= 2 * brightest:
@@ -257,7 +285,7 @@ def read_cxi(path: str | Path, *, photons: float | None = None,
         raise InstrumentError(f"{path}: detector pixels of {x_pixel:g} x {y_pixel:g} m: only "
                               "square pixels are supported")
     geometry = Geometry(energy_j / ELECTRON_VOLT, distance, x_pixel, frame_shape)
-    return Instrument(geometry, probe, photons, orientation)
+    return Instrument(geometry, probe, photons, orientation, mask)
 
 
 def _stored_power(f: h5py.File, path: Path) -> float:
@@ -266,10 +294,14 @@ def _stored_power(f: h5py.File, path: Path) -> float:
 
 
 def _brightest_frames(frames: h5py.Dataset, window: int, orientation: Orientation,
-                      most: int = 512) -> float:
-    """99th percentile of the frames' counts inside the probe's window (up to `most` frames)."""
+                      mask: np.ndarray | None, most: int = 512) -> float:
+    """99th percentile of the frames' counts inside the probe's window (up to `most` frames),
+    the masked pixels left out."""
     step = max(1, len(frames) // most)
-    sample = orientation.apply(np.asarray(frames[::step], dtype=np.float64))
+    sample = np.asarray(frames[::step], dtype=np.float64)
+    if mask is not None:
+        sample[:, mask] = 0.0
+    sample = orientation.apply(sample)
     x, y = orientation.beam(sample.shape)
     top, left = y - window // 2, x - window // 2
     totals = sample[:, max(top, 0):top + window, max(left, 0):left + window].sum(axis=(1, 2))
@@ -278,8 +310,9 @@ def _brightest_frames(frames: h5py.Dataset, window: int, orientation: Orientatio
 
 def put_instrument(f: h5py.File, instrument: Instrument) -> None:
     """Write `instrument` into the open CXI file `f` at the paths read_cxi reads: ENERGY_PATH
-    (J), DISTANCE_PATH and PIXEL_PATHS (m), each with its `units`, and PROBE_PATH, the probe
-    scaled so that sum |P|^2 is the photons per frame."""
+    (J), DISTANCE_PATH and PIXEL_PATHS (m), each with its `units`, PROBE_PATH, the probe
+    scaled so that sum |P|^2 is the photons per frame, and MASK_PATH (1: a pixel that
+    measures nothing) where the instrument has a mask."""
     geometry = instrument.geometry
     for name, value, units in ((ENERGY_PATH, geometry.energy_ev * ELECTRON_VOLT, "J"),
                                (DISTANCE_PATH, geometry.distance_m, "m"),
@@ -287,6 +320,8 @@ def put_instrument(f: h5py.File, instrument: Instrument) -> None:
         f[name] = value
         f[name].attrs["units"] = units
     f[PROBE_PATH] = instrument.probe * np.float32(np.sqrt(instrument.photons))
+    if instrument.mask is not None:
+        f[MASK_PATH] = instrument.mask.astype(np.uint32)
 
 
 def write_cxi(path: str | Path, instrument: Instrument, frames: np.ndarray | None = None,

@@ -1,6 +1,6 @@
 """Model bundles: weights, the exported graph, the probe, and a JSON manifest.
 
-A bundle in the model directory is four files:
+A bundle in the model directory is four or five files:
 
 - `<name>.pt`: a PyTorch state dict (tensors only: loaded with `weights_only=True`,
   never unpickling objects), for training and the torch backend;
@@ -11,6 +11,8 @@ A bundle in the model directory is four files:
   pixel of an n-pixel detector window (see instrument.py); the probe over the network's
   field, which stitching and the diffraction residual use, follows from it and the
   preprocessing (see preprocess.py);
+- `<name>.mask.npy`, where the instrument has one: the detector's mask, (ny, nx) bool,
+  frames as they arrive, True for a pixel that measures nothing;
 - `<name>.json`: the sha256 of the other files, the network's shape, the preprocessing
   (crop, binning, detector orientation), the instrument's geometry and flux, the
   training recipe and lineage, and the validation figures (the residual's distribution
@@ -24,6 +26,7 @@ the weights.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -55,7 +58,7 @@ class ModelError(ValueError):
 class Manifest:
     name: str
     shape: ModelShape
-    preprocessing: Preprocessing  # its orientation is the instrument's
+    preprocessing: Preprocessing  # its orientation and mask are the instrument's
     instrument: Instrument
     sha256: dict[str, str] = field(default_factory=dict)  # file kind -> digest
     training: dict[str, Any] = field(default_factory=dict)
@@ -64,6 +67,9 @@ class Manifest:
     def __post_init__(self) -> None:
         if self.preprocessing.orientation != self.instrument.orientation:
             raise ValueError("the preprocessing must orient frames as the instrument says")
+        if self.preprocessing.mask is not self.instrument.mask:
+            self.preprocessing = dataclasses.replace(self.preprocessing,
+                                                     mask=self.instrument.mask)
         if self.shape.input_size != self.preprocessing.input_size:
             raise ValueError(f"the network takes {self.shape.input_size} px, the "
                              f"preprocessing makes {self.preprocessing.input_size} px")
@@ -106,6 +112,7 @@ class Manifest:
     def to_json(self) -> str:
         data = {key: value for key, value in asdict(self).items()
                 if key not in ("instrument", "probe")}
+        data["preprocessing"] = self.preprocessing.as_dict()
         data["geometry"] = asdict(self.instrument.geometry)
         data["photons"] = self.instrument.photons
         data["probe_modes"] = self.instrument.modes
@@ -113,14 +120,16 @@ class Manifest:
         return json.dumps(data, indent=2, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str, probe: np.ndarray) -> Manifest:
-        """The manifest in `text`, with the instrument's `probe` (read from its own file)."""
+    def from_json(cls, text: str, probe: np.ndarray, mask: np.ndarray | None = None
+                  ) -> Manifest:
+        """The manifest in `text`, with the instrument's `probe` and `mask` (read from their
+        own files)."""
         data = json.loads(text)
         for derived in ("object_pixel_size", "probe_modes"):
             data.pop(derived, None)
         preprocessing = Preprocessing(**data.pop("preprocessing"))
         instrument = Instrument(Geometry(**data.pop("geometry")), probe, data.pop("photons"),
-                                preprocessing.orientation)
+                                preprocessing.orientation, mask)
         return cls(shape=ModelShape(**data.pop("shape")), preprocessing=preprocessing,
                    instrument=instrument, **data)
 
@@ -134,7 +143,8 @@ def model_paths(name: str, directory: Path = MODEL_DIR) -> dict[str, Path]:
     if not name or Path(name).name != name or name.startswith("."):
         raise ModelError(f"model name {name!r} must be a plain name in {directory}")
     return {"weights": directory / f"{name}.pt", "graph": directory / f"{name}.onnx",
-            "probe": directory / f"{name}.probe.npy", "manifest": directory / f"{name}.json"}
+            "probe": directory / f"{name}.probe.npy", "mask": directory / f"{name}.mask.npy",
+            "manifest": directory / f"{name}.json"}
 
 
 def save_model(model: PtychoNN, manifest: Manifest, directory: Path = MODEL_DIR) -> Path:
@@ -151,11 +161,14 @@ def save_model(model: PtychoNN, manifest: Manifest, directory: Path = MODEL_DIR)
             torch.save(model.state_dict(), staged["weights"])
             export_fp32(model, manifest.shape.input_size, staged["graph"])
             np.save(staged["probe"], manifest.instrument.probe)
-            manifest.sha256 = {kind: sha256_of(staged[kind])
-                               for kind in ("weights", "graph", "probe")}
+            kinds = ["weights", "graph", "probe"]
+            if manifest.instrument.mask is not None:
+                np.save(staged["mask"], manifest.instrument.mask)
+                kinds.append("mask")
+            manifest.sha256 = {kind: sha256_of(staged[kind]) for kind in kinds}
             staged["manifest"].write_text(manifest.to_json() + "\n")
             # the manifest last: until it is replaced, the old one's digests refuse a mix
-            for kind in ("weights", "graph", "probe", "manifest"):
+            for kind in (*kinds, "manifest"):
                 os.replace(staged[kind], paths[kind])
     except OSError as error:
         raise ModelError(f"cannot write model {manifest.name!r} to {directory}: "
@@ -189,7 +202,11 @@ def load_manifest(name: str, directory: Path = MODEL_DIR) -> Manifest:
         digests = json.loads(text).get("sha256", {})
         _checked_file(name, "probe", paths["probe"], directory, digests.get("probe"))
         probe = checked_probe(np.load(paths["probe"], allow_pickle=False), paths["probe"].name)
-        manifest = Manifest.from_json(text, probe)
+        mask = None
+        if "mask" in digests:
+            _checked_file(name, "mask", paths["mask"], directory, digests["mask"])
+            mask = np.load(paths["mask"], allow_pickle=False)
+        manifest = Manifest.from_json(text, probe, mask)
         manifest.probe  # noqa: B018 - a probe too small for the crop fails here, not later
     except ModelError:
         raise

@@ -21,11 +21,14 @@ def complex_patches(output: torch.Tensor) -> torch.Tensor:
 
 
 def diffraction_loss(output: torch.Tensor, counts: torch.Tensor, probe: torch.Tensor,
-                     photons: float) -> torch.Tensor:
-    """Mean squared amplitude misfit, in units of the frames' mean count per pixel."""
+                     photons: float, measured: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared amplitude misfit, in units of the frames' mean count per pixel, over
+    the pixels `measured` (s, s; 1 where a pixel holds a measurement) or all of them."""
     predicted = photons * forward.far_field(probe, complex_patches(output))
     misfit = (predicted + 1e-6).sqrt() - counts.clamp(min=0).sqrt()
-    return misfit.square().mean() / counts.mean().clamp(min=1e-6)
+    if measured is None:
+        return misfit.square().mean() / counts.mean().clamp(min=1e-6)
+    return (misfit.square() * measured).sum() / (counts * measured).sum().clamp(min=1e-6)
 
 
 def neighbour_pairs(pixels: np.ndarray, size: int, most: int = 4) -> np.ndarray:

@@ -10,11 +10,19 @@ times coarser; binning by b keeps that object pixel and shrinks the field b time
 the network's output is `input_size` object pixels of wavelength x distance /
 (crop_size x detector pixel) each, and the probe over that field is the instrument's
 probe Fourier-cropped to C, then cut to its central C / b pixels.
+
+A detector's masked pixels (module gaps, dead or hot pixels: the instrument's mask)
+measure nothing. Their counts are dropped before binning; a binned pixel that kept some
+of its pixels is scaled up by the share kept, and one that kept none takes its
+centro-symmetric partner's counts (a weak object diffracts nearly symmetrically), or 0.
+So the network sees a whole frame, while the diffraction residual and the physics loss,
+which know which binned pixels hold a measurement (`measured`), leave the others out.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -40,6 +48,8 @@ class Preprocessing:
     input_size: int = 64
     scale: float = 0.1  # log1p(counts) x scale is about 0..1
     orientation: Orientation = field(default_factory=Orientation)
+    # the instrument's mask, frames as they arrive (True: measures nothing); not in as_dict
+    mask: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.orientation, dict):
@@ -53,12 +63,33 @@ class Preprocessing:
         return self.crop_size // self.input_size
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {"crop_size": self.crop_size, "input_size": self.input_size,
+                "scale": self.scale, "orientation": asdict(self.orientation)}
 
     def canonical(self) -> Preprocessing:
-        """The same for frames already in the forward model's orientation, beam centred
-        (simulated ones)."""
+        """The same for frames already in the forward model's orientation, beam centred,
+        with no masked pixel (simulated ones)."""
         return Preprocessing(self.crop_size, self.input_size, self.scale)
+
+    def measured(self) -> np.ndarray | None:
+        """(input, input) bool: the binned pixels that hold at least one detector pixel's
+        measurement; None without a mask (all of them)."""
+        return None if self.mask is None else self._coverage > 0
+
+    @cached_property
+    def _kept(self) -> tuple[np.ndarray, tuple[int, int]]:
+        """The mask's kept pixels, oriented, and the (top, left) of the crop in them."""
+        kept = ~self.orientation.apply(self.mask[None])[0]
+        x, y = self.orientation.beam(kept.shape)
+        return kept, (y - self.crop_size // 2, x - self.crop_size // 2)
+
+    @cached_property
+    def _coverage(self) -> np.ndarray:
+        """(input, input) share of each binned pixel's detector pixels that measure."""
+        kept, (top, left) = self._kept
+        crop = kept[top:top + self.crop_size, left:left + self.crop_size]
+        b = self.binning
+        return crop.reshape(self.input_size, b, self.input_size, b).mean(axis=(1, 3))
 
     def frames(self, frames: np.ndarray) -> np.ndarray:
         """(n, ny, nx) integer counts -> (n, 1, input, input) float32 network input."""
@@ -75,6 +106,9 @@ class Preprocessing:
             raise FrameError("empty", f"empty frame, shape {frames.shape}")
         if not np.issubdtype(frames.dtype, np.integer):
             raise FrameError("pixel_type", f"expected integer counts, got {frames.dtype}")
+        if self.mask is not None and frames.shape[1:] != self.mask.shape:
+            raise FrameError("size", f"frame {frames.shape[2]}x{frames.shape[1]}: the model's "
+                             f"detector mask is for {self.mask.shape[1]}x{self.mask.shape[0]}")
         frames = self.orientation.apply(frames)
         ny, nx = frames.shape[1:]
         if min(ny, nx) < self.crop_size:
@@ -85,13 +119,27 @@ class Preprocessing:
         if top < 0 or left < 0 or top + self.crop_size > ny or left + self.crop_size > nx:
             raise FrameError("beam", f"a {self.crop_size}-pixel crop around the direct beam at "
                              f"({x}, {y}) does not fit the {nx}x{ny} frame")
-        crop = frames[:, top:top + self.crop_size, left:left + self.crop_size]
+        crop = frames[:, top:top + self.crop_size, left:left + self.crop_size].astype(np.float32)
+        if self.mask is not None:
+            kept = self._kept[0]
+            crop *= kept[top:top + self.crop_size, left:left + self.crop_size]
         b = self.binning
-        binned = crop.astype(np.float32).reshape(
-            len(crop), self.input_size, b, self.input_size, b).sum(axis=(2, 4))
-        if check_beam:
-            _check_beam(binned, frames)
+        binned = crop.reshape(len(crop), self.input_size, b, self.input_size, b).sum(axis=(2, 4))
+        if self.mask is not None:
+            binned = self._filled(binned)
+        if check_beam:  # a masked pixel's value is no count
+            _check_beam(binned, frames if self.mask is None else frames * self._kept[0])
         return binned
+
+    def _filled(self, binned: np.ndarray) -> np.ndarray:
+        """Binned counts of masked detector pixels estimated (see the module doc)."""
+        coverage = self._coverage
+        binned = np.where(coverage > 0, binned / np.maximum(coverage, 1e-6), 0.0)
+        # binned pixel i's partner through the direct beam (at input // 2) is input - i
+        partner = np.roll(binned[:, ::-1, ::-1], 1, axis=(1, 2))
+        partner_measured = np.roll(coverage[::-1, ::-1], 1, axis=(0, 1)) > 0
+        fill = (coverage == 0) & partner_measured
+        return np.where(fill, partner, binned).astype(np.float32)
 
     def normalise(self, binned: np.ndarray) -> np.ndarray:
         """(n, input, input) counts -> (n, 1, input, input) network input."""

@@ -6,7 +6,8 @@ its modes), through the forward model (forward.py), predicts the diffraction; th
 residual is the distance between the predicted and measured diffraction amplitudes
 (square roots of the counts), each scaled to unit total intensity. 0 is a perfect
 fit, 2 the most it can be; a frame the model does not know scores clearly higher than
-the frames it was validated on.
+the frames it was validated on. Binned pixels that hold no measurement (all their
+detector pixels masked) are left out of both.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ def _unit(moduli: np.ndarray) -> np.ndarray:
 
 
 def variation(probe: np.ndarray, binned: np.ndarray, amplitude: np.ndarray,
-              phase: np.ndarray) -> tuple[float, float]:
+              phase: np.ndarray, measured: np.ndarray | None = None) -> tuple[float, float]:
     """Whether answers tell the frames (n, s, s) apart: `Spread.figures` of these frames."""
-    return Fit(probe)(binned, amplitude, phase)[1].figures()
+    return Fit(probe, measured)(binned, amplitude, phase)[1].figures()
 
 
 @dataclass
@@ -70,10 +71,16 @@ class Spread:
 
 
 class Fit:
-    """How far answers (amplitude, phase) explain their frames through `probe`."""
+    """How far answers (amplitude, phase) explain their frames through `probe`, over the
+    binned pixels `measured` (s, s) holds (all where None)."""
 
-    def __init__(self, probe: np.ndarray):
+    def __init__(self, probe: np.ndarray, measured: np.ndarray | None = None):
         self.probe = probe
+        self.weight = None if measured is None else measured.astype(np.float32)
+
+    @classmethod
+    def of(cls, manifest: Manifest) -> Fit:
+        return cls(manifest.probe, manifest.preprocessing.measured())
 
     def __call__(self, binned: np.ndarray, amplitude: np.ndarray,
                  phase: np.ndarray) -> tuple[np.ndarray, Spread]:
@@ -85,8 +92,11 @@ class Fit:
         patches.real = amplitude * np.cos(phase)
         patches.imag = amplitude * np.sin(phase)
         counts = np.clip(np.asarray(binned, dtype=np.float32), 0, None)
+        predicted = forward.far_field(self.probe, patches)
+        if self.weight is not None:
+            counts, predicted = counts * self.weight, predicted * self.weight
         measured = _unit(np.sqrt(counts))
-        misfit = _unit(np.sqrt(forward.far_field(self.probe, patches))) - measured
+        misfit = _unit(np.sqrt(predicted)) - measured
         residuals = np.square(misfit).sum(axis=(1, 2))
         totals = counts.sum(axis=(1, 2), dtype=np.float64)
         noise = (counts / (1 + 4 * counts)).sum(axis=(1, 2), dtype=np.float64) / (totals + 1e-12)
@@ -99,7 +109,7 @@ class Fit:
 
 class DiffractionResidual:
     def __init__(self, manifest: Manifest):
-        self.fit = Fit(manifest.probe)
+        self.fit = Fit.of(manifest)
 
     def __call__(self, binned: np.ndarray, amplitude: np.ndarray,
                  phase: np.ndarray) -> np.ndarray:

@@ -101,7 +101,13 @@ def refine(frames: np.ndarray, positions: np.ndarray, instrument: Instrument,
     `start` (a network's mosaic) where it fits; the probe too from sweep `probe_from`
     (0: from the first; None: never); `progress` is told after each sweep."""
     n, pixel = instrument.window, instrument.object_pixel_size
-    measured = _measured_moduli(frames, n, orientation, instrument.photons)
+    window = Preprocessing(n, n, orientation=orientation, mask=instrument.mask)
+    measured = _measured_moduli(frames, window, instrument.photons)
+    # a masked pixel measured nothing: there the exit wave keeps its own modulus
+    kept = window.measured()
+    if kept is not None:
+        kept = np.fft.ifftshift(kept)
+        measured[:, ~kept] = 0.0
     spots = np.rint(np.asarray(positions) / pixel).astype(int)
     origin = -spots.min(axis=0) + n // 2
     corners = origin + spots - n // 2
@@ -132,9 +138,12 @@ def refine(frames: np.ndarray, positions: np.ndarray, instrument: Instrument,
             exit_waves = probe * patch
             far = np.fft.fft2(exit_waves, norm="ortho")
             modulus = np.sqrt(np.sum(far.real ** 2 + far.imag ** 2, axis=0))
-            error += float(np.sum(np.square(modulus - measured[j])))
-            change = np.fft.ifft2(far * (measured[j] / (modulus + 1e-12)),
-                                  norm="ortho") - exit_waves
+            misfit = modulus - measured[j]
+            ratio = measured[j] / (modulus + 1e-12)
+            if kept is not None:
+                misfit, ratio = misfit * kept, np.where(kept, ratio, np.float32(1.0))
+            error += float(np.sum(np.square(misfit)))
+            change = np.fft.ifft2(far * ratio, norm="ortho") - exit_waves
             if probe_too:
                 seen = np.conj(patch) * np.float32(PROBE_STEP
                                                    / (np.max(np.abs(patch) ** 2) or 1.0))
@@ -171,12 +180,11 @@ def _orthogonal_modes(probe: np.ndarray, power: float) -> np.ndarray:
     return modes.reshape(probe.shape).astype(np.complex64)
 
 
-def _measured_moduli(frames: np.ndarray, n: int, orientation: Orientation,
-                     photons: float) -> np.ndarray:
+def _measured_moduli(frames: np.ndarray, window: Preprocessing, photons: float) -> np.ndarray:
     """(frames, n, n) float32 square roots of the counts per incident photon over the
-    oriented, beam-centred n-pixel window, zero frequency first (as the FFT has it); a
+    `window`'s oriented, beam-centred n pixels, zero frequency first (as the FFT has it); a
     block at a time, so that a ring of many frames is held once more, not three times."""
-    window = Preprocessing(n, n, orientation=orientation)
+    n = window.crop_size
     measured = np.empty((len(frames), n, n), np.float32)
     for i in range(0, len(frames), BLOCK):
         counts = window.binned(frames[i:i + BLOCK], check_beam=False)

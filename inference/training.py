@@ -130,6 +130,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             help="detector pixel (m)")
     instrument.add_argument("--transpose", action="store_true",
                             help="frames arrive transposed")
+    instrument.add_argument("--mask", type=Path, metavar="FILE.npy",
+                            help="the detector's mask, (ny, nx) of the frames as they arrive, "
+                                 "nonzero for a pixel that measures nothing (module gaps, dead "
+                                 "or hot pixels); replaces a scan's or instrument file's own")
     instrument.add_argument("--flip-x", action="store_true", help="frames arrive mirrored in x")
     instrument.add_argument("--flip-y", action="store_true", help="frames arrive mirrored in y")
     instrument.add_argument("--beam-center", type=float, nargs=2, metavar=("X", "Y"),
@@ -205,9 +209,11 @@ def instrument_of(args: argparse.Namespace, parent: Manifest | None) -> Instrume
     if parent is not None and orientation == Orientation():
         orientation = parent.instrument.orientation  # a scan of the parent's detector
     photons = args.photons
+    mask = training_data.load_mask(args.mask) if args.mask else None
     if args.scan or args.instrument:
         from ptychoedge.inference.instrument import read_cxi
-        return read_cxi(args.scan or args.instrument, photons=photons, orientation=orientation)
+        return read_cxi(args.scan or args.instrument, photons=photons, orientation=orientation,
+                        mask=mask)
     if args.probe:
         missing = [name for name in ("energy", "distance", "pixel_size")
                    if getattr(args, name) is None]
@@ -217,11 +223,13 @@ def instrument_of(args: argparse.Namespace, parent: Manifest | None) -> Instrume
         probe = training_data.load_probe(args.probe)
         n = probe.shape[-1]
         return Instrument(Geometry(args.energy, args.distance, args.pixel_size, (n, n)), probe,
-                          photons or 1e6, orientation)
+                          photons or 1e6, orientation, mask)
     if parent is not None:
         return Instrument(parent.instrument.geometry, parent.instrument.probe,
-                          photons or parent.instrument.photons, parent.instrument.orientation)
-    return training_data.simulated_instrument(photons or 1e6)
+                          photons or parent.instrument.photons, parent.instrument.orientation,
+                          parent.instrument.mask if mask is None else mask)
+    instrument = training_data.simulated_instrument(photons or 1e6)
+    return instrument if mask is None else dataclasses.replace(instrument, mask=mask)
 
 
 def starting_point(args: argparse.Namespace) -> Start:
@@ -347,8 +355,8 @@ def train(args: argparse.Namespace) -> tuple[PtychoNN, Manifest]:
              model.shape, count_parameters(model), torch.get_num_threads(),
              manifest.object_pixel_size * 1e9, preprocessing.input_size)
     if args.scan:
-        scan = training_data.recorded_scan(args.scan, preprocessing, manifest.object_pixel_size,
-                                           args.reconstruction)
+        scan = training_data.recorded_scan(args.scan, manifest.preprocessing,
+                                           manifest.object_pixel_size, args.reconstruction)
         held_out = np.arange(len(scan.inputs)) % HELD_OUT_EVERY == 0
         train_part, valid_part = scan.subset(~held_out), scan.subset(held_out)
         data = {"scan": str(args.scan), "scan_sha256": _file_sha256(args.scan),
@@ -378,12 +386,15 @@ def train(args: argparse.Namespace) -> tuple[PtychoNN, Manifest]:
         counts_all = torch.from_numpy(train_part.counts)
         pairs = neighbour_pairs(train_part.pixels, preprocessing.input_size)
         weight = torch.from_numpy(manifest.illumination())
+        measured = manifest.preprocessing.measured()
+        if measured is not None:
+            measured = torch.from_numpy(measured.astype(np.float32))
         log.info("self-supervised on %d frames, %d overlapping pairs", len(x_all), len(pairs))
 
         def loss_of(index: torch.Tensor) -> torch.Tensor:
             if not (args.overlap_weight and len(pairs)):
                 return diffraction_loss(model(x_all[index]), counts_all[index], probe,
-                                        instrument.photons)
+                                        instrument.photons, measured)
             # the batch as neighbour pairs: one pass serves both terms
             chosen = pairs[rng.integers(len(pairs), size=max(1, len(index) // 2))]
             frames = torch.from_numpy(chosen.ravel())
@@ -391,7 +402,8 @@ def train(args: argparse.Namespace) -> tuple[PtychoNN, Manifest]:
             patches = complex_patches(output)
             shifts = np.rint(train_part.pixels[chosen[:, 1]]
                              - train_part.pixels[chosen[:, 0]]).astype(int)
-            return (diffraction_loss(output, counts_all[frames], probe, instrument.photons)
+            return (diffraction_loss(output, counts_all[frames], probe, instrument.photons,
+                                     measured)
                     + args.overlap_weight * overlap_loss(patches[0::2], patches[1::2], shifts,
                                                          weight))
     log.info("%s training on %d frames, validating on %d", mode, len(x_all),

@@ -266,13 +266,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample", default="default", help="sample kind (sim/samples.py)")
     parser.add_argument("--sample-thickness", type=float, default=1.0,
                         help="times the sample's usual thickness")
+    parser.add_argument("--mask", default="", help="a detector mask (.npy)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s image-server %(message)s")
     log.info("probe %s; sample %s", probes.describe(args.probe),
              samples.describe(args.sample, args.sample_thickness))
     server = ImageServer(args.prefix, {"probe": args.probe, "probe_modes": args.probe_modes,
                                        "sample": args.sample,
-                                       "sample_thickness": args.sample_thickness})
+                                       "sample_thickness": args.sample_thickness,
+                                       "mask": args.mask})
     signal.signal(signal.SIGINT, lambda *_: server.stop())
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     try:

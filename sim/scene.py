@@ -1,7 +1,8 @@
 """The simulated beamline's scene: its probe and sample by name, as a simulator.
 
 `ptychoedge sim --probe KIND --sample KIND` and whoever needs the truth behind its frames
-(a test, a benchmark) build the same simulator here, without the image server's pvapy.
+(a test, a benchmark) build the same simulator here, without the image server's pvapy;
+`--mask` marks the frames' masked pixels here too.
 """
 
 from __future__ import annotations
@@ -25,3 +26,18 @@ def simulator(size: int, probe: str = "default", probe_modes: int = 1,
         sample_field = samples.named_sample(sample, (side, side), seed, sample_thickness)
     return physics.PtychographySimulator(size, photons=photons, dtype=dtype, seed=seed,
                                          probe=probe_field, sample=sample_field)
+
+
+def masked(frames: np.ndarray, mask_file: str) -> np.ndarray:
+    """`frames` with the pixels of the detector mask in `mask_file` (.npy, nonzero: masked;
+    "": none) at the pixel type's maximum, as detectors mark a module gap's pixels;
+    ValueError where the mask is not the frames' size."""
+    if not mask_file:
+        return frames
+    mask = np.load(mask_file, allow_pickle=False) != 0
+    if mask.shape != frames.shape[-2:]:
+        raise ValueError(f"the detector mask {mask_file} is {mask.shape[1]}x{mask.shape[0]}, "
+                         f"the frames {frames.shape[-1]}x{frames.shape[-2]}")
+    frames = frames.copy()
+    frames[..., mask] = np.iinfo(frames.dtype).max
+    return frames

@@ -77,6 +77,7 @@ class SourceSettings:
     probe_modes: int = 1
     sample: str = "default"  # a samples.SAMPLE_KINDS name
     sample_thickness: float = 1.0  # times the family's usual thickness
+    mask: str = ""  # a .npy detector mask: its nonzero pixels read the pixel type's maximum
 
     @property
     def dtype(self) -> type:
@@ -147,7 +148,7 @@ class PatternSource(BankSource):
                     settings.size_y, settings.size_x)
             for i in range(0, len(positions), BANK_CHUNK)
         ])
-        super().__init__(images, positions)
+        super().__init__(scene.masked(images, settings.mask), positions)
 
 
 class ReplaySource(BankSource):
@@ -166,6 +167,8 @@ class StageSource:
         self.simulator = settings.simulator()
         self.read_position = read_position
         self.size_y, self.size_x = settings.size_y, settings.size_x
+        # a mask of another size is refused here, not at the first frame
+        scene.masked(np.zeros((self.size_y, self.size_x), settings.dtype), settings.mask)
         self._cache: OrderedDict[tuple[int, int], pva.NtNdArray] = OrderedDict()
         self.codec = RAW
 
@@ -181,7 +184,8 @@ class StageSource:
         frame = self._cache.get(key)
         if frame is None:
             images, _ = self.simulator.frames(position)
-            image = crop_to(images, self.size_y, self.size_x)[0]
+            image = scene.masked(crop_to(images, self.size_y, self.size_x)[0],
+                                 self.settings.mask)
             frame = self.codec.apply(image, (x, y))
             self._cache[key] = frame
             if len(self._cache) > self.CACHE_SIZE:

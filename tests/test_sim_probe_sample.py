@@ -1,4 +1,5 @@
-"""`ptychoedge sim --probe --sample --photons`: the live detector serves that instrument."""
+"""`ptychoedge sim --probe --sample --photons --mask`: the live detector serves that
+instrument, its masked pixels at the pixel type's maximum."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import queue
 
 import numpy as np
 from conftest import start_sim
+from test_mask import gaps, marked
 
 from ptychoedge.sim import physics, probes, samples
 
@@ -28,9 +30,10 @@ def next_frames(ctx, channel: str, count: int) -> list:
 
 
 def test_sim_serves_the_chosen_probe_and_sample(spawn, prefix, pva, tmp_path):
+    np.save(tmp_path / "mask.npy", gaps((N, N)))
     start_sim(spawn, prefix, tmp_path, "--no-stage", "--probe", "zoneplate-defocus",
               "--sample", "labyrinth", "--sample-thickness", "2", "--photons", "1e7",
-              "--rate", "100", "--acquire")
+              "--mask", str(tmp_path / "mask.npy"), "--rate", "100", "--acquire")
     frames = next_frames(pva, prefix + "Pva1:Image", 3)
 
     probe = probes.named_probe("zoneplate-defocus", N, physics.OBJECT_PIXEL_SIZE)
@@ -42,6 +45,7 @@ def test_sim_serves_the_chosen_probe_and_sample(spawn, prefix, pva, tmp_path):
         position = np.array([[attributes["PosX"], attributes["PosY"]]])
         received = frame["value"].reshape(N, N)
         # Noise is seeded by the position: the very frame the simulator computes here.
-        np.testing.assert_array_equal(received, chosen.frames(position)[0][0])
+        np.testing.assert_array_equal(received, marked(chosen.frames(position)[0][0],
+                                                       gaps((N, N))))
         assert np.abs(received.astype(float) - default.frames(position)[0][0]).sum() \
             > 0.5 * received.sum()

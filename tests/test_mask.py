@@ -1,0 +1,178 @@
+"""A detector's mask: pixels that measure nothing (module gaps, dead pixels), which real
+detectors mark with the pixel type's maximum. The instrument carries the mask (CXI, the
+model bundle); the network sees the gaps filled, and the residual, the physics loss and
+the refinement leave them out."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from conftest import ptychoedge
+
+from ptychoedge.inference.instrument import InstrumentError, read_cxi, write_cxi
+from ptychoedge.inference.manifest import (
+    Manifest,
+    ModelError,
+    load_manifest,
+    load_model,
+    model_paths,
+    save_model,
+)
+from ptychoedge.inference.model import ModelShape, PtychoNN
+from ptychoedge.inference.physics_loss import diffraction_loss
+from ptychoedge.inference.preprocess import FrameError, Preprocessing
+from ptychoedge.inference.quality import DiffractionResidual
+from ptychoedge.inference.refine import refine
+from ptychoedge.sim import physics
+
+
+def gaps(shape=(128, 128)) -> np.ndarray:
+    """A module gap across the frame off the beam, one through it, and dead pixels."""
+    n = shape[0]
+    mask = np.zeros(shape, bool)
+    mask[n * 35 // 64:n * 37 // 64, :] = True
+    mask[:, n // 2 - 2:n // 2] = True
+    mask[n // 12, n // 6] = mask[n * 25 // 32, n * 45 // 64] = True
+    return mask
+
+
+def marked(frames: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    frames = frames.copy()
+    frames[..., mask] = np.iinfo(frames.dtype).max
+    return frames
+
+
+@pytest.fixture(scope="module")
+def scan():
+    simulator = physics.PtychographySimulator(128, seed=5, sample_shape=(384, 384))
+    positions = physics.fermat_spiral_positions(40, 0.25e-6)
+    frames, truth = simulator.frames(positions)
+    return simulator, positions, frames, truth
+
+
+def with_mask(instrument, mask):
+    return dataclasses.replace(instrument, mask=mask)
+
+
+def test_the_mask_round_trips_through_cxi_and_the_bundle(scan, tmp_path):
+    simulator, positions, frames, _ = scan
+    instrument = with_mask(simulator.instrument(), gaps())
+    write_cxi(tmp_path / "scan.cxi", instrument, marked(frames, gaps()), positions)
+    read = read_cxi(tmp_path / "scan.cxi")
+    np.testing.assert_array_equal(read.mask, gaps())
+    # the gaps' maximum values are not counts: the flux is read as without them
+    assert read.photons == pytest.approx(simulator.photons, rel=0.05)
+    shape = ModelShape(64, 4)
+    save_model(PtychoNN(shape), Manifest.for_instrument("masked", shape, Preprocessing(128, 64),
+                                                        read), tmp_path)
+    loaded = load_manifest("masked", tmp_path)
+    np.testing.assert_array_equal(loaded.instrument.mask, gaps())
+    np.testing.assert_array_equal(loaded.preprocessing.mask, gaps())
+    # a bundle whose mask was changed is refused
+    np.save(model_paths("masked", tmp_path)["mask"], np.zeros((128, 128), bool))
+    with pytest.raises(ModelError, match="masked.mask.npy does not match"):
+        load_model("masked", tmp_path)
+
+
+@pytest.mark.parametrize("mask, reason", [
+    (np.zeros((64, 64), bool), r"a mask of shape \(64, 64\) for frames of \(128, 128\)"),
+    (np.zeros((128, 128), np.float32), "integers or booleans"),
+    (np.ones((128, 128), np.uint8), "leaves no pixel"),
+])
+def test_a_bad_mask_is_refused_with_the_reason(scan, mask, reason):
+    with pytest.raises(InstrumentError, match=reason):
+        with_mask(scan[0].instrument(), mask)
+
+
+def test_frames_of_another_size_than_the_mask_are_refused(scan):
+    preprocessing = Preprocessing(128, 64, mask=gaps())
+    with pytest.raises(FrameError, match="mask is for 128x128"):
+        preprocessing.binned(np.zeros((1, 256, 256), np.uint16))
+
+
+def test_the_network_sees_the_gaps_filled(scan):
+    _, _, frames, _ = scan
+    plain = Preprocessing(128, 64)
+    masked = Preprocessing(128, 64, mask=gaps())
+    clean = plain.frames(frames)
+    unmasked = plain.frames(marked(frames, gaps()))
+    filled = masked.frames(marked(frames, gaps()))
+    assert np.abs(filled - clean).mean() < 0.1 * np.abs(unmasked - clean).mean()
+    # binned pixels through which the gap runs kept some pixels, or a partner across the beam
+    assert masked.measured().mean() > 0.9
+
+
+def test_the_residual_and_the_physics_loss_leave_masked_pixels_out(scan):
+    simulator, _, frames, truth = scan
+    plain = Manifest.for_instrument("t", ModelShape(128), Preprocessing(128, 128),
+                                    simulator.instrument())
+    masked = Manifest.for_instrument("t", ModelShape(128), Preprocessing(128, 128),
+                                     with_mask(simulator.instrument(), gaps()))
+    # fully masked binned pixels (no binning here), away from the beam: nothing to fill
+    assert not masked.preprocessing.measured()[128 // 12, 128 // 6]
+    targets = plain.preprocessing.targets(truth)
+    bad = marked(frames, gaps())
+
+    def residual(manifest, which):
+        binned = manifest.preprocessing.binned(which)
+        return np.median(DiffractionResidual(manifest)(binned, targets[:, 0], targets[:, 1]))
+
+    clean = residual(plain, frames)
+    assert residual(masked, bad) < 1.5 * clean
+    assert residual(plain, bad) > 10 * clean
+
+    def loss(manifest, which, measured):
+        counts = torch.from_numpy(manifest.preprocessing.binned(which, check_beam=False))
+        return float(diffraction_loss(torch.from_numpy(targets), counts,
+                                      torch.from_numpy(manifest.probe), simulator.photons,
+                                      measured))
+
+    kept = torch.from_numpy(masked.preprocessing.measured().astype(np.float32))
+    assert loss(masked, bad, kept) < 1.5 * loss(plain, frames, None)
+    assert loss(plain, bad, None) > 10 * loss(plain, frames, None)
+
+
+def test_the_refinement_ignores_masked_pixels(scan):
+    simulator, positions, frames, _ = scan
+    bad = marked(frames, gaps())
+    orientation = simulator.instrument().orientation
+    clean = refine(frames, positions, simulator.instrument(), orientation, 60.0, most_sweeps=8)
+    masked = refine(bad, positions, with_mask(simulator.instrument(), gaps()), orientation,
+                    60.0, most_sweeps=8)
+    blind = refine(bad, positions, simulator.instrument(), orientation, 60.0, most_sweeps=8)
+    assert masked.errors[-1] < 1.5 * clean.errors[-1]
+    assert blind.errors[-1] > 10 * clean.errors[-1]
+
+
+@pytest.mark.integration
+def test_a_model_trained_for_a_masked_detector_reconstructs_its_scan(tmp_path):
+    """`ptychoedge train --scan --mask`, then `ptychoedge reconstruct` with that model: the
+    bundle keeps the mask, and the scan's frames, gaps and all, fit the model's images."""
+    instrument = physics.default_instrument(64, photons=1e6)
+    simulator = physics.simulator_for(instrument, seed=5)
+    positions = physics.fermat_spiral_positions(120, 0.15e-6)
+    frames, _ = simulator.frames(positions)
+    mask = gaps((64, 64))
+    write_cxi(tmp_path / "scan.cxi", instrument, marked(frames, mask), positions)
+    np.save(tmp_path / "mask.npy", mask)
+    models = tmp_path / "models"
+    trained = subprocess.run(ptychoedge(
+        "train", "--scan", str(tmp_path / "scan.cxi"), "--mask", str(tmp_path / "mask.npy"),
+        "--input-size", "32", "--width", "4", "--batch-size", "16", "--lr", "3e-3",
+        "--epochs", "3", "--threads", "1", "--name", "gapped", "--out-dir", str(models)),
+        capture_output=True, text=True, timeout=300)
+    assert trained.returncode == 0, trained.stderr
+    np.testing.assert_array_equal(load_manifest("gapped", models).instrument.mask, mask)
+    done = subprocess.run(ptychoedge(
+        "reconstruct", str(tmp_path / "scan.cxi"), "--model", "gapped", "--model-dir",
+        str(models), "--out", str(tmp_path / "out")), capture_output=True, text=True,
+        timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["frames"] == 120
+    assert report["residual_median"] < load_manifest("gapped", models).alarm_limits()[0]
