@@ -119,7 +119,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sample-thickness", type=_bounded(float, 0.01, 100), default=1.0,
                         metavar="S", help="S times the family's usual thickness: phase and "
                                           "absorption (default 1)")
-    parser.add_argument("--mask", type=_mask, default="", metavar="FILE.npy",
+    parser.add_argument("--mask", type=_mask, default=None, metavar="FILE.npy",
                         help="a detector mask, (ny, nx) of the frames, nonzero where a pixel "
                              "measures nothing (module gaps, dead pixels): those pixels read "
                              "the pixel type's maximum, as a real detector marks them")
@@ -164,7 +164,9 @@ class Beamline:
             programs["stage-ioc"] = "ptychoedge.sim.stage_ioc"
         scene = ["--probe", self.args.probe, "--probe-modes", str(self.args.probe_modes),
                  "--sample", self.args.sample, "--sample-thickness",
-                 str(self.args.sample_thickness), "--mask", self.args.mask]
+                 str(self.args.sample_thickness)]
+        if self.args.mask:
+            scene += ["--mask", self.args.mask]
         for name, module in programs.items():
             extra = scene if name == "image-server" else []
             self.children.append(Child(name, python_module(module, "--prefix", self.prefix,

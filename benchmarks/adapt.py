@@ -42,7 +42,7 @@ from waiting import stop, wait
 from ptychoedge.apps.beamline import plain
 from ptychoedge.inference.comparison import compare_images
 from ptychoedge.inference.instrument import Instrument, write_cxi
-from ptychoedge.inference.manifest import DEFAULT_MODEL, MODEL_DIR, load_manifest, model_paths
+from ptychoedge.inference.manifest import DEFAULT_MODEL, MODEL_DIR, copy_model, load_manifest
 from ptychoedge.inference.mosaic import Mosaic
 from ptychoedge.inference.reconstruct import save_pictures
 from ptychoedge.pvdb.pipeline import ADAPT_STATES, collector_channels
@@ -76,8 +76,7 @@ class Bench:
                                               ("logs", "models", "state"))
         for folder in (self.logs, self.models):
             folder.mkdir(parents=True)
-        for kind, path in model_paths(DEFAULT_MODEL).items():
-            shutil.copy(path, model_paths(DEFAULT_MODEL, self.models)[kind])
+        copy_model(DEFAULT_MODEL, MODEL_DIR, self.models)
         self.instrument = self.work / "zoneplate.cxi"  # what the beamline knows of its probe
         write_cxi(self.instrument, Instrument(
             physics.geometry(SCENE.size_x),

@@ -30,6 +30,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -145,6 +146,16 @@ def model_paths(name: str, directory: Path = MODEL_DIR) -> dict[str, Path]:
     return {"weights": directory / f"{name}.pt", "graph": directory / f"{name}.onnx",
             "probe": directory / f"{name}.probe.npy", "mask": directory / f"{name}.mask.npy",
             "manifest": directory / f"{name}.json"}
+
+
+def copy_model(name: str, source: Path, directory: Path, as_name: str | None = None) -> None:
+    """Copy the bundle of model `name` in `source` into `directory` (made if need be), as
+    `as_name` if given: every file the bundle has."""
+    directory.mkdir(parents=True, exist_ok=True)
+    target = model_paths(as_name or name, directory)
+    for kind, path in model_paths(name, source).items():
+        if path.is_file():
+            shutil.copyfile(path, target[kind])
 
 
 def save_model(model: PtychoNN, manifest: Manifest, directory: Path = MODEL_DIR) -> Path:

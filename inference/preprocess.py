@@ -12,11 +12,11 @@ the network's output is `input_size` object pixels of wavelength x distance /
 probe Fourier-cropped to C, then cut to its central C / b pixels.
 
 A detector's masked pixels (module gaps, dead or hot pixels: the instrument's mask)
-measure nothing. Their counts are dropped before binning; a binned pixel that kept some
-of its pixels is scaled up by the share kept, and one that kept none takes its
-centro-symmetric partner's counts (a weak object diffracts nearly symmetrically), or 0.
-So the network sees a whole frame, while the diffraction residual and the physics loss,
-which know which binned pixels hold a measurement (`measured`), leave the others out.
+measure nothing. They are guessed from the pixels around them and across the direct beam
+(gap_fill.py); a binned pixel left with pixels that have no guess is scaled up by the
+share it has, and one with none is 0. So the network sees a whole frame, while the
+diffraction residual and the physics loss, which know which binned pixels were measured
+whole (`measured`), leave the others out.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from functools import cached_property
 
 import numpy as np
 
+from ptychoedge.inference.gap_fill import GapFill
 from ptychoedge.inference.instrument import Orientation
 
 # The direct beam's centroid may wander this fraction of the crop from where the
@@ -72,24 +73,27 @@ class Preprocessing:
         return Preprocessing(self.crop_size, self.input_size, self.scale)
 
     def measured(self) -> np.ndarray | None:
-        """(input, input) bool: the binned pixels that hold at least one detector pixel's
-        measurement; None without a mask (all of them)."""
-        return None if self.mask is None else self._coverage > 0
+        """(input, input) bool: the binned pixels whose every detector pixel measures; None
+        without a mask (all of them)."""
+        return None if self.mask is None else self._binned_share(self._kept[0]) == 1
 
     @cached_property
-    def _kept(self) -> tuple[np.ndarray, tuple[int, int]]:
-        """The mask's kept pixels, oriented, and the (top, left) of the crop in them."""
-        kept = ~self.orientation.apply(self.mask[None])[0]
-        x, y = self.orientation.beam(kept.shape)
-        return kept, (y - self.crop_size // 2, x - self.crop_size // 2)
+    def _kept(self) -> tuple[np.ndarray, GapFill, np.ndarray]:
+        """Over the crop (oriented): the pixels that measure, the fill of the others, and
+        the pixels that measure or have a guess."""
+        oriented = ~self.orientation.apply(self.mask[None])[0]
+        x, y = self.orientation.beam(oriented.shape)
+        top, left = y - self.crop_size // 2, x - self.crop_size // 2
+        kept = oriented[top:top + self.crop_size, left:left + self.crop_size]
+        fill = GapFill.for_pixels(kept)
+        known = kept.copy()
+        known.ravel()[fill.targets] = fill.guessed
+        return kept, fill, known
 
-    @cached_property
-    def _coverage(self) -> np.ndarray:
-        """(input, input) share of each binned pixel's detector pixels that measure."""
-        kept, (top, left) = self._kept
-        crop = kept[top:top + self.crop_size, left:left + self.crop_size]
+    def _binned_share(self, pixels: np.ndarray) -> np.ndarray:
+        """(input, input) share of each binned pixel's detector pixels in `pixels`."""
         b = self.binning
-        return crop.reshape(self.input_size, b, self.input_size, b).mean(axis=(1, 3))
+        return pixels.reshape(self.input_size, b, self.input_size, b).mean(axis=(1, 3))
 
     def frames(self, frames: np.ndarray) -> np.ndarray:
         """(n, ny, nx) integer counts -> (n, 1, input, input) float32 network input."""
@@ -121,25 +125,19 @@ class Preprocessing:
                              f"({x}, {y}) does not fit the {nx}x{ny} frame")
         crop = frames[:, top:top + self.crop_size, left:left + self.crop_size].astype(np.float32)
         if self.mask is not None:
-            kept = self._kept[0]
-            crop *= kept[top:top + self.crop_size, left:left + self.crop_size]
+            crop = self._kept[1](crop)
         b = self.binning
         binned = crop.reshape(len(crop), self.input_size, b, self.input_size, b).sum(axis=(2, 4))
         if self.mask is not None:
-            binned = self._filled(binned)
-        if check_beam:  # a masked pixel's value is no count
-            _check_beam(binned, frames if self.mask is None else frames * self._kept[0])
+            share = self._binned_share(self._kept[2])
+            binned = np.where(share > 0, binned / np.maximum(share, 1e-6), 0.0).astype(np.float32)
+        if check_beam:
+            _check_beam(binned, self._masked_out(frames) if self.mask is not None else frames)
         return binned
 
-    def _filled(self, binned: np.ndarray) -> np.ndarray:
-        """Binned counts of masked detector pixels estimated (see the module doc)."""
-        coverage = self._coverage
-        binned = np.where(coverage > 0, binned / np.maximum(coverage, 1e-6), 0.0)
-        # binned pixel i's partner through the direct beam (at input // 2) is input - i
-        partner = np.roll(binned[:, ::-1, ::-1], 1, axis=(1, 2))
-        partner_measured = np.roll(coverage[::-1, ::-1], 1, axis=(0, 1)) > 0
-        fill = (coverage == 0) & partner_measured
-        return np.where(fill, partner, binned).astype(np.float32)
+    def _masked_out(self, frames: np.ndarray) -> np.ndarray:
+        """Whole oriented frames with the masked pixels at 0: their values are no counts."""
+        return frames * ~self.orientation.apply(self.mask[None])[0]
 
     def normalise(self, binned: np.ndarray) -> np.ndarray:
         """(n, input, input) counts -> (n, 1, input, input) network input."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -212,11 +211,9 @@ def start_ioc(start: Callable[..., Spawned], ctx, p: str, input_channel: str, st
 def shipped_model_dir(directory: Path) -> Path:
     """`directory`, made, holding a copy of the shipped model: a model directory of a test's
     own, which it may write to."""
-    from ptychoedge.inference.manifest import DEFAULT_MODEL, model_paths
+    from ptychoedge.inference.manifest import DEFAULT_MODEL, MODEL_DIR, copy_model
 
-    directory.mkdir(parents=True, exist_ok=True)
-    for kind, path in model_paths(DEFAULT_MODEL).items():
-        shutil.copy(path, model_paths(DEFAULT_MODEL, directory)[kind])
+    copy_model(DEFAULT_MODEL, MODEL_DIR, directory)
     return directory
 
 

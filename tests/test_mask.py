@@ -176,3 +176,16 @@ def test_a_model_trained_for_a_masked_detector_reconstructs_its_scan(tmp_path):
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["frames"] == 120
     assert report["residual_median"] < load_manifest("gapped", models).alarm_limits()[0]
+
+
+def test_a_gap_is_guessed_from_around_it_and_across_the_beam():
+    from ptychoedge.inference.gap_fill import GapFill
+
+    kept = ~gaps((64, 64))
+    kept[0, :] = False  # a row whose partner across the beam is itself, and no line across
+    fill = GapFill.for_pixels(kept)
+    flat = np.full((1, 64, 64), 7.0, np.float32)
+    flat[0, ~kept] = 65535.0
+    filled = fill(flat.copy())[0]
+    np.testing.assert_allclose(filled[1:], 7.0, rtol=1e-6)  # weights sum to 1
+    assert not fill.guessed[fill.targets < 64].any() and np.all(filled[0] == 0.0)

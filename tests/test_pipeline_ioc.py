@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,8 +18,9 @@ from conftest import pva_ready, start_ioc, start_sim, wait_until
 from ptychoedge.apps.beamline import plain
 from ptychoedge.inference.manifest import (
     DEFAULT_MODEL,
+    MODEL_DIR,
+    copy_model,
     load_model,
-    model_paths,
     save_model,
 )
 from ptychoedge.inference.model import PtychoNN
@@ -54,8 +54,7 @@ def model_dir(tmp_path_factory) -> Path:
     answers as the shipped one does."""
     directory = tmp_path_factory.mktemp("models")
     for name in (DEFAULT_MODEL, "other"):
-        for kind, path in model_paths(DEFAULT_MODEL).items():
-            shutil.copy(path, model_paths(name, directory)[kind])
+        copy_model(DEFAULT_MODEL, MODEL_DIR, directory, name)
     model, shipped = load_model(DEFAULT_MODEL)
     slow = widened(model, 96)
     save_model(slow, replace(shipped, name="slow", shape=slow.shape), directory)

@@ -8,7 +8,6 @@ them as they would between machines.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 from conftest import ptychoedge, pva_ready, start_ioc, start_sim, wait_until
 
 from ptychoedge.apps.beamline import plain
-from ptychoedge.inference.manifest import DEFAULT_MODEL, model_paths
+from ptychoedge.inference.manifest import DEFAULT_MODEL, MODEL_DIR, copy_model
 from ptychoedge.iocs.instances import InstanceSpec, ModelConfig, node_ids
 from ptychoedge.pvdb import node, pipeline
 
@@ -60,9 +59,7 @@ class Beamline:
         self.d, self.p = prefix, prefix.replace(":", "E:")
         self.tmp_path = tmp_path
         models = tmp_path / "models"
-        models.mkdir()
-        for kind, path in model_paths(DEFAULT_MODEL).items():
-            shutil.copy(path, model_paths(DEFAULT_MODEL, models)[kind])
+        copy_model(DEFAULT_MODEL, MODEL_DIR, models)
         self.models = models
 
     def start(self, host: str, *args: str, name: str):

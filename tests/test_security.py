@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import shutil
 import socket
 import struct
 import subprocess
@@ -21,8 +20,8 @@ from ptychoedge.inference.manifest import (
     DEFAULT_MODEL,
     MODEL_DIR,
     Manifest,
+    copy_model,
     load_model,
-    model_paths,
     save_model,
 )
 from ptychoedge.pvdb import pipeline
@@ -129,39 +128,33 @@ def test_a_missing_or_broken_acf_stops_the_ioc_with_a_clear_error(tmp_path, pref
 
 # -- model changes ---------------------------------------------------------------------
 
-def copy_model(source: str, directory: Path, name: str) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    for kind, path in model_paths(source).items():
-        shutil.copy(path, model_paths(name, directory)[kind])
-
-
 @pytest.fixture
 def bad_models(tmp_path) -> tuple[Path, list[tuple[str, str]]]:
     """A model directory with the shipped model and bad ones beside it, and valid models
     outside it; the names to put, each with what the refusal must say."""
     models, outside = tmp_path / "models", tmp_path
-    copy_model(DEFAULT_MODEL, models, DEFAULT_MODEL)
-    copy_model(DEFAULT_MODEL, outside, "x")  # ../x: valid, but not in the directory
-    copy_model(DEFAULT_MODEL, models / "sub", "x")
+    copy_model(DEFAULT_MODEL, MODEL_DIR, models, DEFAULT_MODEL)
+    copy_model(DEFAULT_MODEL, MODEL_DIR, outside, "x")  # ../x: valid, but not in the directory
+    copy_model(DEFAULT_MODEL, MODEL_DIR, models / "sub", "x")
 
-    copy_model(DEFAULT_MODEL, models, "tampered")
+    copy_model(DEFAULT_MODEL, MODEL_DIR, models, "tampered")
     weights = bytearray((models / "tampered.pt").read_bytes())
     weights[-100] ^= 0xFF
     (models / "tampered.pt").write_bytes(bytes(weights))
 
-    copy_model(DEFAULT_MODEL, models, "graph-tampered")  # what ONNX Runtime would run
+    copy_model(DEFAULT_MODEL, MODEL_DIR, models, "graph-tampered")  # what ONNX Runtime would run
     graph = bytearray((models / "graph-tampered.onnx").read_bytes())
     graph[-100] ^= 0xFF
     (models / "graph-tampered.onnx").write_bytes(bytes(graph))
 
-    copy_model(DEFAULT_MODEL, models, "truncated")
+    copy_model(DEFAULT_MODEL, MODEL_DIR, models, "truncated")
     text = (models / "truncated.json").read_text()
     (models / "truncated.json").write_text(text[:len(text) // 2])
 
-    copy_model(DEFAULT_MODEL, models, "garbage")
+    copy_model(DEFAULT_MODEL, MODEL_DIR, models, "garbage")
     (models / "garbage.json").write_bytes(bytes(range(256)) * 4)
 
-    copy_model(DEFAULT_MODEL, models, "linked")
+    copy_model(DEFAULT_MODEL, MODEL_DIR, models, "linked")
     (models / "linked.pt").unlink()
     (models / "linked.pt").symlink_to(outside / "x.pt")
 
@@ -173,7 +166,7 @@ def bad_models(tmp_path) -> tuple[Path, list[tuple[str, str]]]:
     # a network of 32 px behind a preprocessing that makes 64 px
     data = json.loads((MODEL_DIR / f"{DEFAULT_MODEL}.json").read_text())
     data["shape"]["input_size"] = 32
-    copy_model(DEFAULT_MODEL, models, "mismatched")
+    copy_model(DEFAULT_MODEL, MODEL_DIR, models, "mismatched")
     (models / "mismatched.json").write_text(json.dumps(data))
 
     cases = [
@@ -226,7 +219,7 @@ def test_bad_models_are_refused_while_frames_keep_flowing(spawn, pva, prefix, tm
              f"frames still reconstructed after {name!r}")
 
     # a refused model, once mended, is taken at the next put of the same name
-    copy_model(DEFAULT_MODEL, models, "mismatched")
+    copy_model(DEFAULT_MODEL, MODEL_DIR, models, "mismatched")
     pva.put(p + "Model", "mismatched", timeout=5)
     wait(lambda: get(pva, p + "Model_RBV") == "mismatched", "the mended model taken")
 
