@@ -32,6 +32,37 @@ STARTUP = 90  # s: instances load torch and onnxruntime, on two shared cores
 PROBE = "zoneplate-defocus"
 
 
+class Line:
+    """A simulated detector (`sim_args`) streaming into a pipeline IOC, for one test."""
+
+    def __init__(self, spawn, pva, prefix: str, tmp_path, sim_args: tuple[str, ...],
+                 *ioc_args: str):
+        self.pva, self.d, self.p = pva, prefix, prefix.replace(":", "E:")
+        start_sim(spawn, self.d, tmp_path, "--no-stage", *sim_args)
+        self.ioc = start_ioc(spawn, pva, self.p, self.d + "Pva1:Image", tmp_path / "state",
+                             *ioc_args)
+
+    def get(self, name: str):
+        return plain(self.pva.get(self.p + name, timeout=5))
+
+    def severity(self, name: str) -> int:
+        return self.pva.get(self.p + name, timeout=5)["alarm"]["severity"]
+
+    def wait(self, condition, seconds: float, what: str) -> None:
+        wait_until(condition, seconds, what, self.ioc)
+
+    def run_and_acquire(self, frames: int) -> None:
+        self.pva.put(self.p + "Run", "Run", timeout=5)
+        self.wait(lambda: self.get("State_RBV") == "Running", STARTUP, "the pipeline running")
+        for name, value in (("cam1:ImageMode", "Multiple"), ("cam1:NumImages", frames),
+                            ("cam1:AcquirePeriod", 0.02), ("cam1:Acquire", 1)):
+            self.pva.put(self.d + name, value, timeout=5)
+
+    def use_model(self, model: str) -> None:
+        self.pva.put(self.p + "Model", model, timeout=5)
+        self.wait(lambda: self.get("Model_RBV") == model, 60, f"{model} in force")
+
+
 def test_frames_of_another_instrument_raise_the_alarm_and_a_model_for_it_clears_it(
         spawn, pva, prefix, tmp_path):
     models = tmp_path / "models"
@@ -42,48 +73,30 @@ def test_frames_of_another_instrument_raise_the_alarm_and_a_model_for_it_clears_
                             shipped.instrument.photons)
     save_model(model, Manifest.for_instrument("zoneplate", shipped.shape,
                                               shipped.preprocessing, zone_plate), models)
-
-    d, p = prefix, prefix.replace(":", "E:")
-    start_sim(spawn, d, tmp_path, "--no-stage", "--probe", PROBE, "--sample", "labyrinth")
-    ioc = start_ioc(spawn, pva, p, d + "Pva1:Image", tmp_path / "state", "--model-dir",
-                    str(models))
-
-    def get(name: str):
-        return plain(pva.get(p + name, timeout=5))
-
-    def severity(name: str) -> int:
-        return pva.get(p + name, timeout=5)["alarm"]["severity"]
-
-    def acquire(frames: int) -> None:
-        for name, value in (("cam1:ImageMode", "Multiple"), ("cam1:NumImages", frames),
-                            ("cam1:AcquirePeriod", 0.02), ("cam1:Acquire", 1)):
-            pva.put(d + name, value, timeout=5)
-
-    pva.put(p + "Run", "Run", timeout=5)
-    wait_until(lambda: get("State_RBV") == "Running", STARTUP, "the pipeline running", ioc)
-    acquire(100000)
-    wait_until(lambda: get("State_RBV") == "Misfit", 60, "the misfit said", ioc)
-    assert severity("Residual_RBV") >= 1 and severity("State_RBV") == 1
-    message = get("Message_RBV")
+    line = Line(spawn, pva, prefix, tmp_path, ("--probe", PROBE, "--sample", "labyrinth"),
+                "--model-dir", str(models))
+    line.run_and_acquire(100000)
+    line.wait(lambda: line.get("State_RBV") == "Misfit", 60, "the misfit said")
+    assert line.severity("Residual_RBV") >= 1 and line.severity("State_RBV") == 1
+    message = line.get("Message_RBV")
     assert "unlike" in message and "ptychoedge train" in message, message
-    residual = get("Residual_RBV")
+    residual = line.get("Residual_RBV")
     assert residual > 0.5, residual
 
-    pva.put(p + "Model", "zoneplate", timeout=5)
-    wait_until(lambda: get("Model_RBV") == "zoneplate", 60, "the fitting model in force", ioc)
-    wait_until(lambda: severity("Residual_RBV") == 0, 60, "the residual's alarm cleared", ioc)
-    assert get("Residual_RBV") < 0.5 * residual
-    assert np.isfinite(get("Residual_RBV"))
+    line.use_model("zoneplate")
+    line.wait(lambda: line.severity("Residual_RBV") == 0, 60, "the residual's alarm cleared")
+    assert line.get("Residual_RBV") < 0.5 * residual
+    assert np.isfinite(line.get("Residual_RBV"))
     # The shipped network never saw a labyrinth: under the right probe it fits the frames'
     # mean and gives nearly one image for all of them, and the state stays Misfit for that
-    wait_until(lambda: "explain" in get("Message_RBV"), 60, "the images' misfit said", ioc)
-    assert get("State_RBV") == "Misfit" and severity("Explained_RBV") == 1
-    explained = get("Explained_RBV")
+    line.wait(lambda: "explain" in line.get("Message_RBV"), 60, "the images' misfit said")
+    assert line.get("State_RBV") == "Misfit" and line.severity("Explained_RBV") == 1
+    explained = line.get("Explained_RBV")
     assert explained < 5, explained
-    message = get("Message_RBV")
+    message = line.get("Message_RBV")
     assert "zoneplate's answers explain" in message and "Adapt" in message, message
-    pva.put(d + "cam1:Acquire", 0, timeout=5)
-    assert pva_ready(pva, p + "State_RBV")()
+    pva.put(line.d + "cam1:Acquire", 0, timeout=5)
+    assert pva_ready(pva, line.p + "State_RBV")()
 
 
 @pytest.mark.timeout(STARTUP + 240)
@@ -92,33 +105,19 @@ def test_images_that_do_not_tell_the_frames_apart_are_flagged_and_a_model_that_d
     """Particles under the simulator's own probe: the residual stays low for both shipped
     models, but the default network never learnt particles and answers nearly one image
     for all of them; the folded network learnt them."""
-    d, p = prefix, prefix.replace(":", "E:")
-    start_sim(spawn, d, tmp_path, "--no-stage", "--sample", "particles")
-    ioc = start_ioc(spawn, pva, p, d + "Pva1:Image", tmp_path / "state")
+    line = Line(spawn, pva, prefix, tmp_path, ("--sample", "particles"))
+    line.run_and_acquire(1500)
+    line.wait(lambda: line.get("State_RBV") == "Misfit", 60, "the misfit said")
+    assert line.severity("Explained_RBV") == 1 and line.get("Explained_RBV") < 100 * EXPLAINS
+    assert line.severity("Residual_RBV") == 0
+    assert f"{DEFAULT_MODEL}'s answers explain" in line.get("Message_RBV")
 
-    def get(name: str):
-        return plain(pva.get(p + name, timeout=5))
-
-    def severity(name: str) -> int:
-        return pva.get(p + name, timeout=5)["alarm"]["severity"]
-
-    pva.put(p + "Run", "Run", timeout=5)
-    wait_until(lambda: get("State_RBV") == "Running", STARTUP, "the pipeline running", ioc)
-    for name, value in (("cam1:ImageMode", "Multiple"), ("cam1:NumImages", 1500),
-                        ("cam1:AcquirePeriod", 0.02), ("cam1:Acquire", 1)):
-        pva.put(d + name, value, timeout=5)
-    wait_until(lambda: get("State_RBV") == "Misfit", 60, "the misfit said", ioc)
-    assert severity("Explained_RBV") == 1 and get("Explained_RBV") < 100 * EXPLAINS
-    assert severity("Residual_RBV") == 0
-    assert f"{DEFAULT_MODEL}'s answers explain" in get("Message_RBV")
-
-    pva.put(p + "Model", "ptychonn-folded", timeout=5)
-    wait_until(lambda: get("Model_RBV") == "ptychonn-folded", 60, "the folded model", ioc)
-    wait_until(lambda: get("State_RBV") == "Running", 60, "the misfit cleared", ioc)
-    assert severity("Explained_RBV") == 0 and severity("Residual_RBV") == 0
-    wait_until(lambda: get("Backlog_RBV") == 0 and get("FramesProcessed_RBV") >= 1500, 120,
-               "every frame published", ioc)
-    assert get("FramesMissed_RBV") == 0 and get("State_RBV") == "Running"
+    line.use_model("ptychonn-folded")
+    line.wait(lambda: line.get("State_RBV") == "Running", 60, "the misfit cleared")
+    assert line.severity("Explained_RBV") == 0 and line.severity("Residual_RBV") == 0
+    line.wait(lambda: line.get("Backlog_RBV") == 0 and line.get("FramesProcessed_RBV") >= 1500,
+              120, "every frame published")
+    assert line.get("FramesMissed_RBV") == 0 and line.get("State_RBV") == "Running"
 
 
 @pytest.mark.timeout(STARTUP + 240)
@@ -135,31 +134,16 @@ def test_a_detector_with_gaps_is_flagged_until_the_model_knows_its_mask(
     save_model(model, Manifest.for_instrument(
         "gapped", shipped.shape, shipped.preprocessing,
         dataclasses.replace(shipped.instrument, mask=mask)), models)
+    line = Line(spawn, pva, prefix, tmp_path, ("--mask", str(tmp_path / "mask.npy")),
+                "--model-dir", str(models))
+    line.run_and_acquire(100000)
+    line.wait(lambda: line.get("State_RBV") == "Misfit", 60, "the misfit said")
+    assert line.severity("Residual_RBV") == 2, line.get("Residual_RBV")
+    assert "unlike" in line.get("Message_RBV")
 
-    d, p = prefix, prefix.replace(":", "E:")
-    start_sim(spawn, d, tmp_path, "--no-stage", "--mask", str(tmp_path / "mask.npy"))
-    ioc = start_ioc(spawn, pva, p, d + "Pva1:Image", tmp_path / "state", "--model-dir",
-                    str(models))
-
-    def get(name: str):
-        return plain(pva.get(p + name, timeout=5))
-
-    def severity(name: str) -> int:
-        return pva.get(p + name, timeout=5)["alarm"]["severity"]
-
-    pva.put(p + "Run", "Run", timeout=5)
-    wait_until(lambda: get("State_RBV") == "Running", STARTUP, "the pipeline running", ioc)
-    for name, value in (("cam1:ImageMode", "Multiple"), ("cam1:NumImages", 100000),
-                        ("cam1:AcquirePeriod", 0.02), ("cam1:Acquire", 1)):
-        pva.put(d + name, value, timeout=5)
-    wait_until(lambda: get("State_RBV") == "Misfit", 60, "the misfit said", ioc)
-    assert severity("Residual_RBV") == 2, get("Residual_RBV")
-    assert "unlike" in get("Message_RBV")
-
-    pva.put(p + "Model", "gapped", timeout=5)
-    wait_until(lambda: get("Model_RBV") == "gapped", 60, "the model with the mask", ioc)
-    wait_until(lambda: get("State_RBV") == "Running", 60, "the misfit cleared", ioc)
+    line.use_model("gapped")
+    line.wait(lambda: line.get("State_RBV") == "Running", 60, "the misfit cleared")
     minor = shipped.alarm_limits()[0]
-    assert severity("Residual_RBV") == 0 and get("Residual_RBV") < minor / 2
-    assert severity("Explained_RBV") == 0 and get("Explained_RBV") > 2 * 100 * EXPLAINS
-    pva.put(d + "cam1:Acquire", 0, timeout=5)
+    assert line.severity("Residual_RBV") == 0 and line.get("Residual_RBV") < minor / 2
+    assert line.severity("Explained_RBV") == 0 and line.get("Explained_RBV") > 2 * 100 * EXPLAINS
+    pva.put(line.d + "cam1:Acquire", 0, timeout=5)
