@@ -32,8 +32,8 @@ import numpy as np
 
 from ptychoedge.inference.backends import BackendError, open_model
 from ptychoedge.inference.batcher import Reconstructor
-from ptychoedge.inference.instrument import Instrument, put_instrument
-from ptychoedge.inference.manifest import DEFAULT_MODEL, MODEL_DIR, ModelError
+from ptychoedge.inference.instrument import MASK_PATH, Instrument, InstrumentError, put_instrument
+from ptychoedge.inference.manifest import DEFAULT_MODEL, MODEL_DIR, Manifest, ModelError
 from ptychoedge.inference.mosaic import Mosaic
 from ptychoedge.inference.preprocess import FrameError
 from ptychoedge.inference.quality import Spread
@@ -152,6 +152,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="refine the object only: the probe is known exactly")
 
 
+def _with_the_scans_mask(manifest: Manifest, scan: Path) -> Manifest:
+    """The model's manifest, with the scan file's detector mask where the model has none
+    (a warning where that mask does not fit the model's frames)."""
+    if manifest.instrument.mask is not None or scan.suffix not in (".cxi", ".h5", ".hdf5"):
+        return manifest
+    with h5py.File(scan, "r") as f:
+        if MASK_PATH not in f:
+            return manifest
+        mask = f[MASK_PATH][()]
+    try:
+        return replace(manifest, instrument=replace(manifest.instrument, mask=mask))
+    except InstrumentError as error:
+        print(f"warning: the scan's detector mask is not used: {error}", file=sys.stderr)
+        return manifest
+
+
 def run(args: argparse.Namespace) -> int:
     from ptychoedge.inference.scan_file import ScanFileError, load_scan
 
@@ -164,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
         frames, positions = load_scan(args.scan)
         backend, manifest = open_model(args.backend, "fp32", args.model, args.model_dir,
                                        threads=0)
+        manifest = _with_the_scans_mask(manifest, args.scan)
         args.out.mkdir(parents=True, exist_ok=True)
     except (ScanFileError, ModelError, BackendError, OSError) as error:
         print(f"ptychoedge reconstruct: error: {error}", file=sys.stderr)

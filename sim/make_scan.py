@@ -7,7 +7,8 @@ A Fermat spiral over the sample, Poisson-noisy frames, the simulated instrument
 (sim/physics.py: 10 keV, 75 um pixels, the detector where the object pixel is
 --pixel) and the true object, written by inference/instrument.py's `write_cxi` (its
 docstring lists the paths and units). Replay it with `ptychoedge sim --replay
-scan.cxi`; `read_cxi` reads its instrument back.
+scan.cxi`; `read_cxi` reads its instrument back. With `--mask M.npy` the detector has
+gaps: their pixels read the pixel type's maximum and the file holds the mask.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ptychoedge.inference.instrument import Instrument, InstrumentError, write_cxi
+from ptychoedge.inference.instrument import Instrument, InstrumentError, checked_mask, write_cxi
+from ptychoedge.inference.training_data import load_mask
 from ptychoedge.sim import physics, probes, samples
 
 PROGRAM = "ptychoedge make-scan"
@@ -53,6 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pixel", type=float, default=physics.OBJECT_PIXEL_SIZE * 1e9,
                    metavar="NM", help="object pixel size in nm (default 10)")
     p.add_argument("--seed", type=int, default=0, help="sample and noise seed (default 0)")
+    p.add_argument("--mask", type=Path, default=None, metavar="FILE.npy",
+                   help="a detector mask (--size square, nonzero: a pixel that measures "
+                        "nothing), written to the file; those pixels read the maximum")
     p.add_argument("--out", type=Path, required=True, help="the .cxi file to write")
 
 
@@ -75,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--points and --photons must be positive")
         probe = probes.named_probe(args.probe, n, dx, args.probe_modes)
         instrument = instrument_for(probe, args.photons, dx)
+        if args.mask:
+            instrument.mask = checked_mask(load_mask(args.mask), (n, n), str(args.mask))
     except ValueError as error:  # ProbeError, InstrumentError
         print(f"{PROGRAM}: error: {error}", file=sys.stderr)
         return 2
@@ -101,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
     for start in range(0, args.points, CHUNK):
         stop = min(start + CHUNK, args.points)
         frames[start:stop] = simulator.frames(positions[start:stop])[0]
+        if instrument.mask is not None:
+            frames[start:stop, instrument.mask] = np.iinfo(frames.dtype).max
         line = f"frames {stop}/{args.points}  {time.monotonic() - started:.1f} s"
         print(f"\r{line}" if tty else line, end="" if tty else "\n", flush=True)
     if tty:

@@ -9,12 +9,13 @@ import dataclasses
 import json
 import subprocess
 
+import h5py
 import numpy as np
 import pytest
 import torch
 from conftest import ptychoedge
 
-from ptychoedge.inference.instrument import InstrumentError, read_cxi, write_cxi
+from ptychoedge.inference.instrument import MASK_PATH, InstrumentError, read_cxi, write_cxi
 from ptychoedge.inference.manifest import (
     Manifest,
     ModelError,
@@ -189,3 +190,33 @@ def test_a_gap_is_guessed_from_around_it_and_across_the_beam():
     filled = fill(flat.copy())[0]
     np.testing.assert_allclose(filled[1:], 7.0, rtol=1e-6)  # weights sum to 1
     assert not fill.guessed[fill.targets < 64].any() and np.all(filled[0] == 0.0)
+
+
+@pytest.mark.integration
+def test_a_scan_with_gaps_and_its_mask_reconstructs_with_a_model_that_has_none(tmp_path):
+    """`ptychoedge make-scan --mask` writes the gaps and the mask; `ptychoedge reconstruct`
+    takes the scan's mask where the model has none. The same frames without the mask in
+    the file: the residual says the frames do not fit."""
+    np.save(tmp_path / "mask.npy", gaps())
+    made = subprocess.run(ptychoedge("make-scan", "--points", "60", "--mask",
+                                     str(tmp_path / "mask.npy"), "--out",
+                                     str(tmp_path / "scan.cxi")),
+                          capture_output=True, text=True, timeout=120)
+    assert made.returncode == 0, made.stderr
+    with h5py.File(tmp_path / "scan.cxi", "r") as f:
+        frames = f["entry_1/data_1/data"][()]
+    assert np.all(frames[:, gaps()] == np.iinfo(frames.dtype).max)
+
+    def residual(scan: str) -> float:
+        done = subprocess.run(ptychoedge("reconstruct", str(tmp_path / scan), "--out",
+                                         str(tmp_path / scan.replace(".", "-"))),
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        report = tmp_path / scan.replace(".", "-") / "report.json"
+        return json.loads(report.read_text())["residual_median"]
+
+    minor, major = load_manifest("ptychonn-default").alarm_limits()
+    assert residual("scan.cxi") < minor / 2
+    with h5py.File(tmp_path / "scan.cxi", "a") as f:
+        del f[MASK_PATH]
+    assert residual("scan.cxi") > major
