@@ -59,6 +59,7 @@ class BatchResult(NamedTuple):
     patches: np.ndarray  # (n, 2, s, s) amplitude and phase
     residuals: np.ndarray  # (n,) see quality.py
     spread: Spread  # of these frames, and how much of it the patches explain
+    at_maximum: np.ndarray  # (n,) pixels of each frame at its type's maximum, the mask's aside
 
 
 class Reconstructor:
@@ -73,7 +74,15 @@ class Reconstructor:
     def __call__(self, images: list[np.ndarray]) -> BatchResult:
         binned = np.concatenate([self.preprocessing.binned(image) for image in images])
         output = self.backend.infer(self.preprocessing.normalise(binned))
-        return BatchResult(output, *self.fit(binned, output[:, 0], output[:, 1]))
+        return BatchResult(output, *self.fit(binned, output[:, 0], output[:, 1]),
+                           np.array([self._at_maximum(image) for image in images]))
+
+    def _at_maximum(self, image: np.ndarray) -> int:
+        """Pixels that read the pixel type's maximum (what a detector writes in its gaps,
+        and a saturated pixel reads) outside the model's mask."""
+        at_maximum = image == np.iinfo(image.dtype).max
+        mask = self.preprocessing.mask
+        return int(np.count_nonzero(at_maximum if mask is None else at_maximum & ~mask))
 
 
 class Batcher:
@@ -105,6 +114,7 @@ class Batcher:
         with self._lock:  # the old model's residuals say nothing of the new one's fit
             self.residuals.clear()
             self.spreads.clear()
+            self.at_maximum.clear()  # counted outside the old model's mask
             self.reconstructor = reconstructor  # read once per batch by the worker
 
     @property
@@ -134,6 +144,7 @@ class Batcher:
             self.errors: Counter[str] = Counter()
             self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
             self.residuals: deque[float] = deque(maxlen=LATENCY_WINDOW)
+            self.at_maximum: deque[int] = deque(maxlen=SPREAD_WINDOW)
             self.spreads: deque[Spread] = deque()  # of the latest SPREAD_WINDOW frames
 
     def stats(self) -> dict[str, float | int]:
@@ -150,6 +161,8 @@ class Batcher:
                 "inferenceTime": (self.inference_seconds / self.batched_frames
                                   if self.batched_frames else 0.0),
                 "residualMean": float(np.mean(self.residuals)) if self.residuals else 0.0,
+                "pixelsAtMaximum": (float(np.mean(self.at_maximum)) if self.at_maximum
+                                    else 0.0),
                 **self._spread_figures(),
                 "queued": self.queued,
                 "oldestWaiting": self.oldest_waiting,
@@ -243,6 +256,8 @@ class Batcher:
             current = made_by is self.reconstructor
             if current:
                 self._keep_spread(output.spread)
+            if current:
+                self.at_maximum.extend(output.at_maximum)
         for frame, patch, residual in zip(batch, output.patches, output.residuals, strict=True):
             result = Result(frame, patch[0], patch[1], float(residual),
                             time.monotonic() - frame.received)

@@ -43,6 +43,8 @@ class Figures:
     # noise, over it, and the share of that their answers explain (0, 0: too few frames yet)
     frames_over_noise: float = 0.0
     explained: float = 0.0
+    # the most pixels per frame at the pixel type's maximum, outside the model's mask
+    pixels_at_maximum: float = 0.0
     instances: int = 0  # reporting
     instance_rates: list[float] = field(default_factory=list)
 
@@ -233,6 +235,7 @@ class Meter:
             figures.frames_over_noise = (sum(c.frames_over_noise for c in spread) / len(spread)
                                          if spread else 0.0)
             figures.explained = sum(c.explained for c in spread) / len(spread) if spread else 0.0
+            figures.pixels_at_maximum = max(c.pixels_at_maximum for c in counts)
         return busy, refused_now, last_taken, queued
 
     @staticmethod

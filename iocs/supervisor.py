@@ -312,7 +312,8 @@ class Supervisor:
         limits, typical = self._model_limits[model]
         verdict = self._fit_guard.judge(self.status.residual, self.status.explained,
                                         self.status.frames_over_noise, limits, typical, model,
-                                        time.monotonic())
+                                        time.monotonic(),
+                                        at_maximum=self.status.pixels_at_maximum)
         self.status.residual_severity = verdict.severity
         self.status.one_answer = verdict.one_answer
         if verdict.misfit and self.status.state == "Running":

@@ -26,7 +26,7 @@ class HeldReconstructor:
         patches = np.concatenate([stacked, stacked], axis=1)
         side = stacked.shape[-1]
         return BatchResult(patches, *Fit(np.ones((1, side, side), np.complex64))(
-            np.stack(images), patches[:, 0], patches[:, 1]))
+            np.stack(images), patches[:, 0], patches[:, 1]), np.zeros(len(images)))
 
 
 def test_the_oldest_frame_waiting_is_the_first_of_the_batch_at_work():
@@ -55,7 +55,8 @@ class KnownAnswers:
         frames = np.stack([image[1:] for image in images])
         patches = self.truth[[0] * len(index) if self.one_answer else index]
         answers = np.stack([np.abs(patches), np.angle(patches)], axis=1)
-        return BatchResult(answers, *self.fit(frames, answers[:, 0], answers[:, 1]))
+        return BatchResult(answers, *self.fit(frames, answers[:, 0], answers[:, 1]),
+                           np.zeros(len(images)))
 
 
 def test_the_share_of_the_frames_variation_explained_is_said_over_the_latest_frames():
@@ -121,7 +122,8 @@ def test_a_fault_after_inference_costs_its_batch_not_the_frames_after_it():
         patches = np.concatenate([stacked, stacked], axis=1)
         residuals, spread = Fit(np.ones((1, 4, 4), np.complex64))(
             np.stack(images), patches[:, 0], patches[:, 1])
-        return BatchResult(patches, residuals[:-1] if len(calls) == 1 else residuals, spread)
+        return BatchResult(patches, residuals[:-1] if len(calls) == 1 else residuals, spread,
+                           np.zeros(len(images)))
 
     published = []
     batcher = Batcher(faulty_once, published.append, batch_size=2, max_wait=0.0)

@@ -124,8 +124,9 @@ def test_images_that_do_not_tell_the_frames_apart_are_flagged_and_a_model_that_d
 def test_a_detector_with_gaps_is_flagged_until_the_model_knows_its_mask(
         spawn, pva, prefix, tmp_path):
     """The detector marks its module gaps with the pixel type's maximum: a model that takes
-    them for counts is told apart by its residual; the same weights bundled with the
-    detector's mask fit the frames as the shipped model fits a detector without gaps."""
+    them for counts is told apart by its residual, and the message names the gaps; the
+    same weights bundled with the detector's mask fit the frames as the shipped model fits
+    a detector without gaps."""
     mask = gaps((128, 128))
     np.save(tmp_path / "mask.npy", mask)
     models = tmp_path / "models"
@@ -139,10 +140,13 @@ def test_a_detector_with_gaps_is_flagged_until_the_model_knows_its_mask(
     line.run_and_acquire(100000)
     line.wait(lambda: line.get("State_RBV") == "Misfit", 60, "the misfit said")
     assert line.severity("Residual_RBV") == 2, line.get("Residual_RBV")
-    assert "unlike" in line.get("Message_RBV")
+    message = line.get("Message_RBV")
+    assert f"{mask.sum()} pixels of each read the pixel type's maximum" in message, message
+    assert "ptychoedge train --mask" in message
 
     line.use_model("gapped")
     line.wait(lambda: line.get("State_RBV") == "Running", 60, "the misfit cleared")
+    line.wait(lambda: line.get("Explained_RBV") > 0, 60, "the new model's share said")
     minor = shipped.alarm_limits()[0]
     assert line.severity("Residual_RBV") == 0 and line.get("Residual_RBV") < minor / 2
     assert line.severity("Explained_RBV") == 0 and line.get("Explained_RBV") > 2 * 100 * EXPLAINS

@@ -220,3 +220,17 @@ def test_a_scan_with_gaps_and_its_mask_reconstructs_with_a_model_that_has_none(t
     with h5py.File(tmp_path / "scan.cxi", "a") as f:
         del f[MASK_PATH]
     assert residual("scan.cxi") > major
+
+
+def test_the_instances_count_pixels_at_the_maximum_outside_the_models_mask(scan):
+    """What the fit guard names as the likely cause of a misfit: a detector's gaps the
+    model does not know."""
+    from ptychoedge.inference.backends import open_model
+    from ptychoedge.inference.batcher import Reconstructor
+
+    frames = marked(scan[2][:4], gaps())
+    backend, shipped = open_model("onnxruntime", "fp32", "ptychonn-default", threads=1)
+    assert list(Reconstructor(backend, shipped)(list(frames)).at_maximum) == [gaps().sum()] * 4
+    knows = dataclasses.replace(shipped, instrument=with_mask(shipped.instrument, gaps()))
+    frames[1, 5, 5] = np.iinfo(frames.dtype).max  # a pixel saturated, or a new dead one
+    assert list(Reconstructor(backend, knows)(list(frames)).at_maximum) == [0, 1, 0, 0]
