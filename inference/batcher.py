@@ -59,7 +59,7 @@ class BatchResult(NamedTuple):
     patches: np.ndarray  # (n, 2, s, s) amplitude and phase
     residuals: np.ndarray  # (n,) see quality.py
     spread: Spread  # of these frames, and how much of it the patches explain
-    at_maximum: np.ndarray  # (n,) pixels of each frame at its type's maximum, the mask's aside
+    not_counts: np.ndarray  # (n,) pixels of each frame that are no counts, the mask's aside
 
 
 class Reconstructor:
@@ -75,14 +75,17 @@ class Reconstructor:
         binned = np.concatenate([self.preprocessing.binned(image) for image in images])
         output = self.backend.infer(self.preprocessing.normalise(binned))
         return BatchResult(output, *self.fit(binned, output[:, 0], output[:, 1]),
-                           np.array([self._at_maximum(image) for image in images]))
+                           np.array([self._not_counts(image) for image in images]))
 
-    def _at_maximum(self, image: np.ndarray) -> int:
-        """Pixels that read the pixel type's maximum (what a detector writes in its gaps,
-        and a saturated pixel reads) outside the model's mask."""
-        at_maximum = image == np.iinfo(image.dtype).max
+    def _not_counts(self, image: np.ndarray) -> int:
+        """Pixels outside the model's mask that read the pixel type's maximum or below 0:
+        what detectors write in their gaps and dead pixels (a saturated pixel reads the
+        maximum too)."""
+        not_counts = image == np.iinfo(image.dtype).max
+        if np.issubdtype(image.dtype, np.signedinteger):
+            not_counts |= image < 0
         mask = self.preprocessing.mask
-        return int(np.count_nonzero(at_maximum if mask is None else at_maximum & ~mask))
+        return int(np.count_nonzero(not_counts if mask is None else not_counts & ~mask))
 
 
 class Batcher:
@@ -114,7 +117,7 @@ class Batcher:
         with self._lock:  # the old model's residuals say nothing of the new one's fit
             self.residuals.clear()
             self.spreads.clear()
-            self.at_maximum.clear()  # counted outside the old model's mask
+            self.not_counts.clear()  # counted outside the old model's mask
             self.reconstructor = reconstructor  # read once per batch by the worker
 
     @property
@@ -144,7 +147,7 @@ class Batcher:
             self.errors: Counter[str] = Counter()
             self.latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
             self.residuals: deque[float] = deque(maxlen=LATENCY_WINDOW)
-            self.at_maximum: deque[int] = deque(maxlen=SPREAD_WINDOW)
+            self.not_counts: deque[int] = deque(maxlen=SPREAD_WINDOW)
             self.spreads: deque[Spread] = deque()  # of the latest SPREAD_WINDOW frames
 
     def stats(self) -> dict[str, float | int]:
@@ -161,7 +164,7 @@ class Batcher:
                 "inferenceTime": (self.inference_seconds / self.batched_frames
                                   if self.batched_frames else 0.0),
                 "residualMean": float(np.mean(self.residuals)) if self.residuals else 0.0,
-                "pixelsAtMaximum": (float(np.mean(self.at_maximum)) if self.at_maximum
+                "pixelsNotCounts": (float(np.mean(self.not_counts)) if self.not_counts
                                     else 0.0),
                 **self._spread_figures(),
                 "queued": self.queued,
@@ -257,7 +260,7 @@ class Batcher:
             if current:
                 self._keep_spread(output.spread)
             if current:
-                self.at_maximum.extend(output.at_maximum)
+                self.not_counts.extend(output.not_counts)
         for frame, patch, residual in zip(batch, output.patches, output.residuals, strict=True):
             result = Result(frame, patch[0], patch[1], float(residual),
                             time.monotonic() - frame.received)

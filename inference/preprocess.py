@@ -124,6 +124,8 @@ class Preprocessing:
             raise FrameError("beam", f"a {self.crop_size}-pixel crop around the direct beam at "
                              f"({x}, {y}) does not fit the {nx}x{ny} frame")
         crop = frames[:, top:top + self.crop_size, left:left + self.crop_size].astype(np.float32)
+        if np.issubdtype(frames.dtype, np.signedinteger):
+            np.maximum(crop, 0.0, out=crop)  # below 0 is no count (a gap), never a NaN input
         if self.mask is not None:
             crop = self._kept[1](crop)
         b = self.binning

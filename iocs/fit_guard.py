@@ -53,11 +53,11 @@ class FitGuard:
 
     def judge(self, residual: float, explained: float, frames_over_noise: float,
               limits: tuple[float, float] | None, typical: float | None, model: str,
-              now: float, *, at_maximum: float = 0.0) -> Verdict:
+              now: float, *, not_counts: float = 0.0) -> Verdict:
         """The share `explained` is judged only where the frames differ VARIES times their
-        noise and more; a NaN residual (no frames yet) is no alarm. `at_maximum`, pixels
-        per frame at the pixel type's maximum outside the model's mask, names a likely
-        cause of a residual out of bounds."""
+        noise and more; a NaN residual (no frames yet) is no alarm. `not_counts`, pixels
+        per frame outside the model's mask that are no counts (the pixel type's maximum, or
+        below 0), names a likely cause of a residual out of bounds."""
         minor, major = limits or FALLBACK_RESIDUAL_LIMITS
         above = residual > minor
         one = one_answer(frames_over_noise, explained)
@@ -73,11 +73,11 @@ class FitGuard:
             usual = f"{typical:.3f}" if typical is not None else f"below {minor:.2f}"
             message = (f"frames unlike {model}'s training: residual {residual:.2f} (usual "
                        f"{usual}); train for this instrument (ptychoedge train --scan)")
-            if at_maximum >= 1:
-                message = (f"frames unlike {model}'s: {at_maximum:.0f} pixels of each read the "
-                           f"pixel type's maximum (detector gaps, dead or saturated pixels?): "
-                           f"give the model the detector's mask (ptychoedge train --mask); "
-                           f"residual {residual:.2f} (usual {usual})")
+            if not_counts >= 1:
+                message = (f"frames unlike {model}'s: {not_counts:.0f} pixels of each are no "
+                           f"counts (the pixel type's maximum or below 0: detector gaps, dead "
+                           f"or saturated pixels?): give the model the detector's mask "
+                           f"(ptychoedge train --mask); residual {residual:.2f} (usual {usual})")
         else:
             message = (f"{model}'s answers explain {max(explained, 0.0):.0%} of how the frames "
                        "differ: nearly one image for every frame, not this sample; Refine the "

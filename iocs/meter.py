@@ -43,8 +43,9 @@ class Figures:
     # noise, over it, and the share of that their answers explain (0, 0: too few frames yet)
     frames_over_noise: float = 0.0
     explained: float = 0.0
-    # the most pixels per frame at the pixel type's maximum, outside the model's mask
-    pixels_at_maximum: float = 0.0
+    # the most pixels per frame that are no counts (the pixel type's maximum, or below 0),
+    # outside the model's mask
+    pixels_not_counts: float = 0.0
     instances: int = 0  # reporting
     instance_rates: list[float] = field(default_factory=list)
 
@@ -235,7 +236,7 @@ class Meter:
             figures.frames_over_noise = (sum(c.frames_over_noise for c in spread) / len(spread)
                                          if spread else 0.0)
             figures.explained = sum(c.explained for c in spread) / len(spread) if spread else 0.0
-            figures.pixels_at_maximum = max(c.pixels_at_maximum for c in counts)
+            figures.pixels_not_counts = max(c.pixels_not_counts for c in counts)
         return busy, refused_now, last_taken, queued
 
     @staticmethod

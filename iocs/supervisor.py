@@ -313,7 +313,7 @@ class Supervisor:
         verdict = self._fit_guard.judge(self.status.residual, self.status.explained,
                                         self.status.frames_over_noise, limits, typical, model,
                                         time.monotonic(),
-                                        at_maximum=self.status.pixels_at_maximum)
+                                        not_counts=self.status.pixels_not_counts)
         self.status.residual_severity = verdict.severity
         self.status.one_answer = verdict.one_answer
         if verdict.misfit and self.status.state == "Running":

@@ -190,9 +190,9 @@ class InstanceCounts:
     # frame beyond their counting noise, over it; and the share of that the answers explain
     frames_over_noise: float = 0.0
     explained: float = 0.0
-    # pixels per frame (over the latest frames) at the pixel type's maximum outside the
-    # model's mask: a detector's gaps or saturated pixels the model does not know
-    pixels_at_maximum: float = 0.0
+    # pixels per frame (over the latest frames) outside the model's mask that are no counts
+    # (the pixel type's maximum, or below 0): a detector's gaps the model does not know
+    pixels_not_counts: float = 0.0
     queued: int = 0  # frames received, not yet reconstructed
     oldest_waiting: int = 0  # uniqueId of the oldest of those (in a batch or queued); 0: none
     errors: int = 0  # malformed frames refused, of every kind

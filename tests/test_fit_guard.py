@@ -26,16 +26,15 @@ def test_misfit_is_said_only_after_the_residual_held_above_the_limit():
     assert not guard.judge(0.3, *ALIKE, LIMITS, TYPICAL, "m", 4.0 + HOLD).misfit
 
 
-def test_pixels_at_the_maximum_are_named_as_the_likely_cause():
+def test_pixels_that_are_no_counts_are_named_as_the_likely_cause():
     guard = FitGuard(hold=0.0)
-    plain = guard.judge(0.9, *ALIKE, LIMITS, TYPICAL, "m", 0.0, at_maximum=0.4)
-    assert "maximum" not in plain.message  # fewer than one pixel a frame: not the cause
-    named = guard.judge(0.9, *ALIKE, LIMITS, TYPICAL, "m", 0.0, at_maximum=770.0)
-    assert named.severity == 2 and "770 pixels of each read the pixel type's maximum" in (
-        named.message)
+    plain = guard.judge(0.9, *ALIKE, LIMITS, TYPICAL, "m", 0.0, not_counts=0.4)
+    assert "no counts" not in plain.message  # fewer than one pixel a frame: not the cause
+    named = guard.judge(0.9, *ALIKE, LIMITS, TYPICAL, "m", 0.0, not_counts=770.0)
+    assert named.severity == 2 and "770 pixels of each are no counts" in named.message
     assert "ptychoedge train --mask" in named.message and "residual 0.90" in named.message
     assert len(named.message) <= 255  # Message_RBV's length
-    assert guard.judge(0.1, *ALIKE, LIMITS, TYPICAL, "m", 1.0, at_maximum=770.0).message == ""
+    assert guard.judge(0.1, *ALIKE, LIMITS, TYPICAL, "m", 1.0, not_counts=770.0).message == ""
 
 
 def test_a_model_without_limits_is_guarded_by_the_fallback():

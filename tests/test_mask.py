@@ -230,7 +230,26 @@ def test_the_instances_count_pixels_at_the_maximum_outside_the_models_mask(scan)
 
     frames = marked(scan[2][:4], gaps())
     backend, shipped = open_model("onnxruntime", "fp32", "ptychonn-default", threads=1)
-    assert list(Reconstructor(backend, shipped)(list(frames)).at_maximum) == [gaps().sum()] * 4
+    assert list(Reconstructor(backend, shipped)(list(frames)).not_counts) == [gaps().sum()] * 4
     knows = dataclasses.replace(shipped, instrument=with_mask(shipped.instrument, gaps()))
     frames[1, 5, 5] = np.iinfo(frames.dtype).max  # a pixel saturated, or a new dead one
-    assert list(Reconstructor(backend, knows)(list(frames)).at_maximum) == [0, 1, 0, 0]
+    assert list(Reconstructor(backend, knows)(list(frames)).not_counts) == [0, 1, 0, 0]
+
+
+def test_gaps_written_below_zero_are_no_counts_and_never_a_nan_image(scan):
+    """Some detectors write -1 in their gaps (signed pixels): read as 0, counted as no
+    counts, and with the mask left out as the maximum's are."""
+    from ptychoedge.inference.backends import open_model
+    from ptychoedge.inference.batcher import Reconstructor
+
+    frames = scan[2][:4].astype(np.int32)
+    frames[:, gaps()] = -1
+    backend, shipped = open_model("onnxruntime", "fp32", "ptychonn-default", threads=1)
+    blind = Reconstructor(backend, shipped)(list(frames))
+    assert np.isfinite(blind.patches).all() and np.isfinite(blind.residuals).all()
+    assert list(blind.not_counts) == [gaps().sum()] * 4
+    knows = dataclasses.replace(shipped, instrument=with_mask(shipped.instrument, gaps()))
+    seen = Reconstructor(backend, knows)(list(frames))
+    clean = Reconstructor(backend, shipped)(list(scan[2][:4]))
+    assert list(seen.not_counts) == [0] * 4
+    assert np.median(seen.residuals) < 1.5 * np.median(clean.residuals)
