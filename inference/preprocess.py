@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
+from typing import NamedTuple
 
 import numpy as np
 
@@ -75,25 +76,22 @@ class Preprocessing:
     def measured(self) -> np.ndarray | None:
         """(input, input) bool: the binned pixels whose every detector pixel measures; None
         without a mask (all of them)."""
-        return None if self.mask is None else self._binned_share(self._kept[0]) == 1
+        return None if self.mask is None else self._masked.measured
 
     @cached_property
-    def _kept(self) -> tuple[np.ndarray, GapFill, np.ndarray]:
-        """Over the crop (oriented): the pixels that measure, the fill of the others, and
-        the pixels that measure or have a guess."""
-        oriented = ~self.orientation.apply(self.mask[None])[0]
-        x, y = self.orientation.beam(oriented.shape)
+    def _masked(self) -> _Masked:
+        kept = ~self.orientation.apply(self.mask[None])[0]
+        x, y = self.orientation.beam(kept.shape)
         top, left = y - self.crop_size // 2, x - self.crop_size // 2
-        kept = oriented[top:top + self.crop_size, left:left + self.crop_size]
-        fill = GapFill.for_pixels(kept)
-        known = kept.copy()
+        crop = kept[top:top + self.crop_size, left:left + self.crop_size]
+        fill = GapFill.for_pixels(crop)
+        known = crop.copy()
         known.ravel()[fill.targets] = fill.guessed
-        return kept, fill, known
 
-    def _binned_share(self, pixels: np.ndarray) -> np.ndarray:
-        """(input, input) share of each binned pixel's detector pixels in `pixels`."""
-        b = self.binning
-        return pixels.reshape(self.input_size, b, self.input_size, b).mean(axis=(1, 3))
+        def binned_share(pixels: np.ndarray) -> np.ndarray:
+            b = self.binning
+            return pixels.reshape(self.input_size, b, self.input_size, b).mean(axis=(1, 3))
+        return _Masked(kept, fill, binned_share(known), binned_share(crop) == 1)
 
     def frames(self, frames: np.ndarray) -> np.ndarray:
         """(n, ny, nx) integer counts -> (n, 1, input, input) float32 network input."""
@@ -127,19 +125,15 @@ class Preprocessing:
         if np.issubdtype(frames.dtype, np.signedinteger):
             np.maximum(crop, 0.0, out=crop)  # below 0 is no count (a gap), never a NaN input
         if self.mask is not None:
-            crop = self._kept[1](crop)
+            crop = self._masked.fill(crop)
         b = self.binning
         binned = crop.reshape(len(crop), self.input_size, b, self.input_size, b).sum(axis=(2, 4))
         if self.mask is not None:
-            share = self._binned_share(self._kept[2])
+            share = self._masked.share
             binned = np.where(share > 0, binned / np.maximum(share, 1e-6), 0.0).astype(np.float32)
-        if check_beam:
-            _check_beam(binned, self._masked_out(frames) if self.mask is not None else frames)
+        if check_beam:  # a masked pixel's value is no count
+            _check_beam(binned, frames if self.mask is None else frames * self._masked.kept)
         return binned
-
-    def _masked_out(self, frames: np.ndarray) -> np.ndarray:
-        """Whole oriented frames with the masked pixels at 0: their values are no counts."""
-        return frames * ~self.orientation.apply(self.mask[None])[0]
 
     def normalise(self, binned: np.ndarray) -> np.ndarray:
         """(n, input, input) counts -> (n, 1, input, input) network input."""
@@ -162,6 +156,15 @@ class Preprocessing:
                                  factor).mean(axis=(2, 4))
         top = (self.crop_size - self.input_size) // 2
         return coarse[:, top:top + self.input_size, top:top + self.input_size]
+
+
+class _Masked(NamedTuple):
+    """What the instrument's mask makes of a frame, computed once."""
+
+    kept: np.ndarray  # (ny, nx) oriented: the pixels that measure
+    fill: GapFill  # guesses for the others in the crop
+    share: np.ndarray  # (input, input) of each binned pixel's pixels, measured or guessed
+    measured: np.ndarray  # (input, input) the binned pixels measured whole
 
 
 def split(patches: np.ndarray) -> np.ndarray:
