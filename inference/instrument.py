@@ -5,7 +5,9 @@ Read from a CXI file at the paths the field uses (energy in J at
 `x_pixel_size` and `y_pixel_size` in m, the probe at
 `entry_1/instrument_1/source_1/illumination`, and where the file has one the detector's
 mask at `entry_1/instrument_1/detector_1/mask`, nonzero for a pixel that measures
-nothing: a module gap, a dead or hot pixel), or built from numbers and `.npy` files.
+nothing: a module gap, a dead or hot pixel), or built from numbers and `.npy` files. A
+scan whose file has no mask has one where its frames show it: the pixels that are no
+count (the pixel type's maximum, or below 0) in every frame.
 
 The probe is complex, (n, n) or (modes, n, n), sampled at the object pixel size of an
 n-pixel detector window: wavelength x distance / (n x detector pixel). It is kept with
@@ -35,6 +37,7 @@ DISTANCE_PATH = f"{DETECTOR}/distance"
 PIXEL_PATHS = (f"{DETECTOR}/x_pixel_size", f"{DETECTOR}/y_pixel_size")
 MASK_PATH = f"{DETECTOR}/mask"
 FRAME_PATHS = ("entry_1/data_1/data", f"{DETECTOR}/data")
+SAMPLED = 512  # frames read to judge a scan's flux and the pixels that never count
 # What a real instrument can have: anything outside is a unit mistake.
 ENERGY_RANGE_EV = (100.0, 100e3)
 DISTANCE_RANGE_M = (1e-3, 100.0)
@@ -270,10 +273,15 @@ def read_cxi(path: str | Path, *, photons: float | None = None,
                 frame_shape = frames.shape[1:]
             if mask is None and MASK_PATH in f:
                 mask = checked_mask(f[MASK_PATH][()], frame_shape, f"{path}: {MASK_PATH}")
+            # up to SAMPLED frames, evenly spread, stand for the scan where it must be judged
+            sample = (frames[::max(1, len(frames) // SAMPLED)]
+                      if frames is not None and (mask is None or photons is None) else None)
+            if mask is None and sample is not None:
+                mask = never_counted(sample)
             if photons is None:
                 stored = _stored_power(f, path)
-                if frames is not None:
-                    brightest = _brightest_frames(frames, probe.shape[-1], orientation, mask)
+                if sample is not None:
+                    brightest = _brightest_frames(sample, probe.shape[-1], orientation, mask)
                     # a probe scaled to the counts (as CXI writers do) is exact; the
                     # brightest frames fall short behind a sample that absorbs everywhere
                     if not 0.5 * brightest <= stored <= 2 * brightest:
@@ -293,12 +301,24 @@ def _stored_power(f: h5py.File, path: Path) -> float:
     return float(np.sum(np.abs(probe.astype(np.complex128)) ** 2))
 
 
-def _brightest_frames(frames: h5py.Dataset, window: int, orientation: Orientation,
-                      mask: np.ndarray | None, most: int = 512) -> float:
-    """99th percentile of the frames' counts inside the probe's window (up to `most` frames),
-    the masked pixels left out."""
-    step = max(1, len(frames) // most)
-    sample = np.asarray(frames[::step], dtype=np.float64)
+def never_counted(frames: np.ndarray) -> np.ndarray | None:
+    """The pixels that are no count in every one of `frames` (n, ny, nx): at the pixel
+    type's maximum or below 0, what a detector writes in its gaps and dead pixels (and a
+    pixel saturated throughout reads); None where there are none, or frames not of an
+    integer type."""
+    if not np.issubdtype(frames.dtype, np.integer):
+        return None
+    never = np.all(frames == np.iinfo(frames.dtype).max, axis=0)
+    if np.issubdtype(frames.dtype, np.signedinteger):
+        never |= np.all(frames < 0, axis=0)
+    return never if never.any() else None
+
+
+def _brightest_frames(frames: np.ndarray, window: int, orientation: Orientation,
+                      mask: np.ndarray | None) -> float:
+    """99th percentile of the frames' counts inside the probe's window, the masked pixels
+    left out."""
+    sample = np.asarray(frames, dtype=np.float64)
     if mask is not None:
         sample[:, mask] = 0.0
     sample = orientation.apply(sample)

@@ -32,7 +32,14 @@ import numpy as np
 
 from ptychoedge.inference.backends import BackendError, open_model
 from ptychoedge.inference.batcher import Reconstructor
-from ptychoedge.inference.instrument import MASK_PATH, Instrument, InstrumentError, put_instrument
+from ptychoedge.inference.instrument import (
+    MASK_PATH,
+    SAMPLED,
+    Instrument,
+    InstrumentError,
+    never_counted,
+    put_instrument,
+)
 from ptychoedge.inference.manifest import DEFAULT_MODEL, MODEL_DIR, Manifest, ModelError
 from ptychoedge.inference.mosaic import Mosaic
 from ptychoedge.inference.preprocess import FrameError
@@ -152,15 +159,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="refine the object only: the probe is known exactly")
 
 
-def _with_the_scans_mask(manifest: Manifest, scan: Path) -> Manifest:
-    """The model's manifest, with the scan file's detector mask where the model has none
-    (a warning where that mask does not fit the model's frames)."""
-    if manifest.instrument.mask is not None or scan.suffix not in (".cxi", ".h5", ".hdf5"):
+def _with_the_scans_mask(manifest: Manifest, scan: Path, frames: np.ndarray) -> Manifest:
+    """The model's manifest, where the model has no mask with the scan file's, or else the
+    pixels its frames never count (a warning where that mask does not fit the model's
+    frames)."""
+    if manifest.instrument.mask is not None:
         return manifest
-    with h5py.File(scan, "r") as f:
-        if MASK_PATH not in f:
-            return manifest
-        mask = f[MASK_PATH][()]
+    mask = None
+    if scan.suffix in (".cxi", ".h5", ".hdf5"):
+        with h5py.File(scan, "r") as f:
+            mask = f[MASK_PATH][()] if MASK_PATH in f else None
+    if mask is None:
+        mask = never_counted(frames[::max(1, len(frames) // SAMPLED)])
+    if mask is None:
+        return manifest
     try:
         return replace(manifest, instrument=replace(manifest.instrument, mask=mask))
     except InstrumentError as error:
@@ -180,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
         frames, positions = load_scan(args.scan)
         backend, manifest = open_model(args.backend, "fp32", args.model, args.model_dir,
                                        threads=0)
-        manifest = _with_the_scans_mask(manifest, args.scan)
+        manifest = _with_the_scans_mask(manifest, args.scan, frames)
         args.out.mkdir(parents=True, exist_ok=True)
     except (ScanFileError, ModelError, BackendError, OSError) as error:
         print(f"ptychoedge reconstruct: error: {error}", file=sys.stderr)
