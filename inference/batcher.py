@@ -259,7 +259,6 @@ class Batcher:
             current = made_by is self.reconstructor
             if current:
                 self._keep_spread(output.spread)
-            if current:
                 self.not_counts.extend(output.not_counts)
         for frame, patch, residual in zip(batch, output.patches, output.residuals, strict=True):
             result = Result(frame, patch[0], patch[1], float(residual),

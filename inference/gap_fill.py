@@ -7,7 +7,8 @@ diffracts nearly symmetrically). Either alone does worse. On 256 of the simulato
 frames with the gaps of tests/test_mask.py (one through the beam), the share of how the
 frames differ that the shipped network's images explain, over the pixels that measure:
 0.24 without gaps, 0.23 with both guesses, 0.15 with the lines alone, 0.13 with the
-partner alone, -0.10 with the gaps left at 0 (`/tmp` scripts, not kept).
+partner alone, -0.10 with each fully masked binned pixel given its binned partner's
+counts (`/tmp` scripts, not kept).
 
 The fill is a fixed gather over the frame's pixels, computed once per mask, so it costs
 a few operations per masked pixel per frame.

@@ -23,7 +23,7 @@ import numpy as np
 
 from ptychoedge.inference.instrument import Instrument, InstrumentError, checked_mask, write_cxi
 from ptychoedge.inference.training_data import load_mask
-from ptychoedge.sim import physics, probes, samples
+from ptychoedge.sim import physics, probes, samples, scene
 
 PROGRAM = "ptychoedge make-scan"
 OVERLAP = 0.6  # linear overlap of neighbouring probes when no step is given
@@ -107,9 +107,8 @@ def run(args: argparse.Namespace) -> int:
     tty = sys.stdout.isatty()
     for start in range(0, args.points, CHUNK):
         stop = min(start + CHUNK, args.points)
-        frames[start:stop] = simulator.frames(positions[start:stop])[0]
-        if instrument.mask is not None:
-            frames[start:stop, instrument.mask] = np.iinfo(frames.dtype).max
+        frames[start:stop] = scene.marked(simulator.frames(positions[start:stop])[0],
+                                          instrument.mask)
         line = f"frames {stop}/{args.points}  {time.monotonic() - started:.1f} s"
         print(f"\r{line}" if tty else line, end="" if tty else "\n", flush=True)
     if tty:

@@ -28,16 +28,23 @@ def simulator(size: int, probe: str = "default", probe_modes: int = 1,
                                          probe=probe_field, sample=sample_field)
 
 
-def masked(frames: np.ndarray, mask_file: str) -> np.ndarray:
-    """`frames` with the pixels of the detector mask in `mask_file` (.npy, nonzero: masked;
-    "": none) at the pixel type's maximum, as detectors mark a module gap's pixels;
-    ValueError where the mask is not the frames' size."""
+def detector_mask(mask_file: str, shape: tuple[int, int]) -> np.ndarray | None:
+    """The detector mask in `mask_file` (.npy, nonzero: masked; "": none) as booleans;
+    ValueError where it is not of the frames' `shape` (ny, nx)."""
     if not mask_file:
-        return frames
+        return None
     mask = np.load(mask_file, allow_pickle=False) != 0
-    if mask.shape != frames.shape[-2:]:
+    if mask.shape != tuple(shape):
         raise ValueError(f"the detector mask {mask_file} is {mask.shape[1]}x{mask.shape[0]}, "
-                         f"the frames {frames.shape[-1]}x{frames.shape[-2]}")
+                         f"the frames {shape[1]}x{shape[0]}")
+    return mask
+
+
+def marked(frames: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """`frames` with the `mask`'s pixels at the pixel type's maximum (a copy), as detectors
+    mark a module gap's pixels."""
+    if mask is None:
+        return frames
     frames = frames.copy()
     frames[..., mask] = np.iinfo(frames.dtype).max
     return frames

@@ -148,7 +148,8 @@ class PatternSource(BankSource):
                     settings.size_y, settings.size_x)
             for i in range(0, len(positions), BANK_CHUNK)
         ])
-        super().__init__(scene.masked(images, settings.mask), positions)
+        mask = scene.detector_mask(settings.mask, images.shape[1:])
+        super().__init__(scene.marked(images, mask), positions)
 
 
 class ReplaySource(BankSource):
@@ -167,8 +168,7 @@ class StageSource:
         self.simulator = settings.simulator()
         self.read_position = read_position
         self.size_y, self.size_x = settings.size_y, settings.size_x
-        # a mask of another size is refused here, not at the first frame
-        scene.masked(np.zeros((self.size_y, self.size_x), settings.dtype), settings.mask)
+        self.mask = scene.detector_mask(settings.mask, (self.size_y, self.size_x))
         self._cache: OrderedDict[tuple[int, int], pva.NtNdArray] = OrderedDict()
         self.codec = RAW
 
@@ -184,8 +184,7 @@ class StageSource:
         frame = self._cache.get(key)
         if frame is None:
             images, _ = self.simulator.frames(position)
-            image = scene.masked(crop_to(images, self.size_y, self.size_x)[0],
-                                 self.settings.mask)
+            image = scene.marked(crop_to(images, self.size_y, self.size_x)[0], self.mask)
             frame = self.codec.apply(image, (x, y))
             self._cache[key] = frame
             if len(self._cache) > self.CACHE_SIZE:
