@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from p4p.client.thread import Context
 
-from ptychoedge.inference.instrument import PROBE_PATH
+from ptychoedge.inference.instrument import PROBE_PATH, InstrumentError, read_mask
 from ptychoedge.iocs.processes import Child, python_module, stop_all
 from ptychoedge.iocs.served import refuse_if_served
 from ptychoedge.pvdb import detector, readiness
@@ -66,9 +66,9 @@ def _probe(text: str) -> str:
 def _mask(text: str) -> str:
     """A detector mask file (checked now) as an absolute path."""
     try:
-        mask = np.load(text, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise argparse.ArgumentTypeError(f"{text}: not a readable .npy mask ({error})") from None
+        mask = np.asarray(read_mask(text))
+    except InstrumentError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
     if mask.ndim != 2 or not (mask.dtype == bool or np.issubdtype(mask.dtype, np.integer)):
         raise argparse.ArgumentTypeError(f"{text}: a mask is a 2-D array of integers or "
                                          f"booleans, got {mask.dtype} {mask.shape}")
@@ -119,8 +119,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sample-thickness", type=_bounded(float, 0.01, 100), default=1.0,
                         metavar="S", help="S times the family's usual thickness: phase and "
                                           "absorption (default 1)")
-    parser.add_argument("--mask", type=_mask, default=None, metavar="FILE.npy",
-                        help="a detector mask, (ny, nx) of the frames, nonzero where a pixel "
+    parser.add_argument("--mask", type=_mask, default=None, metavar="FILE",
+                        help="a detector mask (.npy, or CXI or NeXus NXmx pixel_mask), (ny, nx) "
+                             "of the frames, nonzero where a pixel "
                              "measures nothing (module gaps, dead pixels): those pixels read "
                              "the pixel type's maximum, as a real detector marks them")
     parser.add_argument("--photons", type=_bounded(float, *_PHOTON_LIMITS),

@@ -69,7 +69,7 @@ def scored_scan(manifest: Manifest, points: int) -> tuple[np.ndarray, np.ndarray
     simulator = physics.simulator_for(manifest.instrument, seed=0)
     frames, truth = simulator.frames(
         physics.fermat_spiral_positions(points, onnx_export.SCAN_STEP))
-    return (manifest.preprocessing.canonical().frames(frames),
+    return (manifest.preprocessing.canonical(manifest.instrument.window).frames(frames),
             manifest.preprocessing.targets(truth))
 
 

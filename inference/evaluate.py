@@ -160,7 +160,7 @@ def evaluate(model_name: str, model_dir: Path | None, backends: list[str], point
     manifest = load_manifest(model_name, model_dir or MODEL_DIR)
     frames, targets, positions = simulate(manifest, points, step, seed, photons)
     truth_mosaic = mosaic_of(targets, positions, manifest)
-    inputs = manifest.preprocessing.canonical().frames(frames)
+    inputs = manifest.preprocessing.canonical(manifest.instrument.window).frames(frames)
     out.mkdir(parents=True, exist_ok=True)
     report = []
     for choice in backends:

@@ -62,10 +62,11 @@ class GapFill:
 
     def __call__(self, crop: np.ndarray) -> np.ndarray:
         """(n, s, s) float counts with the masked pixels guessed (0 where nothing to guess
-        from), in place."""
+        from): in place where `crop` is C-contiguous, else in a copy (a transposed
+        detector's frames), so use what it returns."""
         flat = crop.reshape(len(crop), -1)
         flat[:, self.targets] = (flat[:, self.sources] * self.weights).sum(axis=-1)
-        return crop
+        return flat.reshape(crop.shape)
 
 
 def _line(kept: np.ndarray, y: int, x: int, dy: int, dx: int):

@@ -5,7 +5,8 @@ Read from a CXI file at the paths the field uses (energy in J at
 `x_pixel_size` and `y_pixel_size` in m, the probe at
 `entry_1/instrument_1/source_1/illumination`, and where the file has one the detector's
 mask at `entry_1/instrument_1/detector_1/mask`, nonzero for a pixel that measures
-nothing: a module gap, a dead or hot pixel), or built from numbers and `.npy` files. A
+nothing: a module gap, a dead or hot pixel), or built from numbers and files (`.npy`; a
+mask also from a CXI or NeXus NXmx file, `read_mask`). A
 scan whose file has no mask has one where its frames show it: the pixels that are no
 count (the pixel type's maximum, or below 0) in every frame.
 
@@ -149,6 +150,37 @@ def checked_mask(mask: np.ndarray, frame_shape: tuple[int, int], source: str = "
     if mask.all():
         raise InstrumentError(f"{source}: the mask leaves no pixel")
     return mask
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """A detector mask file as it is stored (nonzero: a pixel that measures nothing): a
+    `.npy` array, or an HDF5 file holding a CXI mask (`MASK_PATH`) or NeXus NXmx
+    `pixel_mask` datasets (an Eiger master file's; several, one per threshold, are
+    combined: a pixel bad in any is masked). `checked_mask` checks it against the frames."""
+    path = Path(path)
+    if path.suffix == ".npy":
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise InstrumentError(f"{path}: not a readable .npy mask ({error})") from error
+    try:
+        with h5py.File(path, "r") as f:
+            if MASK_PATH in f:
+                return f[MASK_PATH][()]
+            found: list[np.ndarray] = []
+            f.visititems(lambda name, item: found.append(item[()]) if (
+                name.rsplit("/", 1)[-1] == "pixel_mask" and isinstance(item, h5py.Dataset)
+                and item.ndim == 2) else None)
+    except OSError as error:
+        raise InstrumentError(f"{path}: neither a .npy mask nor a readable HDF5 file "
+                              f"({error})") from error
+    if not found:
+        raise InstrumentError(f"{path}: no detector mask: looked for {MASK_PATH} (CXI) and "
+                              "pixel_mask datasets (NeXus NXmx)")
+    if len({mask.shape for mask in found}) > 1:
+        raise InstrumentError(f"{path}: its pixel_mask datasets differ in shape "
+                              f"({', '.join(str(mask.shape) for mask in found)})")
+    return np.logical_or.reduce([mask != 0 for mask in found])
 
 
 def fourier_crop(probe: np.ndarray, size: int) -> np.ndarray:

@@ -148,7 +148,7 @@ def simulated_inputs(manifest: Manifest, points: int, seed: int) -> np.ndarray:
 
     simulator = physics.simulator_for(manifest.instrument, seed=seed)
     frames, _ = simulator.frames(physics.fermat_spiral_positions(points, SCAN_STEP))
-    return manifest.preprocessing.canonical().frames(frames)
+    return manifest.preprocessing.canonical(manifest.instrument.window).frames(frames)
 
 
 def calibration_inputs(manifest: Manifest) -> np.ndarray:

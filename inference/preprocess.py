@@ -68,10 +68,17 @@ class Preprocessing:
         return {"crop_size": self.crop_size, "input_size": self.input_size,
                 "scale": self.scale, "orientation": asdict(self.orientation)}
 
-    def canonical(self) -> Preprocessing:
-        """The same for frames already in the forward model's orientation, beam centred,
-        with no masked pixel (simulated ones)."""
-        return Preprocessing(self.crop_size, self.input_size, self.scale)
+    def canonical(self, frame_size: int) -> Preprocessing:
+        """The same for frames already in the forward model's orientation with the beam at
+        the centre of their `frame_size` pixels square (simulated ones). The detector's mask
+        moves with its crop, so simulated frames reach the network with the instrument's
+        gaps filled as the detector's are."""
+        mask = None
+        if self.mask is not None:
+            mask = np.zeros((frame_size, frame_size), bool)
+            top = frame_size // 2 - self.crop_size // 2
+            mask[top:top + self.crop_size, top:top + self.crop_size] = ~self._masked.crop
+        return Preprocessing(self.crop_size, self.input_size, self.scale, mask=mask)
 
     def measured(self) -> np.ndarray | None:
         """(input, input) bool: the binned pixels whose every detector pixel measures; None
@@ -81,9 +88,7 @@ class Preprocessing:
     @cached_property
     def _masked(self) -> _Masked:
         kept = ~self.orientation.apply(self.mask[None])[0]
-        x, y = self.orientation.beam(kept.shape)
-        top, left = y - self.crop_size // 2, x - self.crop_size // 2
-        crop = kept[top:top + self.crop_size, left:left + self.crop_size]
+        crop = kept[self._crop(kept.shape)]
         fill = GapFill.for_pixels(crop)
         known = crop.copy()
         known.ravel()[fill.targets] = fill.guessed
@@ -91,7 +96,13 @@ class Preprocessing:
         def binned_share(pixels: np.ndarray) -> np.ndarray:
             b = self.binning
             return pixels.reshape(self.input_size, b, self.input_size, b).mean(axis=(1, 3))
-        return _Masked(kept, fill, binned_share(known), binned_share(crop) == 1)
+        return _Masked(kept, crop, fill, binned_share(known), binned_share(crop) == 1)
+
+    def _crop(self, oriented_shape: tuple[int, int]) -> tuple[slice, slice]:
+        """The rows and columns of an oriented frame that the crop around the beam takes."""
+        x, y = self.orientation.beam(oriented_shape)
+        top, left = y - self.crop_size // 2, x - self.crop_size // 2
+        return slice(top, top + self.crop_size), slice(left, left + self.crop_size)
 
     def frames(self, frames: np.ndarray) -> np.ndarray:
         """(n, ny, nx) integer counts -> (n, 1, input, input) float32 network input."""
@@ -116,12 +127,12 @@ class Preprocessing:
         if min(ny, nx) < self.crop_size:
             raise FrameError("too_small", f"frame {nx}x{ny} is smaller than the model's "
                              f"{self.crop_size}x{self.crop_size} crop")
-        x, y = self.orientation.beam((ny, nx))
-        top, left = y - self.crop_size // 2, x - self.crop_size // 2
-        if top < 0 or left < 0 or top + self.crop_size > ny or left + self.crop_size > nx:
+        rows, columns = self._crop((ny, nx))
+        if rows.start < 0 or columns.start < 0 or rows.stop > ny or columns.stop > nx:
+            x, y = self.orientation.beam((ny, nx))
             raise FrameError("beam", f"a {self.crop_size}-pixel crop around the direct beam at "
                              f"({x}, {y}) does not fit the {nx}x{ny} frame")
-        crop = frames[:, top:top + self.crop_size, left:left + self.crop_size].astype(np.float32)
+        crop = frames[:, rows, columns].astype(np.float32, order="C")
         if np.issubdtype(frames.dtype, np.signedinteger):
             np.maximum(crop, 0.0, out=crop)  # below 0 is no count (a gap), never a NaN input
         if self.mask is not None:
@@ -162,6 +173,7 @@ class _Masked(NamedTuple):
     """What the instrument's mask makes of a frame, computed once."""
 
     kept: np.ndarray  # (ny, nx) oriented: the pixels that measure
+    crop: np.ndarray  # (crop, crop) of them around the beam
     fill: GapFill  # guesses for the others in the crop
     share: np.ndarray  # (input, input) of each binned pixel's pixels, measured or guessed
     measured: np.ndarray  # (input, input) the binned pixels measured whole

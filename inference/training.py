@@ -30,7 +30,13 @@ import numpy as np
 import torch
 
 from ptychoedge.inference import training_data
-from ptychoedge.inference.instrument import Geometry, Instrument, InstrumentError, Orientation
+from ptychoedge.inference.instrument import (
+    Geometry,
+    Instrument,
+    InstrumentError,
+    Orientation,
+    read_mask,
+)
 from ptychoedge.inference.manifest import (
     DEFAULT_MODEL,
     MODEL_DIR,
@@ -130,8 +136,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             help="detector pixel (m)")
     instrument.add_argument("--transpose", action="store_true",
                             help="frames arrive transposed")
-    instrument.add_argument("--mask", type=Path, metavar="FILE.npy",
-                            help="the detector's mask, (ny, nx) of the frames as they arrive, "
+    instrument.add_argument("--mask", type=Path, metavar="FILE",
+                            help="the detector's mask (.npy, or a CXI or NeXus NXmx file's), "
+                                 "(ny, nx) of the frames as they arrive, "
                                  "nonzero for a pixel that measures nothing (module gaps, dead "
                                  "or hot pixels); replaces a scan's or instrument file's own")
     instrument.add_argument("--flip-x", action="store_true", help="frames arrive mirrored in x")
@@ -209,7 +216,7 @@ def instrument_of(args: argparse.Namespace, parent: Manifest | None) -> Instrume
     if parent is not None and orientation == Orientation():
         orientation = parent.instrument.orientation  # a scan of the parent's detector
     photons = args.photons
-    mask = training_data.load_mask(args.mask) if args.mask else None
+    mask = read_mask(args.mask) if args.mask else None
     if args.scan or args.instrument:
         from ptychoedge.inference.instrument import read_cxi
         return read_cxi(args.scan or args.instrument, photons=photons, orientation=orientation,
@@ -367,9 +374,9 @@ def train(args: argparse.Namespace) -> tuple[PtychoNN, Manifest]:
     else:
         kinds = training_data.sample_kinds(args.sample_kinds)
         seeds = tuple(range(FIRST_TRAINING_SEED, FIRST_TRAINING_SEED + args.sample_seeds))
-        train_part = training_data.simulated(instrument, preprocessing, kinds, seeds,
+        train_part = training_data.simulated(instrument, manifest.preprocessing, kinds, seeds,
                                              args.samples, rng)
-        valid_part = training_data.simulated(instrument, preprocessing, kinds,
+        valid_part = training_data.simulated(instrument, manifest.preprocessing, kinds,
                                              (VALIDATION_SEED,), args.validation, rng)
         data = {"simulated": list(kinds), "sample_seeds": list(seeds),
                 "validation_seed": VALIDATION_SEED, "samples": args.samples,

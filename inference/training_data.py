@@ -55,14 +55,6 @@ def load_probe(path: Path) -> np.ndarray:
         raise InstrumentError(f"{path}: not a readable .npy probe ({error})") from error
 
 
-def load_mask(path: Path) -> np.ndarray:
-    """The .npy file's array, checked against the frames' shape by the Instrument."""
-    try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise InstrumentError(f"{path}: not a readable .npy mask ({error})") from error
-
-
 def sample_kinds(text: str) -> tuple[str, ...]:
     from ptychoedge.sim.samples import SAMPLE_KINDS
     kinds = tuple(kind.strip() for kind in text.split(",") if kind.strip())
@@ -79,7 +71,7 @@ def simulated(instrument: Instrument, preprocessing: Preprocessing, kinds: tuple
     from ptychoedge.sim import physics
     from ptychoedge.sim.samples import named_sample
 
-    canonical = preprocessing.canonical()  # simulated frames come oriented, beam centred
+    canonical = preprocessing.canonical(instrument.window)
     pixel = instrument.geometry.object_pixel_size(preprocessing.crop_size)
     parts = []
     samples = [(kind, seed) for kind in kinds for seed in seeds]

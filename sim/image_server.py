@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample", default="default", help="sample kind (sim/samples.py)")
     parser.add_argument("--sample-thickness", type=float, default=1.0,
                         help="times the sample's usual thickness")
-    parser.add_argument("--mask", default="", help="a detector mask (.npy)")
+    parser.add_argument("--mask", default="", help="a detector mask (.npy, CXI or NeXus NXmx)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s image-server %(message)s")
     log.info("probe %s; sample %s", probes.describe(args.probe),

@@ -21,8 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ptychoedge.inference.instrument import Instrument, InstrumentError, checked_mask, write_cxi
-from ptychoedge.inference.training_data import load_mask
+from ptychoedge.inference.instrument import (
+    Instrument,
+    InstrumentError,
+    checked_mask,
+    read_mask,
+    write_cxi,
+)
 from ptychoedge.sim import physics, probes, samples, scene
 
 PROGRAM = "ptychoedge make-scan"
@@ -55,8 +60,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pixel", type=float, default=physics.OBJECT_PIXEL_SIZE * 1e9,
                    metavar="NM", help="object pixel size in nm (default 10)")
     p.add_argument("--seed", type=int, default=0, help="sample and noise seed (default 0)")
-    p.add_argument("--mask", type=Path, default=None, metavar="FILE.npy",
-                   help="a detector mask (--size square, nonzero: a pixel that measures "
+    p.add_argument("--mask", type=Path, default=None, metavar="FILE",
+                   help="a detector mask (.npy, CXI or NeXus NXmx; --size square, nonzero: "
+                        "a pixel that measures "
                         "nothing), written to the file; those pixels read the maximum")
     p.add_argument("--out", type=Path, required=True, help="the .cxi file to write")
 
@@ -81,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         probe = probes.named_probe(args.probe, n, dx, args.probe_modes)
         instrument = instrument_for(probe, args.photons, dx)
         if args.mask:
-            instrument.mask = checked_mask(load_mask(args.mask), (n, n), str(args.mask))
+            instrument.mask = checked_mask(read_mask(args.mask), (n, n), str(args.mask))
     except ValueError as error:  # ProbeError, InstrumentError
         print(f"{PROGRAM}: error: {error}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ptychoedge.inference.instrument import read_mask
 from ptychoedge.sim import physics, probes, samples
 
 
@@ -29,11 +30,11 @@ def simulator(size: int, probe: str = "default", probe_modes: int = 1,
 
 
 def detector_mask(mask_file: str, shape: tuple[int, int]) -> np.ndarray | None:
-    """The detector mask in `mask_file` (.npy, nonzero: masked; "": none) as booleans;
-    ValueError where it is not of the frames' `shape` (ny, nx)."""
+    """The detector mask in `mask_file` (.npy, CXI or NeXus: `read_mask`; nonzero: masked;
+    "": none) as booleans; ValueError where it is not of the frames' `shape` (ny, nx)."""
     if not mask_file:
         return None
-    mask = np.load(mask_file, allow_pickle=False) != 0
+    mask = np.asarray(read_mask(mask_file)) != 0
     if mask.shape != tuple(shape):
         raise ValueError(f"the detector mask {mask_file} is {mask.shape[1]}x{mask.shape[0]}, "
                          f"the frames {shape[1]}x{shape[0]}")

@@ -15,7 +15,15 @@ import pytest
 import torch
 from conftest import ptychoedge
 
-from ptychoedge.inference.instrument import MASK_PATH, InstrumentError, read_cxi, write_cxi
+from ptychoedge.inference import training_data
+from ptychoedge.inference.instrument import (
+    MASK_PATH,
+    InstrumentError,
+    Orientation,
+    read_cxi,
+    read_mask,
+    write_cxi,
+)
 from ptychoedge.inference.manifest import (
     Manifest,
     ModelError,
@@ -56,6 +64,23 @@ def scan():
     return simulator, positions, frames, truth
 
 
+def nexus_mask(path, mask):
+    """A NeXus NXmx master file as an Eiger writes it: the mask as bit flags (1: gap, 2: dead),
+    one per energy threshold, the second also marking one noisy pixel (16)."""
+    flags = np.where(mask, 1, 0).astype(np.uint32)
+    flags[0, 0] = 2
+    noisy = flags.copy()
+    noisy[-1, -1] = 16
+    with h5py.File(path, "w") as f:
+        detector = f.create_group("entry/instrument/detector")
+        detector.attrs["NX_class"] = "NXdetector"
+        detector["detectorSpecific/threshold_1/pixel_mask"] = flags
+        detector["detectorSpecific/threshold_2/pixel_mask"] = noisy
+    expected = mask.copy()
+    expected[0, 0] = expected[-1, -1] = True
+    return expected
+
+
 def with_mask(instrument, mask):
     return dataclasses.replace(instrument, mask=mask)
 
@@ -78,6 +103,24 @@ def test_the_mask_round_trips_through_cxi_and_the_bundle(scan, tmp_path):
     np.save(model_paths("masked", tmp_path)["mask"], np.zeros((128, 128), bool))
     with pytest.raises(ModelError, match="masked.mask.npy does not match"):
         load_model("masked", tmp_path)
+
+
+def test_a_mask_is_read_from_numpy_cxi_and_nexus_files(scan, tmp_path):
+    simulator, positions, frames, _ = scan
+    np.save(tmp_path / "mask.npy", gaps())
+    write_cxi(tmp_path / "scan.cxi", with_mask(simulator.instrument(), gaps()), frames,
+              positions)
+    for name in ("mask.npy", "scan.cxi"):
+        np.testing.assert_array_equal(read_mask(tmp_path / name) != 0, gaps())
+    expected = nexus_mask(tmp_path / "master.h5", gaps())
+    np.testing.assert_array_equal(read_mask(tmp_path / "master.h5"), expected)
+    with h5py.File(tmp_path / "empty.h5", "w") as f:
+        f["entry/data/data"] = frames[:2]
+    with pytest.raises(InstrumentError, match="no detector mask: looked for .*pixel_mask"):
+        read_mask(tmp_path / "empty.h5")
+    (tmp_path / "mask.txt").write_text("0 1\n1 0\n")
+    with pytest.raises(InstrumentError, match="neither a .npy mask nor a readable HDF5"):
+        read_mask(tmp_path / "mask.txt")
 
 
 @pytest.mark.parametrize("mask, reason", [
@@ -106,6 +149,32 @@ def test_the_network_sees_the_gaps_filled(scan):
     assert np.abs(filled - clean).mean() < 0.1 * np.abs(unmasked - clean).mean()
     # binned pixels through which the gap runs kept some pixels, or a partner across the beam
     assert masked.measured().mean() > 0.9
+
+
+def test_simulated_frames_reach_the_network_with_the_detectors_gaps_filled(scan):
+    # training simulates frames in the forward model's orientation, beam centred; the
+    # network must see them as it will see the detector's, gaps filled where the detector
+    # has them: here a transposed, flipped detector larger than the window, beam off centre
+    simulator, _, frames, _ = scan
+    orientation = Orientation(transpose=True, flip_x=True, beam_x=70, beam_y=80)
+    oriented = np.zeros((len(frames), 150, 140), frames.dtype)
+    oriented[:, 16:144, 6:134] = frames
+    arriving = np.swapaxes(oriented[..., ::-1], -1, -2)
+    np.testing.assert_array_equal(orientation.apply(arriving), oriented)
+    mask = gaps(arriving.shape[1:])
+    preprocessing = Preprocessing(128, 64, orientation=orientation, mask=mask)
+    np.testing.assert_allclose(preprocessing.canonical(128).frames(frames),
+                               preprocessing.frames(marked(arriving, mask)), atol=1e-6)
+
+    instrument = simulator.instrument()
+    plain = training_data.simulated(instrument, Preprocessing(128, 64), ("default",), (5,), 16,
+                                    np.random.default_rng(3))
+    square = Preprocessing(128, 64, mask=gaps())
+    gapped = training_data.simulated(with_mask(instrument, gaps()), square, ("default",), (5,),
+                                     16, np.random.default_rng(3))
+    changed = np.abs(gapped.inputs - plain.inputs)[:, 0] > 1e-6
+    assert changed.any(axis=0)[~square.measured()].mean() > 0.9
+    assert not changed.any(axis=0)[square.measured()].any()
 
 
 def test_the_residual_and_the_physics_loss_leave_masked_pixels_out(scan):
@@ -152,23 +221,24 @@ def test_the_refinement_ignores_masked_pixels(scan):
 
 @pytest.mark.integration
 def test_a_model_trained_for_a_masked_detector_reconstructs_its_scan(tmp_path):
-    """`ptychoedge train --scan --mask`, then `ptychoedge reconstruct` with that model: the
-    bundle keeps the mask, and the scan's frames, gaps and all, fit the model's images."""
+    """`ptychoedge train --scan --mask` given an Eiger's NeXus master file, then
+    `ptychoedge reconstruct` with that model: the bundle keeps the mask, and the scan's
+    frames, gaps and all, fit the model's images."""
     instrument = physics.default_instrument(64, photons=1e6)
     simulator = physics.simulator_for(instrument, seed=5)
     positions = physics.fermat_spiral_positions(120, 0.15e-6)
     frames, _ = simulator.frames(positions)
     mask = gaps((64, 64))
     write_cxi(tmp_path / "scan.cxi", instrument, marked(frames, mask), positions)
-    np.save(tmp_path / "mask.npy", mask)
+    expected = nexus_mask(tmp_path / "master.h5", mask)
     models = tmp_path / "models"
     trained = subprocess.run(ptychoedge(
-        "train", "--scan", str(tmp_path / "scan.cxi"), "--mask", str(tmp_path / "mask.npy"),
+        "train", "--scan", str(tmp_path / "scan.cxi"), "--mask", str(tmp_path / "master.h5"),
         "--input-size", "32", "--width", "4", "--batch-size", "16", "--lr", "3e-3",
         "--epochs", "3", "--threads", "1", "--name", "gapped", "--out-dir", str(models)),
         capture_output=True, text=True, timeout=300)
     assert trained.returncode == 0, trained.stderr
-    np.testing.assert_array_equal(load_manifest("gapped", models).instrument.mask, mask)
+    np.testing.assert_array_equal(load_manifest("gapped", models).instrument.mask, expected)
     done = subprocess.run(ptychoedge(
         "reconstruct", str(tmp_path / "scan.cxi"), "--model", "gapped", "--model-dir",
         str(models), "--out", str(tmp_path / "out")), capture_output=True, text=True,
