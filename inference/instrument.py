@@ -28,6 +28,7 @@ import h5py
 import numpy as np
 
 from ptychoedge.inference import forward
+from ptychoedge.inference.scan_file import ScanFileError, as_counts
 
 ELECTRON_VOLT = 1.602176634e-19  # J
 SOURCE = "entry_1/instrument_1/source_1"
@@ -306,7 +307,7 @@ def read_cxi(path: str | Path, *, photons: float | None = None,
             if mask is None and MASK_PATH in f:
                 mask = checked_mask(f[MASK_PATH][()], frame_shape, f"{path}: {MASK_PATH}")
             # up to SAMPLED frames, evenly spread, stand for the scan where it must be judged
-            sample = (frames[::max(1, len(frames) // SAMPLED)]
+            sample = (as_counts(frames[::max(1, len(frames) // SAMPLED)], str(path))
                       if frames is not None and (mask is None or photons is None) else None)
             if mask is None and sample is not None:
                 mask = never_counted(sample)
@@ -321,6 +322,8 @@ def read_cxi(path: str | Path, *, photons: float | None = None,
                 photons = stored
     except OSError as error:
         raise InstrumentError(f"{path}: not a readable HDF5 file ({error})") from error
+    except ScanFileError as error:
+        raise InstrumentError(str(error)) from None
     if not np.isclose(x_pixel, y_pixel, rtol=0.01):
         raise InstrumentError(f"{path}: detector pixels of {x_pixel:g} x {y_pixel:g} m: only "
                               "square pixels are supported")

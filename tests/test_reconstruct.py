@@ -148,6 +148,44 @@ def test_a_reference_of_another_pixel_size_is_refused(scan, tmp_path):
     assert "Traceback" not in result.stderr and "does not divide" in result.stderr
 
 
+def with_float_frames(scan, path, convert) -> np.ndarray:
+    """A copy of `scan` whose frames are `convert`ed to floating point; the counts."""
+    path.write_bytes(scan.read_bytes())
+    with h5py.File(path, "a") as f:
+        counts = f["entry_1/data_1/data"][()]
+        del f["entry_1/data_1/data"]
+        f["entry_1/data_1/data"] = convert(counts)
+    return counts
+
+
+@pytest.mark.integration
+def test_a_scan_of_float_frames_is_read_as_counts(scan, tmp_path):
+    """Processed files hold counts as floats: a dark subtracted (values below 0), gaps as
+    NaN. They reconstruct as the counts do, and the NaN pixels are the scan's mask."""
+    gaps = np.zeros((128, 128), bool)
+    gaps[70:74, :] = True
+
+    def processed(counts):
+        noise = np.random.default_rng(0).normal(0.0, 0.2, counts.shape)
+        frames = (counts + noise).astype(np.float32)
+        frames[:, gaps] = np.nan
+        return frames
+    counts = with_float_frames(scan, tmp_path / "float.cxi", processed)
+    np.testing.assert_array_equal(read_cxi(tmp_path / "float.cxi").mask, gaps)
+    result = run("reconstruct", str(tmp_path / "float.cxi"), "--out", str(tmp_path / "out"),
+                 "--backend", "torch")
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["reconstructed"] == len(counts)
+    assert report["residual_median"] < load_manifest("ptychonn-default").alarm_limits()[0] / 2
+    assert report["explained"] > EXPLAINS
+
+    with_float_frames(scan, tmp_path / "scaled.cxi", lambda c: (c / 1e4).astype(np.float32))
+    result = run("reconstruct", str(tmp_path / "scaled.cxi"), "--out", str(tmp_path / "out2"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "mostly fractions of a count" in result.stderr
+
+
 @pytest.mark.parametrize("damage, reason", [
     (lambda f: f.__delitem__("entry_1/sample_1/geometry_1/translation"), "no positions"),
     (lambda f: f.__setitem__("extra", 0) or _truncate_positions(f), "positions of shape"),
