@@ -95,8 +95,12 @@ def check(running: tuple[PtychoNN, Manifest], new: tuple[PtychoNN, Manifest], sc
         return training_data.recorded_scan(scan, manifest.preprocessing,
                                            manifest.object_pixel_size)
     frames = frames_for(new[1])
+    masks = running[1].preprocessing.mask, new[1].preprocessing.mask
+    # a running model without the detector's mask reads its gaps as counts, as it does live
     read_alike = (running[1].preprocessing == new[1].preprocessing
-                  and running[1].object_pixel_size == new[1].object_pixel_size)
+                  and running[1].object_pixel_size == new[1].object_pixel_size
+                  and (masks[0] is masks[1] or (None not in masks
+                                                 and np.array_equal(*masks))))
     before = held_back_residuals(*running, frames if read_alike else frames_for(running[1]))
     before = before["model"]
     figures = held_back_residuals(*new, frames)

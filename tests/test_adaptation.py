@@ -7,6 +7,7 @@ import signal
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import (
@@ -17,6 +18,7 @@ from conftest import (
     start_sim,
     wait_until,
 )
+from test_mask import gaps
 
 from ptychoedge.apps.beamline import plain
 from ptychoedge.inference.adaptation import REJECTED, check
@@ -224,13 +226,16 @@ PROBE = "zoneplate-defocus"
 
 @pytest.fixture
 def adapting_pipeline(spawn, pva, prefix, tmp_path):
-    """A detector seeing a zone plate over a labyrinth, streaming at 50 Hz, into a pipeline
-    running the shipped model (made for another probe) from a model directory of its own."""
+    """A detector with module gaps seeing a zone plate over a labyrinth, streaming at 50 Hz,
+    into a pipeline running the shipped model (made for another probe, and knowing no
+    gaps) from a model directory of its own."""
     models = shipped_model_dir(tmp_path / "models")
     instrument = tmp_path / "zoneplate.cxi"  # what the beamline knows of its probe
     write_cxi(instrument, instrument_with_probe(PROBE))
+    np.save(tmp_path / "mask.npy", gaps((128, 128)))
     d, p = prefix, prefix.replace(":", "E:")
-    start_sim(spawn, d, tmp_path, "--no-stage", "--probe", PROBE, "--sample", "labyrinth")
+    start_sim(spawn, d, tmp_path, "--no-stage", "--probe", PROBE, "--sample", "labyrinth",
+              "--mask", str(tmp_path / "mask.npy"))
     ioc = start_ioc(spawn, pva, p, d + "Pva1:Image", tmp_path / "state", "--model-dir",
                     str(models))
 
@@ -287,8 +292,10 @@ def test_frames_unlike_the_model_are_learnt_and_the_better_model_swapped_in(adap
     # the collector's mosaic is the kept frames redrawn by the new model, not an empty one
     pipeline.wait(lambda: pipeline.collector()["model"] == adapted, 30, "the collector told")
     assert pipeline.collector()["patches"] == 120
-    assert load_manifest(adapted, pipeline.models).training["parent"]["name"] == (
-        "ptychonn-default")
+    manifest = load_manifest(adapted, pipeline.models)
+    assert manifest.training["parent"]["name"] == "ptychonn-default"
+    # the new model has the detector's gaps as its mask: found in the frames the ring kept
+    np.testing.assert_array_equal(manifest.instrument.mask, gaps((128, 128)))
     pipeline.acquire(True)  # the next scan, through the new model
     pipeline.wait(lambda: pipeline.get("State_RBV") == "Running"
                   and pipeline.severity("Residual_RBV") == 0, 60, "the alarm cleared")

@@ -16,6 +16,7 @@ import torch
 from conftest import ptychoedge
 
 from ptychoedge.inference import training_data
+from ptychoedge.inference.adaptation import check
 from ptychoedge.inference.instrument import (
     MASK_PATH,
     InstrumentError,
@@ -247,6 +248,21 @@ def test_a_model_trained_for_a_masked_detector_reconstructs_its_scan(tmp_path):
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["frames"] == 120
     assert report["residual_median"] < load_manifest("gapped", models).alarm_limits()[0]
+
+
+def test_adaptation_judges_a_running_model_without_the_mask_as_it_reads_the_detector(
+        scan, tmp_path):
+    """Adaptation's check on a scan with gaps: the running model, which has no mask, is
+    judged on the frames as it reads them (gaps taken for counts), not on the new model's
+    filled ones, where the same weights with the detector's mask would fit as well."""
+    simulator, positions, frames, _ = scan
+    write_cxi(tmp_path / "scan.cxi", with_mask(simulator.instrument(), gaps()),
+              marked(frames, gaps()), positions)
+    running = load_model("ptychonn-default")
+    masked = dataclasses.replace(running[1], name="masked", instrument=with_mask(
+        running[1].instrument, gaps()))
+    verdict = check(running, (running[0], masked), tmp_path / "scan.cxi", margin=0.2)
+    assert verdict.running_residual > 10 * verdict.new_residual
 
 
 def test_a_gap_is_guessed_from_around_it_and_across_the_beam():
