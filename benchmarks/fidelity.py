@@ -41,6 +41,7 @@ from ptychoedge.inference.batcher import Reconstructor
 from ptychoedge.inference.comparison import compare_images
 from ptychoedge.inference.instrument import Instrument, Orientation, write_cxi
 from ptychoedge.inference.manifest import DEFAULT_MODEL, MODEL_DIR, Manifest, load_model
+from ptychoedge.inference.mosaic import agreement
 from ptychoedge.inference.reconstruct import reconstruct, save_pictures
 from ptychoedge.inference.refine import refine
 from ptychoedge.sim import physics
@@ -73,7 +74,8 @@ def network(model, manifest: Manifest, frames, positions, truth, truth_pixel):
     scores, aligned = compare_images(amplitude, phase, mosaic.coverage(), mosaic.pixel_size,
                                      mosaic.position_to_pixel(0.0, 0.0), truth, truth_pixel)
     scores |= {"seconds": result.seconds, "ms_per_frame": 1e3 * result.seconds / len(frames),
-               "residual_median": float(np.nanmedian(result.residuals))}
+               "residual_median": float(np.nanmedian(result.residuals)),
+               "agreement": agreement(result.overlaps)}
     return scores, (amplitude, phase), aligned, mosaic
 
 
@@ -101,10 +103,12 @@ def fine_tune(scan: Path, parent: str | None, model_dir: Path, epochs: int, out_
 
 
 def row(name: str, scores: dict) -> str:
+    """The scores on one line; a network's with its images' agreement where they overlap."""
+    agreed = f"  agreement {scores['agreement']:+.2f}" if "agreement" in scores else ""
     return (f"{name:<46} " + "  ".join(
         f"{scores[f'{c}_ssim']:.3f}/{scores[f'flat_{c}_ssim']:.3f} "
         f"{scores[f'{c}_correlation']:+.2f} {scores[f'{c}_psnr']:5.1f}/"
-        f"{scores[f'flat_{c}_psnr']:4.1f}" for c in ("amplitude", "phase")))
+        f"{scores[f'flat_{c}_psnr']:4.1f}" for c in ("amplitude", "phase")) + agreed)
 
 
 def main() -> int:

@@ -1,10 +1,12 @@
 """The quality signals: does the residual tell known frames from unknown ones, do the
-images tell the frames apart (the share of their variation explained, which the fit guard
-reads beside the residual), and what do they cost next to inference?
+images tell the frames apart (the share of their variation explained), do neighbouring
+images agree where they overlap (the fit guard reads all three), and what do they cost
+next to inference?
 
 Known: the probe and kind of sample the model was trained on (an unseen sample,
 seed 0). Unknown: another probe; samples of other kinds (sharp binary blocks; the
-simulator's labyrinth and Siemens star, which the shipped network never saw).
+simulator's labyrinth and Siemens star, which the shipped network never saw); and the
+known frames placed at the next frame's position (a stage read one frame late).
 
     python benchmarks/quality.py [--frames 200]
 """
@@ -20,6 +22,7 @@ import torch
 from ptychoedge.inference.backends import open_backend
 from ptychoedge.inference.batcher import Reconstructor
 from ptychoedge.inference.manifest import DEFAULT_MODEL, load_model
+from ptychoedge.inference.mosaic import Mosaic, agreement
 from ptychoedge.sim import physics
 from ptychoedge.sim.samples import named_sample
 
@@ -59,9 +62,12 @@ def main() -> int:
             size, seed=0, probe=known_probe, sample=named_sample(kind, (1024, 1024), 301))
            for kind in ("labyrinth", "siemens-star")},
     }
+    placed = {name: positions for name in cases}
+    cases["known, at the next frame's position"] = cases["known (trained probe, unseen sample)"]
+    placed["known, at the next frame's position"] = np.roll(positions, -1, axis=0)
     known = None
     print(f"{'case':<40} {'residual median':>16} {'p10':>8} {'p90':>8} {'> known p90':>12} "
-          f"{'vary/noise':>11} {'explained':>10}")
+          f"{'vary/noise':>11} {'explained':>10} {'agreement':>10}")
     for name, simulator in cases.items():
         result = reconstructor([frame for frame in simulator.frames(positions)[0]])
         values = result.residuals
@@ -69,9 +75,13 @@ def main() -> int:
             known = values
         above = float(np.mean(values > np.percentile(known, 90)))
         over_noise, explained = result.spread.figures()
+        mosaic = Mosaic(manifest.object_pixel_size, manifest.illumination())
+        agreed = agreement(overlap for overlap in (
+            mosaic.add(patch[0], patch[1], x, y)
+            for patch, (x, y) in zip(result.patches, placed[name], strict=True)) if overlap)
         print(f"{name:<40} {np.median(values):16.4f} {np.percentile(values, 10):8.4f} "
               f"{np.percentile(values, 90):8.4f} {above:12.0%} {over_noise:11.1f} "
-              f"{explained:10.1%}")
+              f"{explained:10.1%} {agreed:10.0%}")
 
     frames = cases["known (trained probe, unseen sample)"].frames(positions[: args.batch])[0]
     binned = np.concatenate([manifest.preprocessing.binned(f) for f in frames])
@@ -90,6 +100,14 @@ def main() -> int:
     print(f"\nper frame, batch {args.batch}, 1 thread: inference {1e3 * inference:.3f} ms, "
           f"residual and spread {1e3 * fit:.3f} ms = {fit / inference:.1%} of inference "
           "(goal < 10%)")
+    # the collector stitches every instance's patches, and compares each with the mosaic
+    # before it (the agreement), in one process
+    mosaic = Mosaic(manifest.object_pixel_size, manifest.illumination())
+    spots = positions[: args.batch]
+    stitch = seconds(lambda: [mosaic.add(output[i, 0], output[i, 1], x, y)
+                              for i, (x, y) in enumerate(spots)])
+    print(f"collector per patch (stitched and compared), 1 thread: {1e3 * stitch:.3f} ms = "
+          f"{stitch / inference:.1%} of an instance's inference per frame")
     return 0
 
 

@@ -5,21 +5,63 @@ intensity as weight, so the well-lit centre of a patch counts most. Phase is
 blended as a direction (the angle of the weighted sum of amplitude x exp(i phase)),
 so a phase that wraps at +-pi stitches without seams. The canvas grows as the scan
 goes; 0 marks where no patch has reached yet.
+
+Neighbouring patches show the same object pixels, so a true reconstruction's patches agree
+where they overlap. Each patch is compared, before it is blended in, with what the patches
+before it made of the pixels they already cover well (`Overlap`); `agreement` pools that
+over many patches. Patches that are not this sample (a network that cannot read it, one
+answer for every frame), or positions out of step with the frames, disagree.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 GROW_MARGIN = 128  # px added around the canvas when a patch falls outside it
+# a pixel is compared once the patches before it lit it with this share of the probe's peak
+COVERED = 1e-3
+# every STRIDE-th pixel of each row and column is compared: a network's images are smooth at
+# the pixel scale, so a quarter of the pixels say as much, at a quarter of the cost
+STRIDE = 2
+
+
+class Overlap(NamedTuple):
+    """One patch against the mosaic before it, over the pixels that mosaic covered: the
+    weighted squared difference, and the patch's own weighted variation about its mean
+    there (complex object values). A pixel weighs w W / (w + W), w the patch's probe
+    intensity there and W the mosaic's summed weight: each side's noise goes as one over
+    its weight, so a pixel either side barely lit counts little."""
+
+    disagreement: float
+    variation: float
+    weight: float  # the pixels' summed weight
+
+
+# patches that vary by less than this (rms, object values about 1) have nothing to agree on
+STILL = 1e-4
+
+
+def agreement(overlaps: Iterable[Overlap]) -> float:
+    """1 - the summed disagreement over the summed variation: 1 when every patch says what
+    the patches before it said, 0 when no better than its own mean would, below 0 worse;
+    NaN where no patch overlapped an earlier one, or none varied."""
+    disagreement = variation = weight = 0.0
+    for overlap in overlaps:
+        disagreement += overlap.disagreement
+        variation += overlap.variation
+        weight += overlap.weight
+    return 1.0 - disagreement / variation if variation > STILL**2 * weight else float("nan")
 
 
 class Mosaic:
     def __init__(self, pixel_size: float, weight: np.ndarray):
         self.pixel_size = pixel_size
         self.weight = weight.astype(np.float64)
+        self._peak = float(self.weight.max())
         self.size = weight.shape[0]
         self.reset()
 
@@ -29,18 +71,42 @@ class Mosaic:
         self._sums = np.zeros((4, 0, 0))
         self.patches = 0
 
-    def add(self, amplitude: np.ndarray, phase: np.ndarray, x: float, y: float) -> None:
-        """Blend one patch centred at scan position (x, y) metres."""
+    def add(self, amplitude: np.ndarray, phase: np.ndarray, x: float, y: float
+            ) -> Overlap | None:
+        """Blend one patch centred at scan position (x, y) metres; how it compared with the
+        mosaic before it (None where that covered none of its pixels)."""
         centre = np.rint(np.array([x, y]) / self.pixel_size).astype(int)
         left, top = centre + self.origin - self.size // 2
         left, top = self._fit(left, top)
         window = self._sums[:, top:top + self.size, left:left + self.size]
-        weighted = self.weight * amplitude
-        window[0] += weighted
-        window[1] += weighted * np.cos(phase)
-        window[2] += weighted * np.sin(phase)
+        real, imaginary = amplitude * np.cos(phase), amplitude * np.sin(phase)
+        every = (slice(None, None, STRIDE),) * 2
+        overlap = self._overlap(amplitude[every], real[every], imaginary[every],
+                                window[(slice(None), *every)], self.weight[every])
+        window[0] += self.weight * amplitude
+        window[1] += self.weight * real
+        window[2] += self.weight * imaginary
         window[3] += self.weight
         self.patches += 1
+        return overlap
+
+    def _overlap(self, amplitude: np.ndarray, real: np.ndarray, imaginary: np.ndarray,
+                 window: np.ndarray, mine: np.ndarray) -> Overlap | None:
+        """The patch's pixels (`amplitude`, `real`, `imaginary`, probe intensity `mine`)
+        against the mosaic's sums at them (`window`)."""
+        earlier = window[3]
+        covered = earlier > COVERED * self._peak
+        if not covered.any():
+            return None
+        weight = (covered * mine * earlier / (mine + earlier + 1e-300)).ravel()
+        safe = np.maximum(earlier, COVERED * self._peak)
+        apart = np.square(real - window[1] / safe) + np.square(imaginary - window[2] / safe)
+        total = weight.sum()
+        # the variation about the weighted mean, as sums: sum w|o|^2 - |sum w o|^2 / sum w
+        mean_real, mean_imaginary = weight @ real.ravel(), weight @ imaginary.ravel()
+        variation = (weight @ np.square(amplitude).ravel()
+                     - (mean_real ** 2 + mean_imaginary ** 2) / total)
+        return Overlap(float(weight @ apart.ravel()), float(variation), float(total))
 
     def _fit(self, left: int, top: int) -> tuple[int, int]:
         """Grow the canvas so a patch at (left, top) fits; its corner in the new canvas."""

@@ -24,13 +24,17 @@ teaches it to tell the two cases apart by when the frame was taken
   the pipeline knows the gap it left was filled.
 It also keeps what a producer channel sends on connecting (see `Receipts`) out of
 the id sequence; the collector therefore runs with `--skip-initial-updates 0`. Its
-arguments and status fields are those of pvdb/processors.py.
+arguments and status fields are those of pvdb/processors.py; among them, how well the
+latest patches agree with the mosaic before them where they overlap (inference/mosaic.py),
+which the fit guard reads.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,9 +44,13 @@ from pvapy.hpc.adImageProcessor import AdImageProcessor
 from pvapy.hpc.dataCollector import DataCollector
 
 from ptychoedge.inference.manifest import MODEL_DIR, ModelError, load_manifest
-from ptychoedge.inference.mosaic import Mosaic
+from ptychoedge.inference.mosaic import Mosaic, Overlap, agreement
 from ptychoedge.pvdb.pipeline import IMAGES
 from ptychoedge.pvdb.processors import REDRAW, CollectorArgs, CollectorStatus
+
+# the latest patches whose agreement with the mosaic before them is reported, as the
+# instances report the share explained over their latest 256 frames
+AGREEMENT_WINDOW = 256
 
 
 def image_frame(image: np.ndarray, unique_id: int,
@@ -196,6 +204,8 @@ class MosaicProcessor(AdImageProcessor):
         self.model = self.args.model
         manifest = load_manifest(self.model, self._model_dir)
         self.mosaic = Mosaic(manifest.object_pixel_size, manifest.illumination())
+        # how the latest patches compared with the mosaic before them (None: met none)
+        self.overlaps: deque[Overlap | None] = deque(maxlen=AGREEMENT_WINDOW)
         self.names = {image: self.args.prefix + image for image in IMAGES}
         self.latest: tuple[np.ndarray, np.ndarray] | None = None
         self.last_id = 0
@@ -234,6 +244,7 @@ class MosaicProcessor(AdImageProcessor):
                 self.errors += 1
         with self._lock:
             self.mosaic = mosaic
+            self.overlaps.clear()
             self.model = configDict["model"]
             self.scans += 1
             self._changed = self.latest is not None  # the redrawn scan shown at once
@@ -256,9 +267,10 @@ class MosaicProcessor(AdImageProcessor):
         with self._lock:
             if unique_id < self.last_id:  # the detector started again: a new scan
                 self.mosaic.reset()
+                self.overlaps.clear()
                 self.scans += 1
             self.last_id = unique_id
-            self.mosaic.add(amplitude, phase, x, y)
+            self.overlaps.append(self.mosaic.add(amplitude, phase, x, y))
             self.latest = (amplitude, phase)
             self.placed += 1
             self._changed = True
@@ -269,7 +281,7 @@ class MosaicProcessor(AdImageProcessor):
         if (patch := self._patch(pv_object)) is None:
             return
         with self._lock:
-            self.mosaic.add(*patch)
+            self.overlaps.append(self.mosaic.add(*patch))
             self.placed += 1
             self._changed = self.latest is not None
 
@@ -307,9 +319,15 @@ class MosaicProcessor(AdImageProcessor):
 
     def getStats(self):
         """The `CollectorStatus` by wire names."""
+        with self._lock:
+            overlaps = [overlap for overlap in self.overlaps if overlap is not None]
+        judged = agreement(overlaps)
         return CollectorStatus(placed=self.placed, scans=self.scans, errors=self.errors,
                                patches=self.mosaic.patches, received=RECEIPTS.count,
-                               model=self.model).to_stats()
+                               model=self.model,
+                               agreement=judged if math.isfinite(judged) else 0.0,
+                               overlaps=len(overlaps) if math.isfinite(judged) else 0
+                               ).to_stats()
 
     def getStatsPvaTypes(self):
         """The pvaccess type of each field `getStats` reports."""

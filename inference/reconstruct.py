@@ -41,7 +41,7 @@ from ptychoedge.inference.instrument import (
     put_instrument,
 )
 from ptychoedge.inference.manifest import DEFAULT_MODEL, MODEL_DIR, Manifest, ModelError
-from ptychoedge.inference.mosaic import Mosaic
+from ptychoedge.inference.mosaic import Mosaic, Overlap, agreement
 from ptychoedge.inference.preprocess import FrameError
 from ptychoedge.inference.quality import Spread
 from ptychoedge.inference.refine import (
@@ -51,7 +51,7 @@ from ptychoedge.inference.refine import (
     refine,
     scan_instrument,
 )
-from ptychoedge.pvdb.processors import EXPLAINS, one_answer
+from ptychoedge.pvdb.processors import AGREES, EXPLAINS, disagree, one_answer
 
 log = logging.getLogger("ptychoedge.reconstruct")
 
@@ -65,6 +65,8 @@ class Reconstruction:
     refused: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
     spread: Spread | None = None  # of the frames taken (None: none was)
+    # how each patch that met earlier ones agreed with them where they overlap
+    overlaps: list[Overlap] = field(default_factory=list)
 
 
 def reconstruct(frames: np.ndarray, positions: np.ndarray, reconstructor: Reconstructor,
@@ -88,7 +90,8 @@ def reconstruct(frames: np.ndarray, positions: np.ndarray, reconstructor: Recons
                     log.warning("frame %d refused: %s", i, error)
         for indices, batch in batches:
             for i, patch, residual in zip(indices, batch.patches, batch.residuals, strict=True):
-                result.mosaic.add(patch[0], patch[1], *positions[i])
+                if overlap := result.mosaic.add(patch[0], patch[1], *positions[i]):
+                    result.overlaps.append(overlap)
                 result.residuals[i] = residual
             result.spread = batch.spread if result.spread is None else result.spread + batch.spread
         if progress:
@@ -207,11 +210,15 @@ def run(args: argparse.Namespace) -> int:
     residual = float(np.nanmedian(result.residuals)) if np.isfinite(result.residuals).any() \
         else float("nan")
     over_noise, explained = result.spread.figures() if result.spread else (0.0, 0.0)
+    agreed = agreement(result.overlaps)
     report = {"scan": str(args.scan), "model": args.model, "frames": len(frames),
               "reconstructed": int(np.isfinite(result.residuals).sum()),
               "refused": dict(result.refused), "residual_median": residual,
               "residual_alarm": limits, "frames_over_noise": over_noise,
-              "explained": explained, "object_pixel_size": manifest.object_pixel_size,
+              "explained": explained,
+              "agreement": agreed if np.isfinite(agreed) else None,
+              "overlaps": len(result.overlaps),
+              "object_pixel_size": manifest.object_pixel_size,
               "seconds": result.seconds}
     pictures = {"reconstruction": (amplitude, phase)}
     written = ["reconstruction.png", "reconstruction.cxi", "residuals.npy", "report.json"]
@@ -246,7 +253,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"{report['reconstructed']} of {len(frames)} frames reconstructed "
           f"({sum(result.refused.values())} refused) in {result.seconds:.1f} s; residual "
           f"median {residual:.3f}; the images explain {explained:.1%} of how the frames "
-          f"differ (they differ {over_noise:.1f}x their noise)")
+          f"differ (they differ {over_noise:.1f}x their noise); neighbouring images agree "
+          f"{agreed:.0%} where they overlap")
     if "refined" in report:
         first, last = report["refined"]["fourier_error"]
         print(f"refined from {report['refined']['started_from']} "
@@ -265,6 +273,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: the images explain under {EXPLAINS:.0%} of how the frames differ: "
               "nearly one image for every frame, not this sample; refine it (--refine) or "
               "train on the scan (ptychoedge train --scan)")
+    elif disagree(over_noise, agreed, len(result.overlaps)):
+        print(f"warning: neighbouring images disagree where they overlap (agreement "
+              f"{agreed:.0%}, under {AGREES:.0%}): positions out of step with the frames, or "
+              "images that are not this sample; check the positions, then refine (--refine) "
+              "or train on the scan (ptychoedge train --scan)")
     print(f"wrote {args.out}/{', '.join(written)}")
     return 0
 

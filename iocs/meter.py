@@ -46,6 +46,10 @@ class Figures:
     # the most pixels per frame that are no counts (the pixel type's maximum, or below 0),
     # outside the model's mask
     pixels_not_counts: float = 0.0
+    # how well the collector's latest patches agree with the mosaic before them, and how
+    # many of them met it (0, 0: none yet)
+    agreement: float = 0.0
+    overlaps: int = 0
     instances: int = 0  # reporting
     instance_rates: list[float] = field(default_factory=list)
 
@@ -265,6 +269,8 @@ class Meter:
         late_now = self._late.add("collector", report.rejected)
         if report.user is not None:
             self._received.add("collector", report.user.received)
+            self.figures.agreement = report.user.agreement
+            self.figures.overlaps = report.user.overlaps
         self._collected_to = report.last_object_id
         if self._restart_gap_from is not None and report.first_object_id:
             self._restart_gaps += max(0, report.first_object_id - self._restart_gap_from - 1)

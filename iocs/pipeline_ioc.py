@@ -137,6 +137,7 @@ class PipelineIOC:
             "LatencyP50_RBV": status.latency_p50, "LatencyP99_RBV": status.latency_p99,
             "InferenceTime_RBV": status.inference_time, "Residual_RBV": status.residual,
             "Variation_RBV": status.frames_over_noise, "Explained_RBV": 100 * status.explained,
+            "Agreement_RBV": 100 * status.agreement,
             "Instances_RBV": status.instances, "NodesUp_RBV": status.nodes_up,
             "Restarts_RBV": status.restarts,
             "State_RBV": pipeline.STATES.index(status.state),
@@ -164,6 +165,7 @@ class PipelineIOC:
             "Residual_RBV": (alarm.NO_ALARM, alarm.MINOR_ALARM,
                              alarm.MAJOR_ALARM)[status.residual_severity],
             "Explained_RBV": alarm.MINOR_ALARM if status.one_answer else alarm.NO_ALARM,
+            "Agreement_RBV": alarm.MINOR_ALARM if status.disagree else alarm.NO_ALARM,
         }
         for name, value in values.items():
             self._set(self.status[name], value, severities.get(name, alarm.NO_ALARM))

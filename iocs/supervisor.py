@@ -61,6 +61,7 @@ class Status(Figures):
     message: str = ""
     residual_severity: int = 0  # the fit guard's alarm on the residual: 0 none, 1 MINOR, 2 MAJOR
     one_answer: bool = False  # the fit guard's: the answers explain too little (MINOR)
+    disagree: bool = False  # the fit guard's: neighbouring images disagree (MINOR)
     nodes_up: int = 0
     restarts: int = 0
     wanted_instances: int = 0
@@ -313,9 +314,12 @@ class Supervisor:
         verdict = self._fit_guard.judge(self.status.residual, self.status.explained,
                                         self.status.frames_over_noise, limits, typical, model,
                                         time.monotonic(),
-                                        not_counts=self.status.pixels_not_counts)
+                                        not_counts=self.status.pixels_not_counts,
+                                        agreement=self.status.agreement,
+                                        overlaps=self.status.overlaps)
         self.status.residual_severity = verdict.severity
         self.status.one_answer = verdict.one_answer
+        self.status.disagree = verdict.disagree
         if verdict.misfit and self.status.state == "Running":
             self.status.state = "Misfit"
             self.news.say(verdict.message)

@@ -104,6 +104,10 @@ STATUS_PVS = (
            "Share of how the frames differ that the images explain (alarm under 5% where "
            "they differ 10x their noise: one image for all)", units="%", precision=0,
            writable=False),
+    PvSpec("Agreement_RBV", Kind.FLOAT,
+           "How well neighbouring images agree where they overlap (alarm under 0% where "
+           "the frames differ 10x their noise: not this sample, or positions out of step)",
+           units="%", precision=0, writable=False),
     PvSpec("Instances_RBV", Kind.INT, "Inference instances running", writable=False),
     PvSpec("NodesUp_RBV", Kind.INT, "Inference nodes answering", writable=False),
     PvSpec("InstanceRates_RBV", Kind.FLOAT_ARRAY, "Published rate of each instance",

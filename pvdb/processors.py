@@ -43,6 +43,19 @@ def one_answer(frames_over_noise: float, explained: float) -> bool:
     """Whether answers are nearly one for every frame (frames that differ enough to say)."""
     return frames_over_noise >= VARIES and explained < EXPLAINS
 
+
+# Neighbouring images of a true reconstruction agree where they overlap (inference/mosaic.py).
+# Measured in inference/MODELS.md ("The fit guard"), over 100 patches and more: networks
+# that read the sample agreed 0.17 to 0.60; those that could not, and images placed at
+# positions out of step with their frames, -0.18 and below. Over 35 patches a true
+# reconstruction scored from -0.17 to 0.65: too few to judge.
+AGREES, OVERLAPS = 0.0, 96
+
+
+def disagree(frames_over_noise: float, agreement: float, overlaps: int) -> bool:
+    """Whether neighbouring images disagree where they overlap (where enough is seen to say)."""
+    return frames_over_noise >= VARIES and overlaps >= OVERLAPS and agreement < AGREES
+
 # Kinds of malformed frame an instance refuses and counts apart (`errors_<kind>`).
 ERROR_KINDS = ("rank", "empty", "pixel_type", "too_small", "too_large", "decode", "unique_id",
                "inference", "publish")
@@ -248,6 +261,10 @@ class CollectorStatus:
     errors: int = 0  # outputs without a usable patch, models refused
     patches: int = field(default=0, metadata={PVA_TYPE: "ULONG"})  # in the current mosaic
     received: int = field(default=0, metadata={PVA_TYPE: "ULONG"})  # outputs received
+    # of the latest patches, those that met earlier ones (`overlaps`), and how well they
+    # agreed with them (inference/mosaic.py; 0 for both until any did)
+    agreement: float = 0.0
+    overlaps: int = 0
     model: str = ""  # whose pixel size and probe the mosaic uses
 
     def to_stats(self) -> dict[str, Any]:

@@ -289,12 +289,14 @@ def main_screen() -> Screen:
         # beautiful mosaic of frames the model does not know is never shown unflagged
         top = 5 + image + 30
         screen.label("Fit of the frames to the model", 5, top, image)
-        fit = ("Residual_RBV", "Variation_RBV", "Explained_RBV", "State_RBV")
+        fit = ("Residual_RBV", "Variation_RBV", "Explained_RBV", "Agreement_RBV",
+               "State_RBV")
         for row, name in enumerate(fit):
             spec = find(pipeline.STATUS_PVS, name)
             screen.status_row(p, spec, 5, top + 30 + row * ROW, 110, 180)
         for row, text in enumerate(("An alarm: frames unlike the model's training,",
-                                    "or images that do not tell the frames apart")):
+                                    "images that do not tell the frames apart,",
+                                    "or neighbouring images that disagree")):
             screen.label(text, 5, top + 36 + len(fit) * ROW + row * 20, image)
         # Beside the refined images: the button that makes them, and how far it got
         top = 5 + 2 * (image + 30)

@@ -191,6 +191,9 @@ def test_ptycho_scan_is_reconstructed_live_with_no_frame_lost(devices):
     # fit the model, and its images tell them apart (a flat image would explain none)
     assert 0 <= data["pipeline-residual"] < 0.5
     assert data["pipeline-explained"] >= 100 * EXPLAINS, data["pipeline-explained"]
+    # beside them, how well neighbouring images agree (judged from 96 patches: a 36-point
+    # scan is too few to say)
+    assert "pipeline-agreement" in data
 
     # The final mosaic against the truth, stitched the same way at the stage's readbacks
     positions = np.array([[event["data"]["x"], event["data"]["y"]] for event in primary])

@@ -3,7 +3,8 @@ alarm on Residual_RBV and turn the state to Misfit with a plain message; a model
 that instrument clears it. A network that cannot read the sample gives images that do
 not tell the frames apart: Explained_RBV alarms and the state is Misfit, until a model
 that learnt such samples runs. Frames of a detector with module gaps alarm until the
-model knows the detector's mask."""
+model knows the detector's mask. Frames whose positions are out of step with them fit one
+by one, but their images disagree where they overlap, until the positions are right."""
 
 from __future__ import annotations
 
@@ -21,10 +22,12 @@ from ptychoedge.inference.manifest import (
     MODEL_DIR,
     Manifest,
     copy_model,
+    load_manifest,
     load_model,
     save_model,
 )
-from ptychoedge.pvdb.processors import EXPLAINS
+from ptychoedge.inference.scan_file import save_scan
+from ptychoedge.pvdb.processors import AGREES, EXPLAINS
 from ptychoedge.sim import physics
 from ptychoedge.sim.probes import named_probe
 
@@ -150,4 +153,41 @@ def test_a_detector_with_gaps_is_flagged_until_the_model_knows_its_mask(
     minor = shipped.alarm_limits()[0]
     assert line.severity("Residual_RBV") == 0 and line.get("Residual_RBV") < minor / 2
     assert line.severity("Explained_RBV") == 0 and line.get("Explained_RBV") > 2 * 100 * EXPLAINS
+    pva.put(line.d + "cam1:Acquire", 0, timeout=5)
+
+
+@pytest.mark.timeout(STARTUP + 240)
+def test_positions_out_of_step_with_the_frames_are_flagged_until_they_are_right(
+        spawn, pva, prefix, tmp_path):
+    """A recorded scan replayed with each frame given the next frame's position (a stage
+    read one frame late): every frame fits the model and the images tell the frames
+    apart, but neighbouring images disagree where they overlap."""
+    instrument = load_manifest(DEFAULT_MODEL).instrument
+    simulator = physics.simulator_for(instrument, seed=7, sample_shape=(640, 640))
+    positions = physics.fermat_spiral_positions(300, 0.25e-6)
+    frames, _ = simulator.frames(positions)
+    save_scan(tmp_path / "late.npz", frames, np.roll(positions, -1, axis=0))
+    save_scan(tmp_path / "right.npz", frames, positions)
+    line = Line(spawn, pva, prefix, tmp_path,
+                ("--source", "Replay", "--replay", str(tmp_path / "late.npz")))
+    line.run_and_acquire(100000)
+    line.wait(lambda: line.get("State_RBV") == "Misfit", 60, "the misfit said")
+    assert line.severity("Agreement_RBV") == 1 and line.get("Agreement_RBV") < 100 * AGREES
+    assert line.severity("Residual_RBV") == 0 and line.severity("Explained_RBV") == 0
+    message = line.get("Message_RBV")
+    assert "neighbouring images disagree" in message and "positions" in message, message
+
+    # the scan again with the right positions: a new scan (uniqueId from 1), a new mosaic
+    right = str(tmp_path / "right.npz")
+    pva.put(line.d + "cam1:Acquire", 0, timeout=5)
+    line.wait(lambda: plain(pva.get(line.d + "cam1:Acquire_RBV", timeout=5)) == "Done", 30,
+              "the acquisition stopped")
+    for name, value in (("cam1:ReplayFile", right), ("cam1:ArrayCounter", 0)):
+        pva.put(line.d + name, value, timeout=5)
+    line.wait(lambda: plain(pva.get(line.d + "cam1:ReplayFile_RBV", timeout=5)) == right, 30,
+              "the right positions loaded")
+    pva.put(line.d + "cam1:Acquire", 1, timeout=5)
+    line.wait(lambda: line.get("State_RBV") == "Running", 60, "the misfit cleared")
+    line.wait(lambda: line.get("Agreement_RBV") > 100 * AGREES, 30, "the images agreeing")
+    assert line.severity("Agreement_RBV") == 0
     pva.put(line.d + "cam1:Acquire", 0, timeout=5)

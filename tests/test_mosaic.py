@@ -1,9 +1,11 @@
-"""Stitching: patches land at their positions and blend by the probe's weight."""
+"""Stitching: patches land at their positions and blend by the probe's weight; neighbouring
+patches of one sample agree where they overlap, patches at the wrong places do not."""
 
 import numpy as np
 import pytest
 
-from ptychoedge.inference.mosaic import Mosaic
+from ptychoedge.inference.mosaic import Mosaic, agreement
+from ptychoedge.pvdb.processors import AGREES
 from ptychoedge.sim import physics
 
 PIXEL = 10e-9
@@ -72,3 +74,40 @@ def test_ssim_and_psnr():
     noisy = image + 0.1
     assert psnr(image, noisy, 1.0) == pytest.approx(20.0)  # 10 log10(1 / 0.01)
     assert psnr(image, image, 1.0) == float("inf")
+
+
+def sample_patches(size: int = 32, noise: float = 0.0):
+    """Patches of one sample along a Fermat spiral (step 8 px), each with its own noise."""
+    sample = physics.make_sample((256, 256), seed=3)
+    rng = np.random.default_rng(0)
+    positions = physics.fermat_spiral_positions(64, 8 * PIXEL)
+    patches = []
+    for x, y in positions:
+        column, row = np.rint(np.array([x, y]) / PIXEL).astype(int) + 128 - size // 2
+        patch = sample[row:row + size, column:column + size]
+        patches.append(patch * (1 + noise * rng.standard_normal(patch.shape)))
+    return patches, positions
+
+
+def agreement_of(patches, positions) -> tuple[float, int]:
+    mosaic = Mosaic(PIXEL, np.abs(physics.make_probe(32, 24)) ** 2)
+    overlaps = [mosaic.add(np.abs(p), np.angle(p), x, y)
+                for p, (x, y) in zip(patches, positions, strict=True)]
+    met = [overlap for overlap in overlaps if overlap is not None]
+    return agreement(met), len(met)
+
+
+def test_patches_of_one_sample_agree_where_they_overlap_and_misplaced_ones_do_not():
+    patches, positions = sample_patches()
+    agreed, met = agreement_of(patches, positions)
+    assert met == len(patches) - 1 and agreed == pytest.approx(1.0)
+    # noise of a tenth of the object's value in each patch, several times its contrast:
+    # agreeing less, but above the fit guard's bar
+    assert AGREES < agreement_of(*sample_patches(noise=0.1))[0] < 0.9
+    # each patch placed where the next frame was: positions out of step with the frames (on
+    # a raster, the image would mostly be shifted whole)
+    assert agreement_of(patches, np.roll(positions, 1, axis=0))[0] < 0.0
+    # one answer for every frame
+    assert agreement_of([patches[20]] * len(patches), positions)[0] < 0.0
+    # flat patches say nothing: no agreement to judge
+    assert np.isnan(agreement_of([np.ones((32, 32))] * 4, positions[:4])[0])

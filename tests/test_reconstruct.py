@@ -15,7 +15,7 @@ from ptychoedge.inference.evaluate import evaluate_scan
 from ptychoedge.inference.instrument import read_cxi, write_cxi
 from ptychoedge.inference.manifest import load_manifest
 from ptychoedge.inference.refine import PROBE_FROM, probe_overlap
-from ptychoedge.pvdb.processors import EXPLAINS, VARIES
+from ptychoedge.pvdb.processors import AGREES, EXPLAINS, VARIES
 from ptychoedge.sim import physics
 from ptychoedge.sim.samples import named_sample
 
@@ -146,6 +146,29 @@ def test_a_reference_of_another_pixel_size_is_refused(scan, tmp_path):
                  str(tmp_path))
     assert result.returncode != 0
     assert "Traceback" not in result.stderr and "does not divide" in result.stderr
+
+
+@pytest.mark.integration
+def test_reconstruct_warns_when_neighbouring_images_disagree(tmp_path):
+    """The same frames at their own positions, then each at the next frame's (a stage read
+    one frame late): each frame fits either way, but only the first images agree."""
+    instrument = load_manifest("ptychonn-default").instrument
+    simulator = physics.simulator_for(instrument, seed=11, sample_shape=(768, 768))
+    positions = physics.fermat_spiral_positions(120, 0.25e-6)
+    frames = simulator.frames(positions)[0]
+    reports = {}
+    for name, placed in (("right", positions), ("late", np.roll(positions, -1, axis=0))):
+        write_cxi(tmp_path / f"{name}.cxi", instrument, frames, placed)
+        result = run("reconstruct", str(tmp_path / f"{name}.cxi"), "--out",
+                     str(tmp_path / name), "--backend", "torch")
+        assert result.returncode == 0, result.stderr
+        reports[name] = (json.loads((tmp_path / name / "report.json").read_text()),
+                         result.stdout)
+    (right, said), (late, warned) = reports["right"], reports["late"]
+    assert right["overlaps"] == late["overlaps"] == 119
+    assert right["agreement"] > AGREES and "disagree" not in said
+    assert late["agreement"] < AGREES and late["explained"] > EXPLAINS
+    assert "warning: neighbouring images disagree where they overlap" in warned
 
 
 def with_float_frames(scan, path, convert) -> np.ndarray:
