@@ -7,9 +7,9 @@ so a phase that wraps at +-pi stitches without seams. The canvas grows as the sc
 goes; 0 marks where no patch has reached yet.
 
 Neighbouring patches show the same object pixels, so a true reconstruction's patches agree
-where they overlap. Each patch is compared, before it is blended in, with what the patches
-before it made of the pixels they already cover well (`Overlap`); `agreement` pools that
-over many patches. Patches that are not this sample (a network that cannot read it, one
+where they overlap. Each patch's phase is compared, before it is blended in, with what the
+patches before it made of the pixels they lit (`Overlap`); `agreement` pools that over
+many patches. Patches that are not this sample (a network that cannot read it, one
 answer for every frame), or positions out of step with the frames, disagree.
 """
 
@@ -30,18 +30,21 @@ STRIDE = 2
 
 
 class Overlap(NamedTuple):
-    """One patch against the mosaic before it, over the pixels that mosaic covered: the
-    weighted squared difference, and the patch's own weighted variation about its mean
-    there (complex object values). A pixel weighs w W / (w + W), w the patch's probe
-    intensity there and W the mosaic's summed weight: each side's noise goes as one over
-    its weight, so a pixel either side barely lit counts little."""
+    """One patch's phase against the mosaic's before it, over the pixels that mosaic
+    covered, as unit phasors (so a phase that wraps compares as it should): the weighted
+    squared difference, at the constant phase between them that fits best (a frame's
+    diffraction says nothing of its patch's mean phase), and the patch's own weighted
+    variation about its mean there. The phase, not the amplitude: a weak absorber's
+    amplitude is mostly noise in a true image. A pixel weighs w W / (w + W), w the patch's
+    probe intensity there and W the mosaic's summed weight: each side's noise goes as one
+    over its weight, so a pixel either side barely lit counts little."""
 
     disagreement: float
     variation: float
     weight: float  # the pixels' summed weight
 
 
-# patches that vary by less than this (rms, object values about 1) have nothing to agree on
+# patches whose phase varies by less than this (rms, rad) have nothing to agree on
 STILL = 1e-4
 
 
@@ -79,34 +82,39 @@ class Mosaic:
         left, top = centre + self.origin - self.size // 2
         left, top = self._fit(left, top)
         window = self._sums[:, top:top + self.size, left:left + self.size]
-        real, imaginary = amplitude * np.cos(phase), amplitude * np.sin(phase)
+        cos, sin = np.cos(phase), np.sin(phase)
         every = (slice(None, None, STRIDE),) * 2
-        overlap = self._overlap(amplitude[every], real[every], imaginary[every],
-                                window[(slice(None), *every)], self.weight[every])
-        window[0] += self.weight * amplitude
-        window[1] += self.weight * real
-        window[2] += self.weight * imaginary
+        overlap = self._overlap(cos[every], sin[every], window[(slice(None), *every)],
+                                self.weight[every])
+        weighted = self.weight * amplitude
+        window[0] += weighted
+        window[1] += weighted * cos
+        window[2] += weighted * sin
         window[3] += self.weight
         self.patches += 1
         return overlap
 
-    def _overlap(self, amplitude: np.ndarray, real: np.ndarray, imaginary: np.ndarray,
-                 window: np.ndarray, mine: np.ndarray) -> Overlap | None:
-        """The patch's pixels (`amplitude`, `real`, `imaginary`, probe intensity `mine`)
-        against the mosaic's sums at them (`window`)."""
+    def _overlap(self, cos: np.ndarray, sin: np.ndarray, window: np.ndarray,
+                 mine: np.ndarray) -> Overlap | None:
+        """The patch's phase (`cos`, `sin`; probe intensity `mine`) against the mosaic's
+        at the same pixels (the angle of its sums in `window`)."""
         earlier = window[3]
-        covered = earlier > COVERED * self._peak
+        modulus = np.hypot(window[1], window[2])
+        covered = (earlier > COVERED * self._peak) & (modulus > 0)
         if not covered.any():
             return None
         weight = (covered * mine * earlier / (mine + earlier + 1e-300)).ravel()
-        safe = np.maximum(earlier, COVERED * self._peak)
-        apart = np.square(real - window[1] / safe) + np.square(imaginary - window[2] / safe)
+        safe = np.where(covered, modulus, 1.0)
+        before_cos, before_sin = (window[1] / safe).ravel(), (window[2] / safe).ravel()
+        cos, sin = cos.ravel(), sin.ravel()
         total = weight.sum()
-        # the variation about the weighted mean, as sums: sum w|o|^2 - |sum w o|^2 / sum w
-        mean_real, mean_imaginary = weight @ real.ravel(), weight @ imaginary.ravel()
-        variation = (weight @ np.square(amplitude).ravel()
-                     - (mean_real ** 2 + mean_imaginary ** 2) / total)
-        return Overlap(float(weight @ apart.ravel()), float(variation), float(total))
+        # unit phasors: the least disagreement over a constant phase between the two (which
+        # no frame's diffraction fixes) is 2 (sum w - |sum w exp(i (phase - phase before))|)
+        cross = np.hypot(weight @ (cos * before_cos + sin * before_sin),
+                         weight @ (sin * before_cos - cos * before_sin))
+        # the variation about the weighted mean: sum w - |sum w exp(i phase)|^2 / sum w
+        variation = total - (np.square(weight @ cos) + np.square(weight @ sin)) / total
+        return Overlap(float(2 * (total - cross)), float(variation), float(total))
 
     def _fit(self, left: int, top: int) -> tuple[int, int]:
         """Grow the canvas so a patch at (left, top) fits; its corner in the new canvas."""

@@ -77,7 +77,8 @@ def test_ssim_and_psnr():
 
 
 def sample_patches(size: int = 32, noise: float = 0.0):
-    """Patches of one sample along a Fermat spiral (step 8 px), each with its own noise."""
+    """Patches of one sample along a Fermat spiral (step 8 px), each pixel's phase with noise
+    of its own (`noise` rad)."""
     sample = physics.make_sample((256, 256), seed=3)
     rng = np.random.default_rng(0)
     positions = physics.fermat_spiral_positions(64, 8 * PIXEL)
@@ -85,7 +86,7 @@ def sample_patches(size: int = 32, noise: float = 0.0):
     for x, y in positions:
         column, row = np.rint(np.array([x, y]) / PIXEL).astype(int) + 128 - size // 2
         patch = sample[row:row + size, column:column + size]
-        patches.append(patch * (1 + noise * rng.standard_normal(patch.shape)))
+        patches.append(patch * np.exp(1j * noise * rng.standard_normal(patch.shape)))
     return patches, positions
 
 
@@ -101,7 +102,7 @@ def test_patches_of_one_sample_agree_where_they_overlap_and_misplaced_ones_do_no
     patches, positions = sample_patches()
     agreed, met = agreement_of(patches, positions)
     assert met == len(patches) - 1 and agreed == pytest.approx(1.0)
-    # noise of a tenth of the object's value in each patch, several times its contrast:
+    # 0.1 rad of noise in each pixel's phase, a third of the sample's phase contrast:
     # agreeing less, but above the fit guard's bar
     assert AGREES < agreement_of(*sample_patches(noise=0.1))[0] < 0.9
     # each patch placed where the next frame was: positions out of step with the frames (on
