@@ -27,6 +27,8 @@ COVERED = 1e-3
 # every STRIDE-th pixel of each row and column is compared: a network's images are smooth at
 # the pixel scale, so a quarter of the pixels say as much, at a quarter of the cost
 STRIDE = 2
+# patches whose phase varies by less than this (rms, rad) have nothing to agree on
+STILL = 1e-4
 
 
 class Overlap(NamedTuple):
@@ -42,10 +44,6 @@ class Overlap(NamedTuple):
     disagreement: float
     variation: float
     weight: float  # the pixels' summed weight
-
-
-# patches whose phase varies by less than this (rms, rad) have nothing to agree on
-STILL = 1e-4
 
 
 def agreement(overlaps: Iterable[Overlap]) -> float:

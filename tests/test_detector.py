@@ -77,9 +77,11 @@ def detector(start_detector) -> Detector:
 
 
 def monitor_frames(detector: Detector, count: int) -> list:
-    """The next `count` frames on Pva1:Image, through a p4p monitor."""
+    """The next `count` frames on Pva1:Image, through a p4p monitor whose server-side queue
+    holds a burst (the default 4 squashes frames while the test's process waits for a core)."""
     frames: queue.Queue = queue.Queue()
-    subscription = detector.ctx.monitor(detector.pv("Pva1:Image"), frames.put)
+    subscription = detector.ctx.monitor(detector.pv("Pva1:Image"), frames.put,
+                                        request="record[queueSize=100]field()")
     received = []
     try:
         while len(received) < count:
