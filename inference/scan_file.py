@@ -86,9 +86,9 @@ def as_counts(frames: np.ndarray, source: str) -> np.ndarray:
     if not np.issubdtype(frames.dtype, np.floating):
         raise ScanFileError(f"{source}: frames must be photon counts, got {frames.dtype}")
     finite = np.isfinite(frames)
-    values = np.where(finite, frames, 0.0)
-    counts = np.rint(np.maximum(values, 0.0))
-    signal = float(np.maximum(values, 0.0).sum(dtype=np.float64))
+    values = np.maximum(np.where(finite, frames, 0.0), 0.0)
+    counts = np.rint(values)
+    signal = float(values.sum(dtype=np.float64))
     if signal > 0 and float(counts.sum(dtype=np.float64)) < 0.5 * signal:
         raise ScanFileError(f"{source}: the {frames.dtype} frames are mostly fractions of a "
                             f"count (at most {values.max():.3g}): in other units than photons? "
