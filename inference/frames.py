@@ -19,6 +19,9 @@ can begin a valid raw stream (both start with zero bytes where a raw LZ4 block
 or bitshuffle block length cannot), so no setting is needed; pvapy's
 `PVAPY_COMPRESSED_PAYLOAD_START`, where set, is ignored here.
 
+Floating-point pixels (an NDProcess stream: dark subtracted, gaps as NaN), raw or
+compressed, are read as counts (`counts.as_counts`); those in other units are refused.
+
 A codec whose package is missing, or a name that is no codec, raises
 `CodecUnavailable` (a `FrameError` of kind `decode`) naming the codec and what
 to install; the processor logs it once, not for every frame.
@@ -36,10 +39,11 @@ from typing import Any
 
 import numpy as np
 
+from ptychoedge.inference.counts import NotCounts, as_counts
 from ptychoedge.inference.preprocess import FrameError
 
 PIXEL_FIELDS = {"byteValue", "ubyteValue", "shortValue", "ushortValue", "intValue", "uintValue",
-                "longValue", "ulongValue"}
+                "longValue", "ulongValue", "floatValue", "doubleValue"}
 # The largest frame taken (8192 x 8192): a header claiming more, or compressed data that
 # would inflate to more, is refused before anything is allocated for it.
 MAX_PIXELS = 8192 * 8192
@@ -260,13 +264,16 @@ def decode_frame(pv_object: Any) -> np.ndarray:
                              f"codec.parameters") from error
         data = decompress(data, codec, int(scalar_type), size)
     elif key not in PIXEL_FIELDS:
-        raise FrameError("pixel_type", f"expected integer pixels, got {key}")
+        raise FrameError("pixel_type", f"expected numeric pixels, got {key}")
     data = np.asarray(data)
     if data.size == 0 or nx * ny == 0:
         raise FrameError("empty", f"empty frame {nx}x{ny}")
     if data.size != nx * ny:
         raise FrameError("decode", f"{data.size} pixels for a {nx}x{ny} frame")
-    return data.reshape(ny, nx)
+    try:
+        return as_counts(data.reshape(ny, nx))
+    except NotCounts as error:
+        raise FrameError("pixel_type", str(error)) from error
 
 
 # -- compression, as NDPluginCodec does it (the simulator and the benchmark) ------------

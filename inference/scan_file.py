@@ -4,10 +4,8 @@ CXI: frames in `entry_1/data_1/data` (or `entry_1/instrument_1/detector_1/data`)
 positions in `entry_1/sample_1/geometry_1/translation`, (N, 3) metres, x then y.
 NumPy: an `.npz` with `frames` (N, ny, nx) and `positions` (N, 2) metres, x then y.
 
-Frames are photon counts. Processed files often hold them as floating point (a dark
-subtracted, gaps as NaN): those are rounded to whole counts, a value below 0 read as 0 and
-a non-finite one as -1, no count, which a detector's gap reads too. Floats that are mostly
-fractions of a count are in other units and refused: the physics needs counts.
+Frames are photon counts; processed files often hold them as floating point, read as
+`counts.as_counts` says.
 """
 
 from __future__ import annotations
@@ -16,6 +14,9 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+
+from ptychoedge.inference import counts
+from ptychoedge.inference.counts import NotCounts
 
 CXI_FRAME_PATHS = ("entry_1/data_1/data", "entry_1/instrument_1/detector_1/data")
 CXI_POSITION_PATH = "entry_1/sample_1/geometry_1/translation"
@@ -80,23 +81,11 @@ def _load_cxi(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def as_counts(frames: np.ndarray, source: str) -> np.ndarray:
-    """Integer frames as they are; floating-point ones as int32 counts (see the module doc)."""
-    if np.issubdtype(frames.dtype, np.integer):
-        return frames
-    if not np.issubdtype(frames.dtype, np.floating):
-        raise ScanFileError(f"{source}: frames must be photon counts, got {frames.dtype}")
-    finite = np.isfinite(frames)
-    values = np.maximum(np.where(finite, frames, 0.0), 0.0)
-    counts = np.rint(values)
-    signal = float(values.sum(dtype=np.float64))
-    if signal > 0 and float(counts.sum(dtype=np.float64)) < 0.5 * signal:
-        raise ScanFileError(f"{source}: the {frames.dtype} frames are mostly fractions of a "
-                            f"count (at most {values.max():.3g}): in other units than photons? "
-                            "Scale them to photon counts (divide by the detector's gain)")
-    if counts.max(initial=0.0) > np.iinfo(np.int32).max:
-        raise ScanFileError(f"{source}: frames of up to {counts.max():.3g} counts do not fit "
-                            "32-bit integers")
-    return np.where(finite, counts, -1).astype(np.int32)
+    """`counts.as_counts`, a refusal naming `source`."""
+    try:
+        return counts.as_counts(frames)
+    except NotCounts as error:
+        raise ScanFileError(f"{source}: {error}") from error
 
 
 def _checked(path: Path, frames: np.ndarray,

@@ -16,7 +16,7 @@ DETECTOR_STATES = (
     "Idle", "Acquire", "Readout", "Correct", "Saving", "Aborting",
     "Error", "Waiting", "Initializing", "Disconnected", "Aborted",
 )
-DATA_TYPES = ("UInt8", "UInt16", "UInt32")
+DATA_TYPES = ("UInt8", "UInt16", "UInt32", "Float32")
 IMAGE_MODES = ("Single", "Multiple", "Continuous")
 SCAN_SOURCES = ("Pattern", "Stage", "Replay")
 SCAN_PATTERNS = ("Raster", "Fermat")

@@ -43,9 +43,10 @@ def detector_mask(mask_file: str, shape: tuple[int, int]) -> np.ndarray | None:
 
 def marked(frames: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     """`frames` with the `mask`'s pixels at the pixel type's maximum (a copy), as detectors
-    mark a module gap's pixels."""
+    mark a module gap's pixels; NaN in floating-point frames, as processing marks them."""
     if mask is None:
         return frames
     frames = frames.copy()
-    frames[..., mask] = np.iinfo(frames.dtype).max
+    floating = np.issubdtype(frames.dtype, np.floating)
+    frames[..., mask] = np.nan if floating else np.iinfo(frames.dtype).max
     return frames

@@ -26,7 +26,9 @@ from ptychoedge.sim.ntndarray import make_compressed_frame, make_frame
 
 log = logging.getLogger(__name__)
 
-PIXEL_TYPES = {"UInt8": np.uint8, "UInt16": np.uint16, "UInt32": np.uint32}
+# Float32: the counts as areaDetector's NDProcess publishes them once it has processed them
+PIXEL_TYPES = {"UInt8": np.uint8, "UInt16": np.uint16, "UInt32": np.uint32,
+               "Float32": np.float32}
 MICROMETRE = 1e-6
 MAX_BANK_BYTES = 2 * 2**30  # precomputed frames are held in memory
 BANK_CHUNK = 64  # frames computed at a time, to bound memory for large frames
@@ -84,9 +86,11 @@ class SourceSettings:
         return PIXEL_TYPES[self.data_type]
 
     def simulator(self) -> physics.PtychographySimulator:
+        """The simulator of the counts: 32-bit for float pixels, whose counts never saturate."""
+        counts = np.uint32 if np.issubdtype(self.dtype, np.floating) else self.dtype
         return scene.simulator(max(self.size_x, self.size_y), self.probe, self.probe_modes,
                                self.sample, self.sample_thickness, self.seed, self.photons,
-                               self.dtype)
+                               counts)
 
     def scan_positions(self) -> np.ndarray:
         step = self.step_um * MICROMETRE
@@ -149,7 +153,8 @@ class PatternSource(BankSource):
             for i in range(0, len(positions), BANK_CHUNK)
         ])
         mask = scene.detector_mask(settings.mask, images.shape[1:])
-        super().__init__(scene.marked(images, mask), positions)
+        super().__init__(scene.marked(images.astype(settings.dtype, copy=False), mask),
+                         positions)
 
 
 class ReplaySource(BankSource):
@@ -184,7 +189,8 @@ class StageSource:
         frame = self._cache.get(key)
         if frame is None:
             images, _ = self.simulator.frames(position)
-            image = scene.marked(crop_to(images, self.size_y, self.size_x)[0], self.mask)
+            image = crop_to(images, self.size_y, self.size_x)[0].astype(self.settings.dtype)
+            image = scene.marked(image, self.mask)
             frame = self.codec.apply(image, (x, y))
             self._cache[key] = frame
             if len(self._cache) > self.CACHE_SIZE:

@@ -10,7 +10,7 @@ FRAMES = ["good", "rank", "too_small", "pixel_type", "empty", "good", "no_colorm
 FAULT_FRAMES = {
     "rank_1d": "rank", "rank": "rank", "zero_size": "empty", "empty": "empty",
     "huge_ok": None, "huge_claimed": "too_large", "pixel_type": "pixel_type",
-    "double_pixels": "pixel_type", "signed_ok": None, "signed16_ok": None,
+    "boolean_pixels": "pixel_type", "signed_ok": None, "signed16_ok": None, "float_ok": None,
     "lz4_garbage": "decode", "unknown_codec": "decode", "lz4_bomb": "too_large",
     "size_mismatch": "decode", "no_unique_id": "unique_id", "no_attributes_ok": None,
     "too_small": "too_small",

@@ -29,10 +29,15 @@ def frame(kind: str, unique_id: int, good: np.ndarray) -> pva.NtNdArray:
         return make_frame(good.astype(np.int32), unique_id, position)
     if kind == "too_small":
         return make_frame(good[:32, :32].copy(), unique_id, position)
-    if kind == "pixel_type":
-        return make_frame(good.astype(np.float32), unique_id, position)
-    if kind == "double_pixels":
-        return make_frame(good.astype(np.float64), unique_id, position)
+    if kind == "pixel_type":  # floats in another unit than photons
+        return make_frame((good / 1e4).astype(np.float32), unique_id, position)
+    if kind == "float_ok":  # counts as NDProcess sends them, a dark subtracted
+        noise = np.random.default_rng(unique_id).uniform(-0.3, 0.3, good.shape)
+        return make_frame(good + noise, unique_id, position)
+    if kind == "boolean_pixels":
+        f = make_frame(good, unique_id, position)
+        f["value"] = {"booleanValue": (good > 0).ravel()}
+        return f
     if kind == "signed16_ok":
         return make_frame(good.astype(np.int16), unique_id, position)
     if kind == "huge_ok":  # valid, if large: the model takes its centre

@@ -14,6 +14,10 @@ VARIANTS = [
     ("bslz4", {}),
 ]
 
+# Codecs of float32 frames, counts with a dark subtracted (as NDProcess sends them), sent
+# after the variants: read as the same counts
+FLOAT_CODECS = ["None", "lz4", "bslz4"]
+
 # Compressed frames that must still be refused, and the error kind each is counted as
 BAD = {
     "lz4_corrupt": "decode", "blosc_corrupt": "decode", "bslz4_corrupt": "decode",

@@ -2,9 +2,10 @@
 
     python codec_frames_server.py CHANNEL GO_FILE [good|bad]
 
-Waits for GO_FILE (the consumer is connected), publishes `FRAMES` raw frames
-and the same frames once for each of `VARIANTS` (good), or one good frame and
-then each of `BAD` (bad), waits a little for them to be taken, and exits.
+Waits for GO_FILE (the consumer is connected), publishes `FRAMES` raw frames, the
+same frames once for each of `VARIANTS` and as floats for each of `FLOAT_CODECS`
+(good), or one good frame and then each of `BAD` (bad), waits a little for them to be
+taken, and exits.
 """
 
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pvaccess as pva
-from codec_frames import BAD, FRAMES, VARIANTS
+from codec_frames import BAD, FLOAT_CODECS, FRAMES, VARIANTS
 
 from ptychoedge.sim import physics
 from ptychoedge.sim.ntndarray import make_compressed_frame, make_frame
@@ -50,6 +51,10 @@ def main() -> None:
         sequence = [make_frame(image, 0) for image in images]
         for codec, blosc in VARIANTS:
             sequence += [make_compressed_frame(image, codec, **blosc) for image in images]
+        noise = np.random.default_rng(0).uniform(-0.4, 0.4, images[0].shape)
+        for codec in FLOAT_CODECS:
+            sequence += [make_compressed_frame((image + noise).astype(np.float32), codec)
+                         for image in images]
     server = pva.PvaServer(channel, pva.NtNdArray())
     while not go_file.exists():
         time.sleep(0.05)

@@ -1,5 +1,6 @@
 """Compressed frames (lz4, blosc, bslz4) as NDPluginCodec and pvapy-ad-sim-server -hcm
-send them, through a real pvapy-hpc-consumer: reconstructed exactly like the raw frames."""
+send them, and float32 frames as NDProcess sends them, through a real pvapy-hpc-consumer:
+reconstructed exactly like the raw frames."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import lz4.block
 import numpy as np
 import pytest
 import torch
-from codec_frames import BAD, FRAMES, VARIANTS, unique_ids
+from codec_frames import BAD, FLOAT_CODECS, FRAMES, VARIANTS, unique_ids
 from conftest import ptychoedge, pva_ready, wait_until
 from test_processor import DEEP_QUEUE, INSTRUMENT, Instance, acquire, collect, put
 
@@ -117,18 +118,20 @@ def reconstructions(outputs: dict, ids) -> np.ndarray:
     return np.stack([np.asarray(outputs[i]["value"]).reshape(2, 64, 64) for i in ids])
 
 
-def test_compressed_streams_are_reconstructed_like_the_raw_frames(spawn, prefix, pva, model_dir,
-                                                                  tmp_path):
+def test_compressed_and_float_streams_are_reconstructed_like_the_raw_frames(
+        spawn, prefix, pva, model_dir, tmp_path):
     channel, go = prefix + "codec:Image", tmp_path / "go"
     server = spawn(sys.executable, str(CODEC_SERVER), channel, str(go), name="codec-frames")
     instance = Instance(spawn, pva, channel, prefix, model_dir, batchSize=1)
-    wanted = set(range(1, 1 + FRAMES * (1 + len(VARIANTS))))
+    wanted = set(range(1, 1 + FRAMES * (1 + len(VARIANTS) + len(FLOAT_CODECS))))
     outputs = collect(pva, instance.output, wanted, go.touch)
     raw = reconstructions(outputs, unique_ids(0))
     assert np.isfinite(raw).all() and raw.std() > 0
-    for variant, (codec, settings) in enumerate(VARIANTS, start=1):
+    names = [f"{codec} {settings}" for codec, settings in VARIANTS] + [
+        f"float32, {codec}" for codec in FLOAT_CODECS]
+    for variant, name in enumerate(names, start=1):
         np.testing.assert_array_equal(reconstructions(outputs, unique_ids(variant)), raw,
-                                      err_msg=f"{codec} {settings}")
+                                      err_msg=name)
     instance.wait_published(len(wanted))  # its report comes up to 0.5 s later
     stats = instance.stats()
     assert stats["errors"] == 0 and stats["published"] == len(wanted)
@@ -169,7 +172,7 @@ def test_missing_codec_package_is_one_clear_message(spawn, prefix, pva, model_di
     wait_until(pva_ready(pva, prefix + "recon:1:status"), 60, "consumer status", consumer)
     go.touch()
     blosc_frames = FRAMES * sum(codec == "blosc" for codec, _ in VARIANTS)
-    others = FRAMES * (1 + len(VARIANTS)) - blosc_frames
+    others = FRAMES * (1 + len(VARIANTS) + len(FLOAT_CODECS)) - blosc_frames
 
     def stats() -> dict:
         status = pva.get(prefix + "recon:1:status", timeout=5)
@@ -177,7 +180,7 @@ def test_missing_codec_package_is_one_clear_message(spawn, prefix, pva, model_di
 
     wait_until(lambda: stats()["published"] + stats()["errors"] >= others + blosc_frames, 60,
                "every frame", consumer)
-    assert stats()["published"] == others  # raw, lz4 and bslz4 all reconstructed
+    assert stats()["published"] == others  # raw, lz4, bslz4 and float all reconstructed
     assert stats()["errors_decode"] == blosc_frames
     said = [line for line in consumer.log().splitlines() if "cannot be decoded" in line]
     assert len(said) == 1, said

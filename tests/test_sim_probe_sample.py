@@ -1,5 +1,5 @@
-"""`ptychoedge sim --probe --sample --photons --mask`: the live detector serves that
-instrument, its masked pixels at the pixel type's maximum."""
+"""`ptychoedge sim --probe --sample --photons --mask --data-type`: the live detector serves
+that instrument, its masked pixels at the pixel type's maximum (NaN in float frames)."""
 
 from __future__ import annotations
 
@@ -49,3 +49,21 @@ def test_sim_serves_the_chosen_probe_and_sample(spawn, prefix, pva, tmp_path):
                                                        gaps((N, N))))
         assert np.abs(received.astype(float) - default.frames(position)[0][0]).sum() \
             > 0.5 * received.sum()
+
+
+def test_sim_serves_float32_frames_as_processing_does(spawn, prefix, pva, tmp_path):
+    """`--data-type Float32`: the counts as floats, the mask's pixels NaN (an NDProcess
+    stream), which the pipeline reads as the same counts (tests/test_codecs.py)."""
+    mask = gaps((N, N))
+    np.save(tmp_path / "mask.npy", mask)
+    start_sim(spawn, prefix, tmp_path, "--no-stage", "--data-type", "Float32",
+              "--mask", str(tmp_path / "mask.npy"), "--rate", "100", "--acquire")
+    frames = next_frames(pva, prefix + "Pva1:Image", 3)
+    simulator = physics.PtychographySimulator(N, dtype=np.uint32)
+    for frame in frames:
+        attributes = {a["name"]: a["value"] for a in frame["attribute"]}
+        received = frame["value"].reshape(N, N)
+        assert received.dtype == np.float32
+        assert np.isnan(received[mask]).all() and np.isfinite(received[~mask]).all()
+        counts = simulator.frames(np.array([[attributes["PosX"], attributes["PosY"]]]))[0][0]
+        np.testing.assert_array_equal(received[~mask], counts[~mask])
