@@ -75,7 +75,7 @@ def main() -> int:
             known = values
         above = float(np.mean(values > np.percentile(known, 90)))
         over_noise, explained = result.spread.figures()
-        mosaic = Mosaic(manifest.object_pixel_size, manifest.illumination())
+        mosaic = Mosaic.for_model(manifest)
         agreed = agreement(overlap for overlap in (
             mosaic.add(patch[0], patch[1], x, y)
             for patch, (x, y) in zip(result.patches, placed[name], strict=True)) if overlap)
@@ -102,7 +102,7 @@ def main() -> int:
           "(goal < 10%)")
     # the collector stitches every instance's patches, and compares each with the mosaic
     # before it (the agreement), in one process
-    mosaic = Mosaic(manifest.object_pixel_size, manifest.illumination())
+    mosaic = Mosaic.for_model(manifest)
     spots = positions[: args.batch]
     stitch = seconds(lambda: [mosaic.add(output[i, 0], output[i, 1], x, y)
                               for i, (x, y) in enumerate(spots)])

@@ -105,7 +105,7 @@ def simulate(manifest, points: int, step_um: float, seed: int, photons: float):
 
 
 def mosaic_of(patches: np.ndarray, positions: np.ndarray, manifest) -> Mosaic:
-    mosaic = Mosaic(manifest.object_pixel_size, manifest.illumination())
+    mosaic = Mosaic.for_model(manifest)
     for (amplitude, phase), (x, y) in zip(patches, positions, strict=True):
         mosaic.add(amplitude, phase, x, y)
     return mosaic

@@ -95,6 +95,12 @@ class Manifest:
         """m per pixel of the output patches."""
         return self.instrument.geometry.object_pixel_size(self.preprocessing.crop_size)
 
+    @property
+    def phase_up_to_a_constant(self) -> bool:
+        """Whether each patch's phase is known only up to a constant: a network trained
+        through the physics alone, where no label fixes it (its mosaic aligns the patches)."""
+        return self.training.get("mode") == "self-supervised"
+
     def illumination(self) -> np.ndarray:
         """(n, n) probe intensity over the output field, summed over modes."""
         return np.sum(np.abs(self.probe) ** 2, axis=0)

@@ -203,7 +203,7 @@ class MosaicProcessor(AdImageProcessor):
         self.args = CollectorArgs.from_args(configDict or {})
         self.model = self.args.model
         manifest = load_manifest(self.model, self._model_dir)
-        self.mosaic = Mosaic(manifest.object_pixel_size, manifest.illumination())
+        self.mosaic = Mosaic.for_model(manifest)
         # how the latest patches compared with the mosaic before them (None: met none)
         self.overlaps: deque[Overlap | None] = deque(maxlen=AGREEMENT_WINDOW)
         self.names = {image: self.args.prefix + image for image in IMAGES}
@@ -235,7 +235,7 @@ class MosaicProcessor(AdImageProcessor):
             self.logger.warning("model refused: %s", error)
             self.errors += 1
             return
-        mosaic = Mosaic(manifest.object_pixel_size, manifest.illumination())
+        mosaic = Mosaic.for_model(manifest)
         if configDict.get(REDRAW):
             try:
                 mosaic = Mosaic.load(Path(configDict[REDRAW]))

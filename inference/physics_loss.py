@@ -3,8 +3,11 @@
 `diffraction_loss`: the predicted patch behind the model's probe, through the forward
 model, against the measured counts, compared as square roots (amplitudes) pixel by
 pixel. `overlap_loss`: two neighbouring frames see the same object where their
-fields overlap, so their predicted patches must agree there (this also ties each
-patch's free phase offset to its neighbours').
+fields overlap, so their predicted patches must agree there, up to a constant phase:
+a frame's diffraction does not fix its patch's, so a network cannot learn it from the
+frame (on an object whose phase spans several radians, asking for it cost the stitched
+phase a third of its correlation with the truth, MODELS.md). The mosaic of such a model
+aligns each patch's constant phase with its neighbours' (`Mosaic.for_model`).
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ def neighbour_pairs(pixels: np.ndarray, size: int, most: int = 4) -> np.ndarray:
 
 def overlap_loss(first: torch.Tensor, second: torch.Tensor, shifts: np.ndarray,
                  weight: torch.Tensor) -> torch.Tensor:
-    """Weighted mean |O_a - O_b|^2 over the overlaps of complex patch pairs (m, s, s).
+    """Weighted mean |O_a - exp(i c) O_b|^2 over the overlaps of complex patch pairs
+    (m, s, s), each pair at the constant phase c that fits it best.
 
     `shifts` (m, 2) are the integer (x, y) object pixels from a's position to b's;
     `weight` (s, s) is the probe's intensity, so well-lit pixels count most.
@@ -60,6 +64,9 @@ def overlap_loss(first: torch.Tensor, second: torch.Tensor, shifts: np.ndarray,
         ya, yb = slice(max(dy, 0), size + min(dy, 0)), slice(max(-dy, 0), size + min(-dy, 0))
         xa, xb = slice(max(dx, 0), size + min(dx, 0)), slice(max(-dx, 0), size + min(-dx, 0))
         w = weight[ya, xa] * weight[yb, xb]
-        total = total + (w * (a[ya, xa] - b[yb, xb]).abs().square()).sum()
+        here, there = a[ya, xa], b[yb, xb]
+        # min over c of sum w |here - exp(i c) there|^2
+        total = total + ((w * (here.abs().square() + there.abs().square())).sum()
+                         - 2 * (w * here * there.conj()).sum().abs())
         norm = norm + w.sum()
     return total / norm.clamp(min=1e-12)

@@ -73,7 +73,7 @@ def reconstruct(frames: np.ndarray, positions: np.ndarray, reconstructor: Recons
                 progress: bool = False) -> Reconstruction:
     """Reconstruct and stitch `frames` (n, ny, nx) at `positions` (n, 2) m."""
     manifest = reconstructor.manifest
-    result = Reconstruction(Mosaic(manifest.object_pixel_size, manifest.illumination()),
+    result = Reconstruction(Mosaic.for_model(manifest),
                             np.full(len(frames), np.nan))
     started = time.perf_counter()
     for start in range(0, len(frames), BATCH):

@@ -4,7 +4,7 @@ patches of one sample agree where they overlap, patches at the wrong places do n
 import numpy as np
 import pytest
 
-from ptychoedge.inference.mosaic import Mosaic, agreement
+from ptychoedge.inference.mosaic import TURN_ABOVE, Mosaic, agreement
 from ptychoedge.pvdb.processors import AGREES
 from ptychoedge.sim import physics
 
@@ -33,6 +33,32 @@ def test_patches_of_one_sample_rebuild_it():
                                np.abs(sample[sample_rows, sample_columns]), atol=1e-5)
     np.testing.assert_allclose(phase[rows, columns],
                                np.angle(sample[sample_rows, sample_columns]), atol=1e-5)
+
+
+def test_patches_known_up_to_a_constant_phase_are_aligned_with_the_patches_before_them():
+    # A network trained through the physics alone gives each patch's phase up to a
+    # constant; stitched as they come, such patches blur the sample, aligned they rebuild it.
+    sample = physics.make_sample((256, 256), seed=3) ** 3  # a phase of up to 1.5 pi
+    size = 32
+    weight = np.abs(physics.make_probe(size, 24)) ** 2
+    constants = np.random.default_rng(1).uniform(-np.pi, np.pi, 64)
+    positions = physics.raster_positions(8, 8, 12 * PIXEL)
+    errors = {}
+    for align in (False, True):
+        mosaic = Mosaic(PIXEL, weight, align_phase=align)
+        for (x, y), constant in zip(positions, constants, strict=True):
+            column, row = np.rint(np.array([x, y]) / PIXEL).astype(int) + 128 - size // 2
+            patch = sample[row:row + size, column:column + size]
+            mosaic.add(np.abs(patch), np.angle(patch) + constant, x, y)
+        _, phase = mosaic.images()
+        rows, columns = np.nonzero(mosaic.coverage())
+        origin_column, origin_row = mosaic.position_to_pixel(0.0, 0.0)
+        truth = sample[rows - origin_row + 128, columns - origin_column + 128]
+        turned = np.exp(1j * phase[rows, columns]) * np.conj(truth) / np.abs(truth)
+        # the phase error after the one constant that fits the whole image best
+        errors[align] = np.abs(np.angle(turned * np.conj(turned.mean()))).max()
+    assert errors[True] < TURN_ABOVE  # constants that small are left: the network's error
+    assert errors[False] > 1.0
 
 
 def test_overlap_is_weighted_by_the_probe():
