@@ -138,3 +138,17 @@ def test_patches_of_one_sample_agree_where_they_overlap_and_misplaced_ones_do_no
     assert agreement_of([patches[20]] * len(patches), positions)[0] < 0.0
     # flat patches say nothing: no agreement to judge
     assert np.isnan(agreement_of([np.ones((32, 32))] * 4, positions[:4])[0])
+
+
+@pytest.mark.parametrize("align", [False, True])
+def test_a_saved_mosaic_goes_on_stitching_as_it_was_made(tmp_path, align):
+    weight = np.abs(physics.make_probe(16, 12)) ** 2
+    phase = np.linspace(-1.0, 1.0, 256).reshape(16, 16)
+    made = Mosaic(PIXEL, weight, align_phase=align)
+    made.add(np.ones((16, 16)), phase, 0.0, 0.0)
+    made.save(tmp_path / "mosaic.npz")
+    loaded = Mosaic.load(tmp_path / "mosaic.npz")
+    for mosaic in (made, loaded):  # the same patch again, a constant 1 rad off
+        mosaic.add(np.ones((16, 16)), phase + 1.0, 4 * PIXEL, 0.0)
+    assert loaded.align_phase == align
+    np.testing.assert_array_equal(loaded.images()[1], made.images()[1])
