@@ -189,8 +189,8 @@ class StageSource:
         frame = self._cache.get(key)
         if frame is None:
             images, _ = self.simulator.frames(position)
-            image = crop_to(images, self.size_y, self.size_x)[0].astype(self.settings.dtype)
-            image = scene.marked(image, self.mask)
+            image = crop_to(images, self.size_y, self.size_x)[0]
+            image = scene.marked(image.astype(self.settings.dtype, copy=False), self.mask)
             frame = self.codec.apply(image, (x, y))
             self._cache[key] = frame
             if len(self._cache) > self.CACHE_SIZE:
