@@ -16,7 +16,6 @@ import h5py
 import numpy as np
 
 from ptychoedge.inference import counts
-from ptychoedge.inference.counts import NotCounts
 
 CXI_FRAME_PATHS = ("entry_1/data_1/data", "entry_1/instrument_1/detector_1/data")
 CXI_POSITION_PATH = "entry_1/sample_1/geometry_1/translation"
@@ -84,7 +83,7 @@ def as_counts(frames: np.ndarray, source: str) -> np.ndarray:
     """`counts.as_counts`, a refusal naming `source`."""
     try:
         return counts.as_counts(frames)
-    except NotCounts as error:
+    except counts.NotCounts as error:
         raise ScanFileError(f"{source}: {error}") from error
 
 

@@ -149,12 +149,11 @@ class PatternSource(BankSource):
         simulator = settings.simulator()
         images = np.concatenate([
             crop_to(simulator.frames(positions[i:i + BANK_CHUNK])[0],
-                    settings.size_y, settings.size_x)
+                    settings.size_y, settings.size_x).astype(settings.dtype, copy=False)
             for i in range(0, len(positions), BANK_CHUNK)
         ])
         mask = scene.detector_mask(settings.mask, images.shape[1:])
-        super().__init__(scene.marked(images.astype(settings.dtype, copy=False), mask),
-                         positions)
+        super().__init__(scene.marked(images, mask), positions)
 
 
 class ReplaySource(BankSource):
