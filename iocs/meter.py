@@ -170,9 +170,11 @@ class Meter:
         # delivered when its instance reported it published or the collector received it.
         figures.frames_processed = max(self._processed.total, self._received.total)
         # a frame an instance refused is an error, not a lost frame, though it leaves a gap
-        # tied to the detector's last real id (not an unstamped frame's 0, which would let
-        # the refusals go before their gaps show)
-        known = self._input.last_id if self._input.last_id is not None else 1 << 62
+        # tied to the last real id known (not an unstamped frame's 0, which would let the
+        # refusals go before their gaps show): the detector's as last read, or an
+        # instance's, whose report may be fresher on a loaded machine
+        known = (max(self._input.last_id, last_taken) if self._input.last_id is not None
+                 else 1 << 62)
         self._refused_frames.refused(now, known, refused_now)
         overdue_now = self._refused_frames.lost(now, gaps_now, collected_to)
         if collected_to is not None:

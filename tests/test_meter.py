@@ -1,8 +1,13 @@
-"""The input's frame rate as the meter reads it once a period."""
+"""The input's frame rate as the meter reads it once a period, and refused frames told from
+lost ones."""
+
+import time
 
 import numpy as np
 
-from ptychoedge.iocs.meter import PAUSE_MIN, InputRate
+from ptychoedge.iocs.instances import Instance, Report
+from ptychoedge.iocs.meter import PAUSE_MIN, InputRate, Meter
+from ptychoedge.pvdb.processors import InstanceCounts, InstanceStatus
 
 
 def rates_read(frame_times: np.ndarray, until: float, period: float = 1.0) -> list[float]:
@@ -57,3 +62,25 @@ def test_a_frame_never_stamped_neither_restarts_the_detector_nor_hides_its_last_
     assert meter.update(2.0, 0) == 20
     assert meter.last_id == 30
     assert meter.update(3.0, 50) == 10  # 20 frames over the 2 s since id 30
+
+
+def test_refusals_wait_for_their_gaps_when_the_detectors_id_was_read_late():
+    # On a loaded machine an instance may report refusals of frames past the detector's id
+    # as the IOC last read it: their gaps, shown one by one as the collector gives up on
+    # each, are still errors, not lost frames.
+    meter = Meter(ctx=None)
+    instance = Instance("instance 1", "status", "control", "input")
+    collector = Instance("collector", "status", "control", "input")
+
+    def measure(detector_id: int, refused: int, gaps: int, collected_to: int) -> None:
+        counts = InstanceCounts(published=12 - refused, errors=refused)
+        instance.report = Report(1, 12, time.time(), 12, 0, 0, InstanceStatus(counts))
+        collector.report = Report(1, collected_to, time.time(), 0, gaps, 0, None)
+        meter.measure(detector_id, {1: instance}, collector)
+
+    measure(5, refused=0, gaps=0, collected_to=1)
+    measure(5, refused=6, gaps=0, collected_to=1)  # frames 2, 4, ..., 12 refused
+    for gaps in range(1, 7):  # the collector waits at each gap in turn
+        measure(12, refused=6, gaps=gaps, collected_to=2 * gaps + 1)
+    assert meter.figures.frame_errors == 6
+    assert meter.figures.frames_missed == 0
