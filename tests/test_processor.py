@@ -58,7 +58,9 @@ class Instance:
             # as the pool starts them: a model load must not overrun pvAccess's queue
             "--server-queue-size", str(SERVER_QUEUE),
             "--report-period", "0.5", "--disable-curses", name="consumer")
-        wait_until(pva_ready(ctx, self.status), 60, "consumer status channel", self.child)
+        # a consumer loads torch and onnxruntime on two shared cores: in a fresh-clone run,
+        # beside a busy test worker, its processor started only about a minute after it
+        wait_until(pva_ready(ctx, self.status), 120, "consumer status channel", self.child)
 
     def stats(self) -> dict:
         status = self.ctx.get(self.status, timeout=5)
