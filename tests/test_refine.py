@@ -1,5 +1,6 @@
-"""Physics refinement (inference/refine.py): it fits the frames better sweep by sweep, it
-starts from the network's mosaic where that lies, and from there it beats a flat start;
+"""Physics refinement (inference/refine.py): it fits the frames better sweep by sweep, and
+in fewer sweeps than with ePIE's step throughout; it starts from the network's mosaic where
+that lies, and from there it beats a flat start;
 it takes the scan's own probe, and no start from a network the frames do not fit; it
 finds the true probe from one a little off, and leaves an exact one as it is."""
 
@@ -52,6 +53,20 @@ def test_sweeps_lower_the_fourier_error_and_find_the_sample(case):
     before, after = scores_of(one, simulator), scores_of(many, simulator)
     for name in ("amplitude", "phase"):
         assert after[f"{name}_correlation"] > before[f"{name}_correlation"] + 0.1
+
+
+def test_the_relaxed_step_finds_the_sample_in_fewer_sweeps_than_epies(case):
+    """Early sweeps with a step larger where the probe is dim correct the whole field at
+    once (seen after 10 sweeps: 0.85 / 0.83 against ePIE's 0.70 / 0.61)."""
+    _, manifest, frames, positions, _, simulator = case
+    orientation = manifest.preprocessing.orientation
+    relaxed = refine(frames, positions, manifest.instrument, orientation, 60.0, most_sweeps=10)
+    epie = refine(frames, positions, manifest.instrument, orientation, 60.0, most_sweeps=10,
+                  relaxed=1.0)
+    assert relaxed.errors[-1] < epie.errors[-1]
+    faster, slower = scores_of(relaxed, simulator), scores_of(epie, simulator)
+    for name in ("amplitude", "phase"):
+        assert faster[f"{name}_correlation"] > slower[f"{name}_correlation"] + 0.1
 
 
 @pytest.mark.parametrize("crop", [128, 64], ids=["network at the probe's pixel",
