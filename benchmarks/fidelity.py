@@ -7,14 +7,15 @@ the truth's mean). The cases:
 
   (i)   the model's own instrument and sample families, on samples it never saw; the
         network's image refined through the physics for --refine-seconds (refine.py:
-        ePIE with the known probe on every detector pixel, the exact forward model) and
-        beside it the same refinement from a flat object for as long; and ePIE from a
-        flat object for --epie-seconds: what the frames themselves allow;
+        ePIE with the known probe on every detector pixel, the exact forward model, its
+        first steps relaxed) and beside it the same refinement from a flat object for as
+        long, and with ePIE's step throughout; and the refinement from a flat object for
+        --epie-seconds: what the frames themselves allow;
   (ii)  a probe and a sample family it never saw: the model as shipped, then a model
         trained self-supervised on that scan's own frames (no labels: `ptychoedge train
         --scan SCAN`, from scratch, or from the model with --from-model), and that
         model's image refined for --refine-seconds;
-  (iii) ePIE from a flat object (the refinement's, on every detector pixel) on the same
+  (iii) the refinement from a flat object (on every detector pixel) on the same
         scan, given the time of the fine-tune, the network and the refinement together.
 
 Prints a table and writes benchmark-logs/fidelity/{report.json,fidelity.png}.
@@ -43,7 +44,7 @@ from ptychoedge.inference.instrument import Instrument, Orientation, write_cxi
 from ptychoedge.inference.manifest import DEFAULT_MODEL, MODEL_DIR, Manifest, load_model
 from ptychoedge.inference.mosaic import agreement
 from ptychoedge.inference.reconstruct import reconstruct, save_pictures
-from ptychoedge.inference.refine import refine
+from ptychoedge.inference.refine import RELAXED, refine
 from ptychoedge.sim import physics
 from ptychoedge.sim.probes import named_probe
 from ptychoedge.sim.samples import named_sample
@@ -80,10 +81,12 @@ def network(model, manifest: Manifest, frames, positions, truth, truth_pixel):
 
 
 def refined(instrument: Instrument, frames, positions, truth, truth_pixel, seconds: float,
-            mosaic=None):
+            mosaic=None, relaxed: float = RELAXED):
     """Whole-detector ePIE (simulated frames: oriented, beam centred) for `seconds`, from
-    `mosaic` or from a flat object; its scores, images and sweeps."""
-    refinement = refine(frames, positions, instrument, Orientation(), seconds, mosaic)
+    `mosaic` or from a flat object, its first steps relaxed from `relaxed` (1: ePIE's step
+    throughout); its scores, images and sweeps."""
+    refinement = refine(frames, positions, instrument, Orientation(), seconds, mosaic,
+                        relaxed=relaxed)
     images = refinement.images()
     scores, _ = compare_images(*images, refinement.lit, refinement.pixel_size,
                                refinement.origin, truth, truth_pixel)
@@ -123,8 +126,8 @@ def main() -> int:
                         help="seconds of refinement of the network's image, and of the same "
                              "from a flat object, on each case (i) and (ii) scan (0: none)")
     parser.add_argument("--epie-seconds", type=float, default=60.0,
-                        help="seconds of whole-detector ePIE from a flat object on each case "
-                             "(i) scan, the reference of what its frames allow (0: none)")
+                        help="seconds of the refinement from a flat object on each case (i) "
+                             "scan, the reference of what its frames allow (0: none)")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -147,15 +150,18 @@ def main() -> int:
             pictures[name] = images
             pictures[f"truth: {kind}"] = (np.abs(aligned), np.angle(aligned))
             runs = [(f"network + refinement ({args.refine_seconds:.0f} s", args.refine_seconds,
-                     mosaic),
+                     mosaic, RELAXED),
                     (f"refinement from flat ({args.refine_seconds:.0f} s", args.refine_seconds,
-                     None),
-                    (f"ePIE from flat ({args.epie_seconds:.0f} s", args.epie_seconds, None)]
-            for title, seconds, start in runs:
+                     None, RELAXED),
+                    (f"ePIE's step from flat ({args.refine_seconds:.0f} s", args.refine_seconds,
+                     None, 1.0),
+                    (f"refinement from flat ({args.epie_seconds:.0f} s", args.epie_seconds, None,
+                     RELAXED)]
+            for title, seconds, start, relaxed in runs:
                 if not seconds:
                     continue
                 scores, images, sweeps = refined(known, frames, positions, truth, pixel,
-                                                 seconds, start)
+                                                 seconds, start, relaxed)
                 name = f"(i) {title}, {sweeps} sweeps)"
                 print(row(name, scores), flush=True)
                 report.append({"case": f"{name} {kind}", "sweeps": sweeps, **scores})
@@ -196,7 +202,7 @@ def main() -> int:
             budget = seconds + scores["seconds"] + args.refine_seconds
             epie_scores, epie_images, sweeps = refined(unseen, frames, positions, truth, pixel,
                                                        budget)
-            name = f"(iii) ePIE from flat, the same time ({budget:.0f} s, {sweeps} sweeps)"
+            name = f"(iii) refinement from flat, the same time ({budget:.0f} s, {sweeps} sweeps)"
             print(row(name, epie_scores), flush=True)
             report.append({"case": f"{name} {kind}", "sweeps": sweeps, **epie_scores})
             pictures[f"{name} {kind}"] = epie_images
