@@ -13,7 +13,10 @@ frames it took (refine.py), the probe with it (unless `--fixed-probe`), and writ
 beside it: `refined.cxi` (the object, and the instrument with the refined probe: an
 instrument file for `ptychoedge train --instrument` or the pipeline's `AdaptInstrument`),
 a second row in the picture, and in the report the Fourier error before and after and
-how far the probe moved.
+how far the probe moved. The even and the odd frames are then refined apart for a third of
+that time each (resolution.py): `resolution.png` (their Fourier ring correlation), the
+resolution in the report, and `filtered.cxi`, the refined object with its amplitude
+filtered to what the two halves share (a third row in the picture).
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from ptychoedge.inference.refine import (
     refine,
     scan_instrument,
 )
+from ptychoedge.inference.resolution import FEWEST_FRAMES, HALVES_SHARE, Resolution, half_scans
 from ptychoedge.pvdb.processors import AGREES, EXPLAINS, disagree, one_answer
 
 log = logging.getLogger("ptychoedge.reconstruct")
@@ -157,7 +161,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default %(default)s)")
     parser.add_argument("--refine", type=float, default=0.0, metavar="SECONDS",
                         help="then refine the network's image through the physics (ePIE, "
-                             "the probe too) for this long; 0: do not (default)")
+                             "the probe too) for this long, and two half-scans for a third "
+                             "of it each (the resolution); 0: do not (default)")
     parser.add_argument("--fixed-probe", action="store_true",
                         help="refine the object only: the probe is known exactly")
 
@@ -223,11 +228,12 @@ def run(args: argparse.Namespace) -> int:
     pictures = {"reconstruction": (amplitude, phase)}
     written = ["reconstruction.png", "reconstruction.cxi", "residuals.npy", "report.json"]
     taken = np.isfinite(result.residuals)
-    refinement = None
+    refinement = resolution = None
     if args.refine and taken.any():
         try:
-            refinement, given, why = _refined(args.scan, frames[taken], positions[taken],
-                                              manifest, args.refine, result, args.fixed_probe)
+            refinement, resolution, given, why = _refined(
+                args.scan, frames[taken], positions[taken], manifest, args.refine, result,
+                args.fixed_probe)
         except FrameError as error:
             print(f"not refined: the refinement takes the probe's whole "
                   f"{manifest.instrument.window}-pixel window of each frame: {error}",
@@ -246,6 +252,15 @@ def run(args: argparse.Namespace) -> int:
                                                                        given.probe)}
         pictures[f"refined ({refinement.sweeps} sweeps, {refinement.seconds:.0f} s)"] = refined
         written.insert(2, "refined.cxi")
+    if resolution is not None:
+        filtered = resolution.filtered_amplitude(np.abs(refinement.obj), refinement.lit)
+        write_object(args.out / "filtered.cxi", filtered, refined[1], refinement.pixel_size,
+                     refinement.origin)
+        resolution.save_plot(args.out / "resolution.png",
+                             f"{args.scan.name}: two half-scans refined apart")
+        report["refined"]["resolution"] = resolution.report()
+        pictures["refined, amplitude filtered"] = (filtered, refined[1])
+        written[3:3] = ["filtered.cxi", "resolution.png"]
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     save_pictures(args.out / "reconstruction.png",
                   f"{args.scan.name} through {args.model}: residual median {residual:.3f}",
@@ -265,6 +280,11 @@ def run(args: argparse.Namespace) -> int:
             print(f"the probe refined from sweep {PROBE_FROM}: its strongest mode overlaps "
                   f"the one given by {report['refined']['probe_overlap_with_given']:.3f} "
                   f"(1: unchanged); refined.cxi holds it with the geometry")
+    if resolution is not None:
+        print(f"resolution (two half-scans, {resolution.seconds:.0f} s, half-bit): the object "
+              f"{resolution.half_period(resolution.object_frc) * 1e9:.0f} nm, its amplitude "
+              f"{resolution.half_period(resolution.amplitude_frc) * 1e9:.0f} nm; filtered.cxi "
+              "holds the amplitude filtered to it")
     if limits and residual > limits[0]:
         print(f"warning: the residual is above the model's alarm limit {limits[0]:.3f}: these "
               "frames are unlike what the model was trained for (another probe, geometry or "
@@ -284,18 +304,29 @@ def run(args: argparse.Namespace) -> int:
 
 def _refined(scan: Path, frames: np.ndarray, positions: np.ndarray, manifest, seconds: float,
              network: Reconstruction, fixed_probe: bool):
-    """The network's image refined on `frames` (those it took), the instrument it was
-    given, and why it started where it did."""
+    """The network's image refined on `frames` (those it took), what two half-scans refined
+    apart resolve (None for a scan too short to halve), the instrument it was given, and
+    why it started where it did."""
 
-    def progress(refinement) -> None:
-        sys.stderr.write(f"\rrefining: sweep {refinement.sweeps}, Fourier error "
-                         f"{refinement.errors[-1]:.4f}, {refinement.seconds:.0f} of "
-                         f"{seconds:.0f} s")
-        sys.stderr.flush()
+    def progress(what: str, seconds: float):
+        def told(refinement) -> None:
+            sys.stderr.write(f"\r{what}: sweep {refinement.sweeps}, Fourier error "
+                             f"{refinement.errors[-1]:.4f}, {refinement.seconds:.0f} of "
+                             f"{seconds:.0f} s")
+            sys.stderr.flush()
+        return told
 
     start, why = network_start(network.mosaic, network.residuals, manifest)
     given = scan_instrument(scan, manifest)
-    refinement = refine(frames, positions, given, manifest.preprocessing.orientation, seconds,
-                        start, progress, probe_from=None if fixed_probe else PROBE_FROM)
+    orientation = manifest.preprocessing.orientation
+    refinement = refine(frames, positions, given, orientation, seconds, start,
+                        progress("refining", seconds),
+                        probe_from=None if fixed_probe else PROBE_FROM)
     sys.stderr.write("\n")
-    return refinement, given, why
+    resolution: Resolution | None = None
+    if len(frames) >= FEWEST_FRAMES:
+        resolution = half_scans(frames, positions, given, orientation, refinement,
+                                seconds * HALVES_SHARE,
+                                progress("each half-scan", seconds * HALVES_SHARE))
+        sys.stderr.write("\n")
+    return refinement, resolution, given, why

@@ -102,6 +102,19 @@ def test_reconstruct_refines_the_network_image_through_the_physics(scan, tmp_pat
     assert instrument.photons == pytest.approx(known.photons, rel=1e-3)
     assert probe_overlap(instrument.probe, known.probe) == pytest.approx(
         refined["probe_overlap_with_given"], abs=1e-4)
+    # two half-scans say what the frames resolve, and the amplitude is filtered to it
+    resolution = refined["resolution"]
+    assert (known.object_pixel_size <= resolution["object_half_period"]
+            <= resolution["amplitude_half_period"])
+    assert "each half-scan: sweep" in result.stderr and "resolution (two half-scans" in \
+        result.stdout
+    with h5py.File(tmp_path / "filtered.cxi") as f:
+        filtered = f["entry_1/image_1/data"][()]
+    lit = np.abs(image) > 0
+    assert filtered.shape == image.shape and np.allclose(np.angle(filtered[lit]),
+                                                         np.angle(image[lit]), atol=1e-5)
+    assert np.std(np.abs(filtered[lit])) < np.std(np.abs(image[lit]))
+    assert (tmp_path / "resolution.png").stat().st_size > 10_000
 
 
 @pytest.mark.integration
