@@ -25,6 +25,7 @@ import numpy as np
 from p4p.client.thread import Context
 
 from ptychoedge.apps.beamline import plain
+from ptychoedge.inference.resolution import HALVES_SHARE
 from ptychoedge.iocs.processes import Child, python_module, stop_all
 from ptychoedge.iocs.served import refuse_if_served
 from ptychoedge.pvdb import detector, pipeline
@@ -158,10 +159,12 @@ class Demo:
         seconds = self.args.refine
         self.ctx.put(self.p + "RefineSeconds", seconds, timeout=5)
         self.ctx.put(self.p + "Refine", 1, timeout=5)
-        print(f"refining the image through the physics for {seconds:g} s", flush=True)
+        whole = seconds * (1 + 2 * HALVES_SHARE)
+        print(f"refining the image through the physics for {seconds:g} s, then two half-scans "
+              f"for its resolution ({whole:.0f} s in all)", flush=True)
         self._wait(lambda: self._get(self.p + "RefineState_RBV") != "Idle", "the refinement",
                    10.0)
-        deadline = time.monotonic() + seconds + REFINE_MARGIN
+        deadline = time.monotonic() + whole + REFINE_MARGIN
         shown = ""
         while (state := self._get(self.p + "RefineState_RBV")) in ("Collecting", "Refining"):
             if time.monotonic() > deadline or self.quit.wait(1.0):
@@ -174,7 +177,7 @@ class Demo:
                 line = "Refining: the network draws the kept frames first"
             else:
                 line = (f"Refining: {self._get(self.p + 'RefineProgress_RBV'):3.0f}% of "
-                        f"{seconds:g} s, Fourier error {error:.5f}")
+                        f"{whole:.0f} s, Fourier error {error:.5f}")
             if sys.stdout.isatty():
                 print(f"\r{line:<60}", end="", flush=True)
             elif line != shown:
@@ -192,7 +195,9 @@ class Demo:
               f"file): {instrument}")
         scores = self._score_refined()
         if scores:
-            result["refined"] = scores | {"instrument": instrument}
+            result["refined"] = scores | {
+                "instrument": instrument,
+                "resolution_nm": self._get(self.p + "RefinedResolution_RBV")}
             (self.args.out / "report.json").write_text(json.dumps(result, indent=2) + "\n")
             print(f"refined image against the ground truth: SSIM amplitude "
                   f"{scores['amplitude_ssim']:.3f} (flat {scores['flat_amplitude_ssim']:.3f}), "

@@ -11,9 +11,12 @@ first the network's mosaic of the scan, then the refinement through the physics
 until `--seconds` have passed. Their attributes say where they lie: `PixelSize` (m) and
 `OriginX`, `OriginY` (the pixel of scan position 0). At the end it writes `--out`: the
 refined object and the instrument with the refined probe (reconstruct.py's
-`refined.cxi`). Each sweep prints a progress line (`PROGRESS`); the last line is JSON:
-frames, sweeps, seconds, the Fourier error after the first and the last sweep, how far
-the probe moved. It then keeps serving the last image until it is stopped. A scan or model
+`refined.cxi`). The even and the odd frames are then refined apart, a third of
+`--seconds` each (resolution.py), and the amplitude is served filtered to what the two
+agree on. Each sweep prints a progress line (`PROGRESS`, its time out of the whole); the
+last line is JSON: frames, sweeps, seconds, the Fourier error after the first and the last
+sweep, how far the probe moved, the half-periods resolved. It then keeps serving the last
+image until it is stopped. A scan or model
 it cannot use: one line `error: ...` and exit code 2. pvapy, so a process of its own.
 """
 
@@ -47,12 +50,13 @@ from ptychoedge.inference.refine import (
     refine,
     scan_instrument,
 )
+from ptychoedge.inference.resolution import FEWEST_FRAMES, HALVES_SHARE, half_scans
 from ptychoedge.inference.scan_file import ScanFileError, load_scan
 from ptychoedge.pvdb.pipeline import REFINED_IMAGES
 
 log = logging.getLogger("ptychoedge.refiner")
 
-PROGRESS = "refining: sweep {sweeps}, Fourier error {error:.5f}, {spent:.1f} of {seconds:.0f} s"
+PROGRESS = "refining: sweep {sweeps}, Fourier error {error:.5f}, {spent:.1f} of {seconds:.1f} s"
 SHOW_EVERY = 1.0  # s between the images it serves while refining
 
 
@@ -91,28 +95,48 @@ def run(args: argparse.Namespace, images: RefinedImages) -> dict:
     mosaic = drawn.mosaic
     images.show(*mosaic.images(), mosaic.pixel_size, mosaic.position_to_pixel(0.0, 0.0))
     last_shown = time.monotonic()
+    whole = args.seconds * (1 + 2 * HALVES_SHARE)
 
-    def progress(refinement: Refinement) -> None:
+    def refining(refinement: Refinement) -> None:
         nonlocal last_shown
         print(PROGRESS.format(sweeps=refinement.sweeps, error=refinement.errors[-1],
-                              spent=refinement.seconds, seconds=args.seconds), flush=True)
+                              spent=refinement.seconds, seconds=whole), flush=True)
         if time.monotonic() - last_shown >= SHOW_EVERY:
             images.show(*refinement.images(), refinement.pixel_size, refinement.origin)
             last_shown = time.monotonic()
 
+    halves: list[Refinement] = []
+
+    def resolving(half: Refinement) -> None:
+        if not halves or halves[-1] is not half:
+            halves.append(half)
+        spent = refinement.seconds + sum(done.seconds for done in halves)
+        print(PROGRESS.format(sweeps=refinement.sweeps, error=refinement.errors[-1],
+                              spent=spent, seconds=whole), flush=True)
+
     start, why = network_start(mosaic, drawn.residuals, manifest)
-    refinement = refine(frames[taken], positions[taken], instrument,
-                        manifest.preprocessing.orientation, args.seconds, start, progress,
-                        probe_from=PROBE_FROM)
-    images.show(*refinement.images(), refinement.pixel_size, refinement.origin)
-    write_object(args.out, *refinement.images(), refinement.pixel_size, refinement.origin,
+    orientation = manifest.preprocessing.orientation
+    refinement = refine(frames[taken], positions[taken], instrument, orientation,
+                        args.seconds, start, refining, probe_from=PROBE_FROM)
+    amplitude, phase = refinement.images()
+    images.show(amplitude, phase, refinement.pixel_size, refinement.origin)
+    write_object(args.out, amplitude, phase, refinement.pixel_size, refinement.origin,
                  replace(instrument, probe=refinement.probe))
-    return {"frames": int(taken.sum()), "refused": int((~taken).sum()),
-            "sweeps": refinement.sweeps, "seconds": round(refinement.seconds, 2),
-            "started_from": refinement.started_from, "why": why,
-            "fourier_error": [refinement.errors[0], refinement.errors[-1]],
-            "probe_overlap_with_given": probe_overlap(refinement.probe, instrument.probe),
-            "written": str(args.out)}
+    summary = {"frames": int(taken.sum()), "refused": int((~taken).sum()),
+               "sweeps": refinement.sweeps, "seconds": round(refinement.seconds, 2),
+               "started_from": refinement.started_from, "why": why,
+               "fourier_error": [refinement.errors[0], refinement.errors[-1]],
+               "probe_overlap_with_given": probe_overlap(refinement.probe, instrument.probe),
+               "written": str(args.out)}
+    if taken.sum() >= FEWEST_FRAMES:
+        resolution = half_scans(frames[taken], positions[taken], instrument, orientation,
+                                refinement, args.seconds * HALVES_SHARE, resolving)
+        images.show(resolution.filtered_amplitude(np.abs(refinement.obj), refinement.lit),
+                     phase, refinement.pixel_size, refinement.origin)
+        summary |= {"object_half_period": resolution.half_period(resolution.object_frc),
+                    "amplitude_half_period": resolution.half_period(resolution.amplitude_frc),
+                    "halves_seconds": round(resolution.seconds, 2)}
+    return summary
 
 
 def main(argv: list[str] | None = None) -> int:

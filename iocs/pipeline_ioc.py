@@ -147,6 +147,7 @@ class PipelineIOC:
             "RefineState_RBV": pipeline.REFINE_STATES.index(status.refine.state),
             "RefineProgress_RBV": status.refine.progress, "RefineError_RBV": status.refine.error,
             "RefinedInstrument_RBV": status.refine.instrument,
+            "RefinedResolution_RBV": status.refine.resolution,
         }
         # shown when it changes: a refused put's reason stays until there is news
         if status.message != self._said and time.monotonic() >= self._refusal_shown_until:

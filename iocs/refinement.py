@@ -12,9 +12,12 @@ button, while the pipeline runs, it goes:
               object where the frames do not fit the model: inference/refine.py); it
               serves the image as it improves, which the image relay shows as
               `$(P)Refined:*`; its progress lines give RefineProgress_RBV and
-              RefineError_RBV;
+              RefineError_RBV; then it refines the even and the odd frames apart (a
+              third of `RefineSeconds` each), and serves the amplitude filtered to
+              what the two agree on;
   Idle        again, the outcome in Message_RBV, with how much the probe moved (its
-              overlap with the one given); RefinedInstrument_RBV names the file of the
+              overlap with the one given); RefinedResolution_RBV the finest half-period
+              the two halves agree on; RefinedInstrument_RBV names the file of the
               refined object and instrument (`refined.cxi`, a file for
               `AdaptInstrument`); the refiner keeps serving its image until the next
               Refine or the IOC stops;
@@ -39,18 +42,20 @@ log = logging.getLogger(__name__)
 
 MIN_FRAMES = 10  # the fewest frames worth refining
 # the refiner's progress line (inference/refiner.py PROGRESS)
-PROGRESS = re.compile(r"refining: sweep (\d+), Fourier error ([-+.\deE]+|nan), ([.\d]+) of")
+PROGRESS = re.compile(r"refining: sweep (\d+), Fourier error ([-+.\deE]+|nan), ([.\d]+) of "
+                      r"([.\d]+) s")
 
 
 @dataclass
 class RefineStatus:
     """What refinement shows: RefineState_RBV, RefineProgress_RBV, RefineError_RBV,
-    RefinedInstrument_RBV."""
+    RefinedResolution_RBV, RefinedInstrument_RBV."""
 
     state: str = "Idle"
     progress: float = 0.0
     error: float = float("nan")
     instrument: str = ""  # the file the refiner wrote: the refined object and instrument
+    resolution: float = float("nan")  # nm: the finest half-period the halves agree on
 
 
 class Refinement(RingPart):
@@ -145,18 +150,25 @@ class Refinement(RingPart):
         text = log_tail(refiner.log_path)
         found = PROGRESS.findall(text)
         if found:
-            _, error, spent = found[-1]
-            self.status.progress = min(100.0, 100.0 * float(spent) / self._seconds)
+            _, error, spent, whole = found[-1]
+            self.status.progress = min(100.0, 100.0 * float(spent) / (float(whole) or 1.0))
             self.status.error = float(error)
         summary = last_json(text)
         if summary is not None:
             first, last = summary["fourier_error"]
             self.status = RefineStatus("Idle", 100.0, last, summary["written"])
+            resolved = ""
+            if "object_half_period" in summary:
+                self.status.resolution = summary["object_half_period"] * 1e9
+                resolved = (f"; resolved to {self.status.resolution:.0f} nm, the amplitude to "
+                            f"{summary['amplitude_half_period'] * 1e9:.0f} nm and shown "
+                            "filtered to it")
             self.news.say(f"refined {summary['frames']} frames in {summary['seconds']:.0f} s "
                           f"({summary['sweeps']} sweeps) from {summary['started_from']}: "
                           f"Fourier error {first:.3g} -> {last:.3g}; shown in Refined:*; "
                           f"the probe refined (overlap with the one given "
-                          f"{summary['probe_overlap_with_given']:.3f}): RefinedInstrument_RBV")
+                          f"{summary['probe_overlap_with_given']:.3f}): RefinedInstrument_RBV"
+                          f"{resolved}")
             log.info(self.news.message)
             return
         code = refiner.returncode

@@ -304,7 +304,8 @@ def main_screen() -> Screen:
         screen.write_button(p + pipeline.REFINE.name, 1, "Refine the kept frames", 5,
                             top + 30, 200)
         for row, name in enumerate(("RefineState_RBV", "RefineProgress_RBV",
-                                    "RefineError_RBV", "RefinedInstrument_RBV")):
+                                    "RefineError_RBV", "RefinedResolution_RBV",
+                                    "RefinedInstrument_RBV")):
             spec = find(pipeline.STATUS_PVS, name)
             screen.status_row(p, spec, 5, top + 30 + (row + 1) * ROW + 6, 110, 180)
 

@@ -35,7 +35,8 @@ frames (its frame ring keeps them). Two more streams:
 With `refine=True` the plan then puts `Refine` (iocs/refinement.py) and waits until the
 kept frames' image has been refined through the physics (for `refine_seconds`, the
 RefineSeconds knob, when given), then reads `refinement`: the pipeline's status
-(RefineState, RefineError, Message...) and the refined images, amplitude and phase.
+(RefineState, RefineError, RefinedResolution, Message...) and the refined images,
+amplitude (filtered to that resolution) and phase.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ import numpy as np
 from bluesky.utils import Msg
 from ophyd_async.core import StandardReadable, soft_signal_r_and_setter, wait_for_value
 
+from ptychoedge.inference.resolution import HALVES_SHARE
 from ptychoedge.inference.scan_patterns import fermat_spiral_positions, raster_positions
 
 if TYPE_CHECKING:  # the devices load libca; a plan needs them only when it runs
@@ -269,11 +271,12 @@ def refine_image(pipeline: Pipeline, seconds: float | None) -> Generator[Msg, An
             started = False
             break
         yield from bps.sleep(0.1)
-    deadline = time.monotonic() + seconds + REFINE_TIMEOUT
+    whole = seconds * (1 + 2 * HALVES_SHARE)  # then two half-scans, for the resolution
+    deadline = time.monotonic() + whole + REFINE_TIMEOUT
     while started and (yield from bps.rd(pipeline.refine_state)) in REFINE_BUSY:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{pipeline.name}: the refinement is still going after "
-                               f"{seconds + REFINE_TIMEOUT:.0f} s")
+                               f"{whole + REFINE_TIMEOUT:.0f} s")
         yield from bps.sleep(READ_PERIOD)
     yield from bps.trigger_and_read([pipeline, pipeline.refined_images], name="refinement")
 

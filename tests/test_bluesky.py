@@ -250,6 +250,7 @@ def test_ptycho_scan_refines_the_image_and_records_it(devices):
     assert configuration["pipeline-refine_seconds"] == 3
     assert 0 < data["pipeline-refine_error"] < 1
     assert Path(data["pipeline-refined_instrument"]).is_file()  # the probe, refined too
+    assert data["pipeline-refined_resolution"] >= 10  # nm: the object pixel at best
     amplitude = np.asarray(data["pipeline-refined_images-refined_amplitude"])
     phase = np.asarray(data["pipeline-refined_images-refined_phase"])
     lit = amplitude > 0

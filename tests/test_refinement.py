@@ -99,9 +99,14 @@ def test_refine_shows_the_kept_frames_image_refined_through_the_physics(line):
     assert probe_overlap(refined.probe, load_manifest(DEFAULT_MODEL).instrument.probe) > 0.99
     assert line.get("RefineProgress_RBV") == 100
     assert line.get("RefineError_RBV") == pytest.approx(last, rel=1e-2)
-    # the network's image first, then at least the refined one
+    # two half-scans refined apart say what the frames resolve, from the pixel up
+    resolution = line.get("RefinedResolution_RBV")
+    assert f"resolved to {resolution:.0f} nm" in message
+    pixel_nm = load_manifest(DEFAULT_MODEL).instrument.object_pixel_size * 1e9
+    assert pixel_nm <= resolution < 10 * pixel_nm
+    # the network's image first, then at least the refined one and its amplitude filtered
     shown, phase = line.image("Refined:Phase")
-    assert shown >= 2
+    assert shown >= 3
     _, amplitude = line.image("Refined:Amplitude")
     lit = amplitude > 0
     assert phase.shape == amplitude.shape and lit.mean() > 0.2
@@ -164,3 +169,6 @@ def test_frames_unlike_the_model_are_refined_from_flat_with_the_beamline_probe(l
                                truth.pixel_size)
     print("refined with the beamline's probe, against the truth:", scores)
     assert scores["phase_correlation"] > 0.9
+    # a weak absorber's amplitude, shown filtered to what the half-scans agree on (seen:
+    # 0.90; 0.77 as refined)
+    assert scores["amplitude_correlation"] > 0.83
