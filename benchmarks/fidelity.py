@@ -18,6 +18,12 @@ the truth's mean). The cases:
   (iii) the refinement from a flat object (on every detector pixel) on the same
         scan, given the time of the fine-tune, the network and the refinement together.
 
+Each refinement of a network's image is followed by a row of the same with its amplitude
+filtered to what two half-scans (the even and the odd frames refined apart, a third of its
+time each) resolve (resolution.py), with the half-periods they resolve (the object's, the
+amplitude's); and (iii) by the same, its refinement and half-scans given the time of the
+fine-tune, the network, the refinement and its half-scans together.
+
 Prints a table and writes benchmark-logs/fidelity/{report.json,fidelity.png}.
 
     python benchmarks/fidelity.py [--points 300] [--finetune-epochs 30] [--model NAME]
@@ -45,6 +51,7 @@ from ptychoedge.inference.manifest import DEFAULT_MODEL, MODEL_DIR, Manifest, lo
 from ptychoedge.inference.mosaic import agreement
 from ptychoedge.inference.reconstruct import reconstruct, save_pictures
 from ptychoedge.inference.refine import RELAXED, refine
+from ptychoedge.inference.resolution import HALVES_SHARE, half_scans
 from ptychoedge.sim import physics
 from ptychoedge.sim.probes import named_probe
 from ptychoedge.sim.samples import named_sample
@@ -84,13 +91,35 @@ def refined(instrument: Instrument, frames, positions, truth, truth_pixel, secon
             mosaic=None, relaxed: float = RELAXED):
     """Whole-detector ePIE (simulated frames: oriented, beam centred) for `seconds`, from
     `mosaic` or from a flat object, its first steps relaxed from `relaxed` (1: ePIE's step
-    throughout); its scores, images and sweeps."""
+    throughout); its scores, images and sweeps, and the refinement."""
     refinement = refine(frames, positions, instrument, Orientation(), seconds, mosaic,
                         relaxed=relaxed)
     images = refinement.images()
     scores, _ = compare_images(*images, refinement.lit, refinement.pixel_size,
                                refinement.origin, truth, truth_pixel)
-    return scores | {"seconds": refinement.seconds}, images, refinement.sweeps
+    return scores | {"seconds": refinement.seconds}, images, refinement.sweeps, refinement
+
+
+def filtered(refinement, frames, positions, instrument: Instrument, truth, truth_pixel):
+    """The refinement's amplitude filtered to what two half-scans, refined apart for a
+    third of its time each, resolve (resolution.py); its scores and images."""
+    resolution = half_scans(frames, positions, instrument, Orientation(), refinement,
+                            refinement.seconds * HALVES_SHARE)
+    images = (resolution.filtered_amplitude(np.abs(refinement.obj), refinement.lit),
+              refinement.images()[1])
+    scores, _ = compare_images(*images, refinement.lit, refinement.pixel_size,
+                               refinement.origin, truth, truth_pixel)
+    return scores | {"halves_seconds": resolution.seconds,
+                     "object_half_period": resolution.half_period(resolution.object_frc),
+                     "amplitude_half_period": resolution.half_period(
+                         resolution.amplitude_frc)}, images
+
+
+def filtered_row(name: str, scores: dict) -> str:
+    return (row(f"{name}, amplitude filtered", scores)
+            + f"  halves {scores['halves_seconds']:.0f} s, resolved "
+            f"{scores['object_half_period'] * 1e9:.0f}/{scores['amplitude_half_period'] * 1e9:.0f}"
+            " nm")
 
 
 def fine_tune(scan: Path, parent: str | None, model_dir: Path, epochs: int, out_dir: Path):
@@ -160,13 +189,18 @@ def main() -> int:
             for title, seconds, start, relaxed in runs:
                 if not seconds:
                     continue
-                scores, images, sweeps = refined(known, frames, positions, truth, pixel,
-                                                 seconds, start, relaxed)
+                scores, images, sweeps, refinement = refined(known, frames, positions, truth,
+                                                             pixel, seconds, start, relaxed)
                 name = f"(i) {title}, {sweeps} sweeps)"
                 print(row(name, scores), flush=True)
                 report.append({"case": f"{name} {kind}", "sweeps": sweeps, **scores})
                 if start is not None:
                     pictures[f"{name} {kind}"] = images
+                    scores, images = filtered(refinement, frames, positions, known, truth,
+                                              pixel)
+                    print(filtered_row(name, scores), flush=True)
+                    report.append({"case": f"{name} {kind}, amplitude filtered", **scores})
+                    pictures[f"{name} {kind}, amplitude filtered"] = images
         unseen = Instrument(known.geometry, named_probe(UNSEEN_PROBE, known.window,
                                                         known.object_pixel_size),
                             known.photons)
@@ -192,20 +226,37 @@ def main() -> int:
             report.append({"case": name, **scores})
             pictures[name] = images
             if args.refine_seconds:
-                refined_scores, refined_images, sweeps = refined(
+                refined_scores, refined_images, sweeps, refinement = refined(
                     unseen, frames, positions, truth, pixel, args.refine_seconds, mosaic)
                 title = (f"(ii) {UNSEEN_PROBE} + {kind}: {how}, refined "
                          f"({args.refine_seconds:.0f} s, {sweeps} sweeps)")
                 print(row(title, refined_scores), flush=True)
                 report.append({"case": title, "sweeps": sweeps, **refined_scores})
                 pictures[f"{title} {kind}"] = refined_images
+                refined_scores, refined_images = filtered(refinement, frames, positions, unseen,
+                                                          truth, pixel)
+                print(filtered_row(title, refined_scores), flush=True)
+                report.append({"case": f"{title}, amplitude filtered", **refined_scores})
+                pictures[f"{title} {kind}, amplitude filtered"] = refined_images
             budget = seconds + scores["seconds"] + args.refine_seconds
-            epie_scores, epie_images, sweeps = refined(unseen, frames, positions, truth, pixel,
-                                                       budget)
+            epie_scores, epie_images, sweeps, refinement = refined(unseen, frames, positions,
+                                                                   truth, pixel, budget)
             name = f"(iii) refinement from flat, the same time ({budget:.0f} s, {sweeps} sweeps)"
             print(row(name, epie_scores), flush=True)
             report.append({"case": f"{name} {kind}", "sweeps": sweeps, **epie_scores})
             pictures[f"{name} {kind}"] = epie_images
+            # filtered, at the time of the fine-tune, the network, the refinement and its
+            # half-scans together
+            whole = budget + 2 * HALVES_SHARE * args.refine_seconds
+            _, _, sweeps, refinement = refined(unseen, frames, positions, truth, pixel,
+                                               whole / (1 + 2 * HALVES_SHARE))
+            epie_scores, epie_images = filtered(refinement, frames, positions, unseen, truth,
+                                                pixel)
+            name = (f"(iii) refinement from flat, the same time ({refinement.seconds:.0f} s, "
+                    f"{sweeps} sweeps)")
+            print(filtered_row(name, epie_scores), flush=True)
+            report.append({"case": f"{name} {kind}, amplitude filtered", **epie_scores})
+            pictures[f"{name} {kind}, amplitude filtered"] = epie_images
     (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     save_pictures(args.out / "fidelity.png", f"fidelity of {args.model}", pictures)
     print(f"wrote {args.out}/report.json and fidelity.png")

@@ -329,4 +329,7 @@ def _refined(scan: Path, frames: np.ndarray, positions: np.ndarray, manifest, se
                                 seconds * HALVES_SHARE,
                                 progress("each half-scan", seconds * HALVES_SHARE))
         sys.stderr.write("\n")
+    else:
+        print(f"not resolved: {len(frames)} frames refined, and two half-scans need at least "
+              f"{FEWEST_FRAMES}", file=sys.stderr)
     return refinement, resolution, given, why

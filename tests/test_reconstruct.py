@@ -129,6 +129,21 @@ def test_reconstruct_can_hold_the_probe_fixed(scan, tmp_path):
 
 
 @pytest.mark.integration
+def test_a_scan_too_short_to_halve_is_refined_and_says_it_is_not_resolved(tmp_path):
+    instrument = load_manifest("ptychonn-default").instrument
+    simulator = physics.simulator_for(instrument, seed=12, sample_shape=(384, 384))
+    positions = physics.fermat_spiral_positions(3, 0.25e-6)
+    write_cxi(tmp_path / "scan.cxi", instrument, simulator.frames(positions)[0], positions)
+    result = run("reconstruct", str(tmp_path / "scan.cxi"), "--out", str(tmp_path / "out"),
+                 "--refine", "1")
+    assert result.returncode == 0, result.stderr
+    assert "not resolved: 3 frames refined, and two half-scans need at least 4" in result.stderr
+    refined = json.loads((tmp_path / "out" / "report.json").read_text())["refined"]
+    assert "resolution" not in refined and (tmp_path / "out" / "refined.cxi").is_file()
+    assert not (tmp_path / "out" / "filtered.cxi").exists()
+
+
+@pytest.mark.integration
 def test_a_negative_refinement_time_is_refused(scan, tmp_path):
     result = run("reconstruct", str(scan), "--out", str(tmp_path), "--refine", "-1")
     assert result.returncode == 2
