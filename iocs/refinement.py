@@ -160,12 +160,11 @@ class Refinement(RingPart):
             resolved = ""
             if "object_half_period" in summary:
                 self.status.resolution = summary["object_half_period"] * 1e9
-                resolved = (f"; resolved to {self.status.resolution:.0f} nm, the amplitude to "
-                            f"{summary['amplitude_half_period'] * 1e9:.0f} nm and shown "
-                            "filtered to it")
+                resolved = (f"; resolved to {self.status.resolution:.0f} nm (amplitude "
+                            f"{summary['amplitude_half_period'] * 1e9:.0f} nm, shown filtered)")
             self.news.say(f"refined {summary['frames']} frames in {summary['seconds']:.0f} s "
                           f"({summary['sweeps']} sweeps) from {summary['started_from']}: "
-                          f"Fourier error {first:.3g} -> {last:.3g}; shown in Refined:*; "
+                          f"Fourier error {first:.3g} -> {last:.3g}; "
                           f"the probe refined (overlap with the one given "
                           f"{summary['probe_overlap_with_given']:.3f}): RefinedInstrument_RBV"
                           f"{resolved}")
