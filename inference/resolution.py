@@ -26,7 +26,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
-from scipy.ndimage import gaussian_filter
 
 from ptychoedge.inference.instrument import Instrument, Orientation
 from ptychoedge.inference.refine import Refinement, refine
@@ -139,7 +138,7 @@ def compared(one: np.ndarray, other: np.ndarray, region: np.ndarray, pixel_size:
     """Two complex images of one object from independent halves of its data, compared
     ring by ring within `region` (their constant phase, which is free, set alike)."""
     other = other * np.exp(-1j * np.angle(np.sum((other * np.conj(one))[region])))
-    taper = gaussian_filter(region.astype(float), TAPER) * region
+    taper = _blurred(region.astype(float), TAPER) * region
     index = _ring_index(region.shape)
     share = float(np.sum(taper ** 2) / taper.size)
     pixels = np.bincount(index.ravel(), minlength=RINGS)[:RINGS] * share
@@ -161,6 +160,17 @@ def _on_canvas(half: Refinement, whole: Refinement) -> tuple[np.ndarray, np.ndar
     obj[rows, cols] = half.obj[source]
     lit[rows, cols] = half.lit[source]
     return obj, lit
+
+
+def _blurred(image: np.ndarray, sigma: float) -> np.ndarray:
+    """`image` convolved with a Gaussian of `sigma` pixels, zero beyond its edges."""
+    pad = int(np.ceil(3 * sigma))
+    padded = np.pad(image, pad)
+    fy = np.fft.fftfreq(padded.shape[0])[:, None]
+    fx = np.fft.rfftfreq(padded.shape[1])[None, :]
+    kernel = np.exp(-2 * (np.pi * sigma) ** 2 * (fx ** 2 + fy ** 2))
+    blurred = np.fft.irfft2(np.fft.rfft2(padded) * kernel, s=padded.shape)
+    return blurred[pad:pad + image.shape[0], pad:pad + image.shape[1]]
 
 
 def _ring_index(shape: tuple[int, ...]) -> np.ndarray:
