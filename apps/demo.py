@@ -25,7 +25,7 @@ import numpy as np
 from p4p.client.thread import Context
 
 from ptychoedge.apps.beamline import plain
-from ptychoedge.inference.resolution import HALVES_SHARE
+from ptychoedge.inference.resolution import with_half_scans
 from ptychoedge.iocs.processes import Child, python_module, stop_all
 from ptychoedge.iocs.served import refuse_if_served
 from ptychoedge.pvdb import detector, pipeline
@@ -159,7 +159,7 @@ class Demo:
         seconds = self.args.refine
         self.ctx.put(self.p + "RefineSeconds", seconds, timeout=5)
         self.ctx.put(self.p + "Refine", 1, timeout=5)
-        whole = seconds * (1 + 2 * HALVES_SHARE)
+        whole = with_half_scans(seconds)
         print(f"refining the image through the physics for {seconds:g} s, then two half-scans "
               f"for its resolution ({whole:.0f} s in all)", flush=True)
         self._wait(lambda: self._get(self.p + "RefineState_RBV") != "Idle", "the refinement",

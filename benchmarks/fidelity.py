@@ -51,7 +51,7 @@ from ptychoedge.inference.manifest import DEFAULT_MODEL, MODEL_DIR, Manifest, lo
 from ptychoedge.inference.mosaic import agreement
 from ptychoedge.inference.reconstruct import reconstruct, save_pictures
 from ptychoedge.inference.refine import RELAXED, refine
-from ptychoedge.inference.resolution import HALVES_SHARE, half_scans
+from ptychoedge.inference.resolution import HALVES_SHARE, half_scans, with_half_scans
 from ptychoedge.sim import physics
 from ptychoedge.sim.probes import named_probe
 from ptychoedge.sim.samples import named_sample
@@ -109,10 +109,7 @@ def filtered(refinement, frames, positions, instrument: Instrument, truth, truth
               refinement.images()[1])
     scores, _ = compare_images(*images, refinement.lit, refinement.pixel_size,
                                refinement.origin, truth, truth_pixel)
-    return scores | {"halves_seconds": resolution.seconds,
-                     "object_half_period": resolution.half_period(resolution.object_frc),
-                     "amplitude_half_period": resolution.half_period(
-                         resolution.amplitude_frc)}, images
+    return scores | resolution.figures(), images
 
 
 def filtered_row(name: str, scores: dict) -> str:
@@ -247,9 +244,9 @@ def main() -> int:
             pictures[f"{name} {kind}"] = epie_images
             # filtered, at the time of the fine-tune, the network, the refinement and its
             # half-scans together
-            whole = budget + 2 * HALVES_SHARE * args.refine_seconds
+            whole = budget - args.refine_seconds + with_half_scans(args.refine_seconds)
             _, _, sweeps, refinement = refined(unseen, frames, positions, truth, pixel,
-                                               whole / (1 + 2 * HALVES_SHARE))
+                                               whole / with_half_scans(1.0))
             epie_scores, epie_images = filtered(refinement, frames, positions, unseen, truth,
                                                 pixel)
             name = (f"(iii) refinement from flat, the same time ({refinement.seconds:.0f} s, "

@@ -50,7 +50,12 @@ from ptychoedge.inference.refine import (
     refine,
     scan_instrument,
 )
-from ptychoedge.inference.resolution import FEWEST_FRAMES, HALVES_SHARE, half_scans
+from ptychoedge.inference.resolution import (
+    FEWEST_FRAMES,
+    HALVES_SHARE,
+    half_scans,
+    with_half_scans,
+)
 from ptychoedge.inference.scan_file import ScanFileError, load_scan
 from ptychoedge.pvdb.pipeline import REFINED_IMAGES
 
@@ -95,7 +100,7 @@ def run(args: argparse.Namespace, images: RefinedImages) -> dict:
     mosaic = drawn.mosaic
     images.show(*mosaic.images(), mosaic.pixel_size, mosaic.position_to_pixel(0.0, 0.0))
     last_shown = time.monotonic()
-    whole = args.seconds * (1 + 2 * HALVES_SHARE)
+    whole = with_half_scans(args.seconds)
 
     def refining(refinement: Refinement) -> None:
         nonlocal last_shown
@@ -133,9 +138,7 @@ def run(args: argparse.Namespace, images: RefinedImages) -> dict:
                                 refinement, args.seconds * HALVES_SHARE, resolving)
         images.show(resolution.filtered_amplitude(np.abs(refinement.obj), refinement.lit),
                      phase, refinement.pixel_size, refinement.origin)
-        summary |= {"object_half_period": resolution.half_period(resolution.object_frc),
-                    "amplitude_half_period": resolution.half_period(resolution.amplitude_frc),
-                    "halves_seconds": round(resolution.seconds, 2)}
+        summary |= resolution.figures()
     return summary
 
 

@@ -39,6 +39,11 @@ FEWEST_FRAMES = 4  # two frames a half, at least
 SIGNIFICANT = 2.0  # a ring's FRC counts from this many times its noise, 1 / sqrt(pixels)
 
 
+def with_half_scans(seconds: float) -> float:
+    """The whole time of a refinement of `seconds` and its two half-scans."""
+    return seconds * (1 + 2 * HALVES_SHARE)
+
+
 @dataclass
 class Resolution:
     """The two halves' ring correlations on a refinement's canvas."""
@@ -80,14 +85,18 @@ class Resolution:
         filtered = np.fft.ifft2(np.fft.fft2(filled) * weight[rings])
         return ((filtered.real + mean) * lit).astype(np.float32)
 
-    def report(self) -> dict:
-        """The figures, for a report: half-periods in m, the curves by ring."""
+    def figures(self) -> dict:
+        """The half-periods resolved (m), the object's and the amplitude's, and the time the
+        halves took."""
         return {"object_half_period": self.half_period(self.object_frc),
                 "amplitude_half_period": self.half_period(self.amplitude_frc),
-                "halves_seconds": self.seconds,
-                "frequencies": self.frequencies.tolist(),
-                "object_frc": self.object_frc.tolist(),
-                "amplitude_frc": self.amplitude_frc.tolist()}
+                "halves_seconds": self.seconds}
+
+    def report(self) -> dict:
+        """The figures, and the curves by ring."""
+        return self.figures() | {"frequencies": self.frequencies.tolist(),
+                                 "object_frc": self.object_frc.tolist(),
+                                 "amplitude_frc": self.amplitude_frc.tolist()}
 
     def save_plot(self, path: Path, title: str) -> None:
         """The two curves against the half-period, with the half-bit threshold."""

@@ -54,7 +54,7 @@ import numpy as np
 from bluesky.utils import Msg
 from ophyd_async.core import StandardReadable, soft_signal_r_and_setter, wait_for_value
 
-from ptychoedge.inference.resolution import HALVES_SHARE
+from ptychoedge.inference.resolution import with_half_scans
 from ptychoedge.inference.scan_patterns import fermat_spiral_positions, raster_positions
 
 if TYPE_CHECKING:  # the devices load libca; a plan needs them only when it runs
@@ -271,7 +271,7 @@ def refine_image(pipeline: Pipeline, seconds: float | None) -> Generator[Msg, An
             started = False
             break
         yield from bps.sleep(0.1)
-    whole = seconds * (1 + 2 * HALVES_SHARE)  # then two half-scans, for the resolution
+    whole = with_half_scans(seconds)
     deadline = time.monotonic() + whole + REFINE_TIMEOUT
     while started and (yield from bps.rd(pipeline.refine_state)) in REFINE_BUSY:
         if time.monotonic() > deadline:
